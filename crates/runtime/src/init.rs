@@ -1,0 +1,201 @@
+//! The child side of create and exec: what runs in the new process between
+//! clone and `execve`.
+
+use std::convert::Infallible;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+use nix::sched::{setns, unshare, CloneFlags};
+use oci_spec::runtime::{Process, Spec};
+
+use crate::error::{Error, Result, SysContext};
+use crate::seccomp::CompiledFilter;
+use crate::sync::{Channel, Msg};
+use crate::{process, rootfs, tty};
+
+/// Everything the container's init needs, prepared by the runtime before clone.
+pub(crate) struct InitArgs {
+    /// The container's spec.
+    pub spec: Spec,
+    /// Absolute rootfs.
+    pub rootfs: PathBuf,
+    /// Absolute bundle dir.
+    pub bundle: PathBuf,
+    /// Namespaces to join (type, fd), pid excluded (the runtime joined it for us).
+    pub join: Vec<(CloneFlags, OwnedFd)>,
+    /// Namespaces to create with unshare (pid excluded: clone created it).
+    pub unshare: CloneFlags,
+    /// Compiled seccomp filter, if the spec has one.
+    pub seccomp: Option<CompiledFilter>,
+    /// Listener `start` connects to.
+    pub start: UnixListener,
+}
+
+/// Run the container's init. Never returns: it execs or exits.
+pub(crate) fn init_main(args: InitArgs, mut channel: Channel) -> ! {
+    let err = match init(args, &mut channel) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = channel.send(&Msg::failed(&err));
+    // SAFETY: _exit is always safe; no destructors should run in the child.
+    unsafe { libc::_exit(err.exit_code()) }
+}
+
+fn wait_go(channel: &mut Channel) -> Result<()> {
+    match channel.recv()? {
+        Some(Msg::Go) => Ok(()),
+        // The runtime went away: nothing to report to.
+        None => Err(Error::Init("runtime exited during container setup".into())),
+        Some(other) => Err(Error::Init(format!("unexpected message {other:?}"))),
+    }
+}
+
+fn init(args: InitArgs, channel: &mut Channel) -> Result<Infallible> {
+    // The runtime puts us in the cgroup first, so that a new cgroup namespace is rooted there.
+    wait_go(channel)?;
+    mark_inherited_fds_cloexec();
+    for (flag, fd) in &args.join {
+        setns(fd.as_fd(), *flag).ctx(|| format!("join namespace {flag:?}"))?;
+    }
+    unshare(args.unshare).ctx(|| format!("create namespaces {:?}", args.unshare))?;
+    let spec = &args.spec;
+    let process = spec.process().clone().unwrap_or_default();
+    if let Some(hostname) = spec.hostname() {
+        if !hostname.is_empty() {
+            nix::unistd::sethostname(hostname).ctx(|| format!("set hostname {hostname:?}"))?;
+        }
+    }
+    if let Some(domain) = spec.domainname() {
+        if !domain.is_empty() {
+            // SAFETY: pointer and length of a live byte slice.
+            let rc = unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) };
+            if rc != 0 {
+                return Err(nix::Error::last()).ctx(|| format!("set domainname {domain:?}"));
+            }
+        }
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .ctx(|| format!("set oom_score_adj {adj}"))?;
+    }
+    if args.unshare.contains(CloneFlags::CLONE_NEWNS) || has_mount_join(&args.join) {
+        rootfs::prepare(spec, &args.rootfs, &args.bundle)?;
+        rootfs::pivot(&args.rootfs)?;
+    } else {
+        nix::unistd::chroot(&args.rootfs).ctx(|| "chroot (no mount namespace)".into())?;
+        nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
+    }
+    let pty = if process.terminal().unwrap_or(false) {
+        let size = process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        Some(tty::open_pty(size)?)
+    } else {
+        None
+    };
+    rootfs::finish(spec, pty.as_ref().map(|p| p.slave_path.as_str()))?;
+    let cwd = process.cwd();
+    if !cwd.as_os_str().is_empty() && !cwd.is_dir() {
+        std::fs::create_dir_all(cwd).ctx(|| format!("create cwd {}", cwd.display()))?;
+    }
+    process::apply_rlimits(process.rlimits().as_ref())?;
+    let exe = process::resolve_executable(&process)?;
+    report_ready(channel, pty.as_ref())?;
+    match &pty {
+        Some(p) => tty::make_controlling(&p.slave)?,
+        None => {
+            nix::unistd::setsid().ctx(|| "setsid".into())?;
+        }
+    }
+    drop(pty);
+    // Wait for `start`.
+    let (stream, _) = args.start.accept().ctx(|| "wait for start".into())?;
+    drop(args.start);
+    let mut start = Channel::from_stream(stream);
+    wait_go(&mut start)?;
+    match process::become_process(&process, &exe, args.seccomp.as_ref()) {
+        Ok(never) => match never {},
+        Err(e) => {
+            let _ = start.send(&Msg::failed(&e));
+            Err(e)
+        }
+    }
+}
+
+fn has_mount_join(join: &[(CloneFlags, OwnedFd)]) -> bool {
+    join.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWNS)
+}
+
+fn report_ready(channel: &mut Channel, pty: Option<&tty::Pty>) -> Result<()> {
+    channel.send(&Msg::Ready { pty: pty.is_some() })?;
+    if let Some(p) = pty {
+        channel.send_fd(p.master.as_fd())?;
+    }
+    Ok(())
+}
+
+/// Descriptors the caller of the runtime leaked to us must not reach the
+/// container process (runc's fd-leak advisories): mark 3 and up close-on-exec.
+fn mark_inherited_fds_cloexec() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+}
+
+/// Everything an exec'd process needs, prepared before clone.
+pub(crate) struct ExecArgs {
+    /// The process to run.
+    pub process: Process,
+    /// Namespaces of the container to join (pid excluded), mount last.
+    pub join: Vec<(CloneFlags, OwnedFd)>,
+    /// The container's seccomp filter.
+    pub seccomp: Option<CompiledFilter>,
+}
+
+/// Run an exec'd process's setup. Never returns.
+pub(crate) fn exec_main(args: ExecArgs, mut channel: Channel) -> ! {
+    let err = match exec_setup(args, &mut channel) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = channel.send(&Msg::failed(&err));
+    // SAFETY: _exit is always safe.
+    unsafe { libc::_exit(err.exit_code()) }
+}
+
+fn exec_setup(args: ExecArgs, channel: &mut Channel) -> Result<Infallible> {
+    wait_go(channel)?;
+    mark_inherited_fds_cloexec();
+    for (flag, fd) in &args.join {
+        setns(fd.as_fd(), *flag).ctx(|| format!("join container namespace {flag:?}"))?;
+    }
+    nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
+    let process = args.process;
+    let pty = if process.terminal().unwrap_or(false) {
+        let size = process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        Some(tty::open_pty(size)?)
+    } else {
+        None
+    };
+    process::apply_rlimits(process.rlimits().as_ref())?;
+    let exe = process::resolve_executable(&process)?;
+    report_ready(channel, pty.as_ref())?;
+    match &pty {
+        Some(p) => tty::make_controlling(&p.slave)?,
+        None => {
+            nix::unistd::setsid().ctx(|| "setsid".into())?;
+        }
+    }
+    drop(pty);
+    process::become_process(&process, &exe, args.seccomp.as_ref())
+}
