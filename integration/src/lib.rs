@@ -1,1 +1,263 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the privileged integration tests.
+//!
+//! Tests run the real `berth` binary (env `BERTH_BIN`, default
+//! `target/debug/berth`) as root against real kernel features, with the
+//! offline test images (env `BERTH_TEST_ASSETS`, default
+//! `target/test-images`, built by `cargo xtask test-images`). Every test gets
+//! its own state root and bundle in a temp dir (under `TMPDIR`), so tests can
+//! run in parallel and a failed one leaves nothing that breaks the next.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration/ lives in the workspace")
+        .to_path_buf()
+}
+
+/// The `berth` binary under test.
+pub fn berth_bin() -> PathBuf {
+    std::env::var_os("BERTH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/debug/berth"))
+}
+
+/// The test images directory.
+pub fn assets() -> PathBuf {
+    let dir = std::env::var_os("BERTH_TEST_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/test-images"));
+    assert!(
+        dir.join("busybox-rootfs/bin/busybox").exists(),
+        "test images missing in {}: run `cargo xtask test-images`",
+        dir.display()
+    );
+    dir
+}
+
+/// Whether we can run privileged tests; prints why not otherwise.
+pub fn privileged() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!("skipped: privileged integration tests need root");
+        false
+    }
+}
+
+/// A unique container id for this process.
+pub fn unique_id(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// An isolated runtime state root plus scratch space for bundles.
+pub struct Env {
+    /// Holds everything; removed on drop.
+    pub tmp: tempfile::TempDir,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    /// A fresh environment in `TMPDIR`.
+    pub fn new() -> Env {
+        Env {
+            tmp: tempfile::Builder::new()
+                .prefix("berth-it-")
+                .tempdir()
+                .expect("create temp dir"),
+        }
+    }
+
+    /// The runtime's `--root`.
+    pub fn root(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    /// A bundle named `name`: a copy of the busybox rootfs and the config of
+    /// `berth runtime spec` with no terminal and hostname `berth-test`,
+    /// then changed by `edit`.
+    pub fn bundle(&self, name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
+        let dir = self.tmp.path().join(name);
+        std::fs::create_dir_all(&dir).expect("create bundle dir");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(assets().join("busybox-rootfs"))
+            .arg(dir.join("rootfs"))
+            .status()
+            .expect("run cp");
+        assert!(status.success(), "copy rootfs");
+        let out = Command::new(berth_bin())
+            .args(["runtime", "spec", "-b"])
+            .arg(&dir)
+            .output()
+            .expect("run berth runtime spec");
+        assert!(
+            out.status.success(),
+            "berth runtime spec: {}",
+            text(&out.stderr)
+        );
+        let mut config = read_json(&dir.join("config.json"));
+        config["process"]["terminal"] = Value::Bool(false);
+        config["hostname"] = Value::from("berth-test");
+        edit(&mut config);
+        write_json(&dir.join("config.json"), &config);
+        dir
+    }
+
+    /// `berth runtime --root <root> ARGS...`, not yet run.
+    pub fn berth(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("runtime").arg("--root").arg(self.root()).args(args);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run `berth runtime ARGS...` and collect its output.
+    ///
+    /// Output goes through files, not pipes: a detached container inherits
+    /// berth's stdout and would keep a pipe open for as long as it runs.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = tempfile::tempfile().expect("temp file");
+        let err = tempfile::tempfile().expect("temp file");
+        let status = self
+            .berth(args)
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(err.try_clone().expect("dup"))
+            .status()
+            .expect("run berth");
+        Output {
+            status,
+            stdout: read_all(out),
+            stderr: read_all(err),
+        }
+    }
+
+    /// `berth runtime run -b BUNDLE ID` in the foreground.
+    pub fn run_container(&self, bundle: &Path, id: &str) -> Output {
+        self.run(&["run", "-b", path_str(bundle), id])
+    }
+
+    /// The container's status from `berth runtime state`, or None if it does not exist.
+    pub fn status(&self, id: &str) -> Option<String> {
+        let out = self.run(&["state", id]);
+        if !out.status.success() {
+            return None;
+        }
+        let state: Value = serde_json::from_slice(&out.stdout).expect("state is JSON");
+        state["status"].as_str().map(str::to_string)
+    }
+
+    /// The container's init pid from `berth runtime state`.
+    pub fn pid(&self, id: &str) -> i32 {
+        let out = self.run(&["state", id]);
+        assert!(out.status.success(), "state {id}: {}", text(&out.stderr));
+        let state: Value = serde_json::from_slice(&out.stdout).expect("state is JSON");
+        state["pid"].as_i64().expect("pid") as i32
+    }
+
+    /// Wait until the container has `status` (panics after 10 s).
+    pub fn wait_status(&self, id: &str, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.status(id).as_deref() != Some(status) {
+            assert!(Instant::now() < deadline, "{id} never became {status}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A path as &str (test paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Lossy UTF-8 of command output.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Read a JSON file.
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("read json")).expect("parse json")
+}
+
+/// Write a JSON file.
+pub fn write_json(path: &Path, value: &Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(value).expect("encode")).expect("write json");
+}
+
+/// Set `process.args` of a config to `sh -c SCRIPT`.
+pub fn sh(config: &mut Value, script: &str) {
+    config["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+}
+
+/// Every cgroup directory (any hierarchy) whose name is `id`.
+pub fn cgroup_dirs_named(id: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, id: &str, depth: usize, out: &mut Vec<PathBuf>) {
+        if depth > 8 {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                let path = entry.path();
+                if entry.file_name().to_str() == Some(id) {
+                    out.push(path.clone());
+                }
+                walk(&path, id, depth + 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), id, 0, &mut out);
+    out
+}
+
+/// Host mount points (from /proc/self/mountinfo) that contain `needle`.
+pub fn host_mounts_containing(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+fn read_all(mut file: std::fs::File) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut buf = Vec::new();
+    file.rewind().expect("rewind");
+    file.read_to_end(&mut buf).expect("read output");
+    buf
+}
+
+/// Whether `pid` is a live process (not absent, not a zombie waiting for a reaper).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next())
+                .unwrap_or("X");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}

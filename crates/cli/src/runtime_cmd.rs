@@ -231,8 +231,8 @@ fn dispatch(runtime: &Runtime, command: RuntimeCommand) -> anyhow::Result<i32> {
             } else if format == "table" {
                 writeln!(
                     out,
-                    "{:<20} {:<8} {:<10} {:<40} {}",
-                    "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+                    "{:<20} {:<8} {:<10} {:<40} CREATED",
+                    "ID", "PID", "STATUS", "BUNDLE"
                 )?;
                 for s in &states {
                     writeln!(

@@ -472,7 +472,7 @@ fn parse_request(id: &str, cgroups_path: Option<&str>) -> Result<Requested> {
 }
 
 /// One directory of the container's cgroup.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct CgDir {
     /// Controllers served by this directory (v1), or the v2 controllers we care about.
     controllers: Vec<String>,
@@ -484,6 +484,19 @@ struct CgDir {
 
 fn join_visible(mount_point: &Path, visible: &Path) -> PathBuf {
     mount_point.join(visible.strip_prefix("/").unwrap_or(visible))
+}
+
+/// Where a container's cgroup was placed, as resolved by [`CgroupManager::create`].
+///
+/// Relative cgroup paths resolve against the creating process's own cgroup;
+/// a later command (kill, exec, delete) may run in another cgroup, so the
+/// runtime stores this with the container's state and reopens the cgroup
+/// from it with [`CgroupManager::from_location`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CgroupLocation {
+    v2: bool,
+    path: PathBuf,
+    dirs: Vec<CgDir>,
 }
 
 /// One container's cgroup (on every v1 controller hierarchy it needs, or one v2 dir).
@@ -667,6 +680,24 @@ impl CgroupManager {
             });
         }
         Ok(mgr)
+    }
+
+    /// Where this cgroup lives, to be stored and reopened with [`Self::from_location`].
+    pub fn location(&self) -> CgroupLocation {
+        CgroupLocation {
+            v2: self.v2,
+            path: self.path.clone(),
+            dirs: self.dirs.clone(),
+        }
+    }
+
+    /// Reopen a cgroup from a stored [`CgroupLocation`], creating nothing.
+    pub fn from_location(location: CgroupLocation) -> Self {
+        CgroupManager {
+            v2: location.v2,
+            path: location.path,
+            dirs: location.dirs,
+        }
     }
 
     /// The directory serving `controller` (on v2 the single directory).

@@ -335,7 +335,6 @@ impl Runtime {
                     join_pid,
                     seccomp,
                     cgroup: &cgroup,
-                    cgroups_path: cgroups_path.clone(),
                 },
             )
         })();
@@ -398,7 +397,7 @@ impl Runtime {
                 bundle: bundle.dir.clone(),
                 rootfs: bundle.rootfs.clone(),
                 created: state::now_rfc3339(),
-                cgroups_path: plan.cgroups_path.clone(),
+                cgroup: plan.cgroup.location(),
                 annotations: bundle.spec.annotations().clone().unwrap_or_default(),
             };
             dir.save(&record)?;
@@ -496,7 +495,7 @@ impl Runtime {
             });
         }
         if all {
-            let cgroup = CgroupManager::open(id, record.cgroups_path.as_deref())?;
+            let cgroup = CgroupManager::from_location(record.cgroup.clone());
             cgroup.kill_all(signal)?;
         }
         kill(Pid::from_raw(record.pid), signal).ctx(|| format!("send {signal} to container {id}"))
@@ -525,7 +524,7 @@ impl Runtime {
                     hint: "stop it first or use --force".into(),
                 });
             }
-            let cgroup = CgroupManager::open(id, record.cgroups_path.as_deref())?;
+            let cgroup = CgroupManager::from_location(record.cgroup.clone());
             let _ = cgroup.kill_all(Signal::SIGKILL);
             let _ = kill(Pid::from_raw(record.pid), Signal::SIGKILL);
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -538,7 +537,7 @@ impl Runtime {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        let cgroup = CgroupManager::open(id, record.cgroups_path.as_deref())?;
+        let cgroup = CgroupManager::from_location(record.cgroup.clone());
         cgroup.remove()?;
         let state = Self::state_of(&dir, &record);
         let spec = Self::saved_spec(&dir).ok();
@@ -579,9 +578,7 @@ impl Runtime {
             r.finish();
         }
         let (_, record) = self.load(&opts.id)?;
-        let oom_killed = CgroupManager::open(&opts.id, record.cgroups_path.as_deref())
-            .map(|c| c.oom_kill_count() > 0)
-            .unwrap_or(false);
+        let oom_killed = CgroupManager::from_location(record.cgroup.clone()).oom_kill_count() > 0;
         self.delete(&opts.id, true)?;
         Ok(Some(Exit { code, oom_killed }))
     }
@@ -604,7 +601,7 @@ impl Runtime {
         let linux = spec.linux().clone().unwrap_or_default();
         let seccomp: Option<CompiledFilter> =
             linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
-        let cgroup = CgroupManager::open(id, record.cgroups_path.as_deref())?;
+        let cgroup = CgroupManager::from_location(record.cgroup.clone());
         let mut join = Vec::new();
         let mut pid_ns = None;
         for ns in linux.namespaces().iter().flatten() {
@@ -697,5 +694,4 @@ struct InitPlan<'a> {
     join_pid: Option<OwnedFd>,
     seccomp: Option<CompiledFilter>,
     cgroup: &'a CgroupManager,
-    cgroups_path: Option<String>,
 }

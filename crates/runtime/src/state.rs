@@ -34,7 +34,7 @@ impl std::fmt::Display for Status {
             Status::Running => "running",
             Status::Stopped => "stopped",
         };
-        f.write_str(s)
+        f.pad(s)
     }
 }
 
@@ -53,8 +53,8 @@ pub struct Record {
     pub rootfs: PathBuf,
     /// Creation time, RFC 3339.
     pub created: String,
-    /// linux.cgroupsPath of the spec.
-    pub cgroups_path: Option<String>,
+    /// Where the container's cgroup was created.
+    pub cgroup: crate::cgroups::CgroupLocation,
     /// The spec's annotations.
     #[serde(default)]
     pub annotations: HashMap<String, String>,
@@ -249,7 +249,7 @@ mod tests {
             bundle: "/b".into(),
             rootfs: "/b/rootfs".into(),
             created: now_rfc3339(),
-            cgroups_path: None,
+            cgroup: serde_json::from_str(r#"{"v2":true,"path":"/x","dirs":[]}"#).unwrap(),
             annotations: HashMap::new(),
         };
         c.save(&rec).unwrap();

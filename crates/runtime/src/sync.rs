@@ -56,7 +56,9 @@ impl Msg {
                 not_found: Some(name),
                 ..
             } => Error::CommandNotFound(name),
-            Msg::Failed { message, code, .. } if code == 126 => Error::CommandNotRunnable {
+            Msg::Failed {
+                message, code: 126, ..
+            } => Error::CommandNotRunnable {
                 path: String::new(),
                 reason: message,
             },
