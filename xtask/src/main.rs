@@ -1,7 +1,7 @@
 //! `cargo xtask`: berth's project tasks.
 //!
 //! - `demo`: install what is needed, build berth, run a busybox container.
-//! - `test [--host-only|--vm-only]`: fmt check, clippy, unit tests, the
+//! - `test [--host|--vm]`: fmt check, clippy, unit tests, the
 //!   privileged integration suite on this host, and the same suite in a VM
 //!   (cgroup v2) for the runtime.
 //! - `test-images`: build the offline busybox test images under target/.
@@ -32,7 +32,7 @@ fn main() {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | test [--host-only|--vm-only] | test-images | test-vm [--shell] [-- FILTER] | bench runtime [--runs N] [--install-peers]>";
+const USAGE: &str = "usage: cargo xtask <demo | test [--host|--vm] | test-images | test-vm [--shell] [-- FILTER] | bench runtime [--runs N] [--install-peers]>";
 
 fn dispatch(args: &[String]) -> Result<()> {
     let Some(task) = args.first() else {
@@ -188,8 +188,8 @@ fn test_vm(args: &[String]) -> Result<()> {
 
 /// fmt, clippy, unit tests, the privileged suite on this host, and the VM run.
 fn test(args: &[String]) -> Result<()> {
-    let host = !args.iter().any(|a| a == "--vm-only");
-    let vm = !args.iter().any(|a| a == "--host-only");
+    let host = !args.iter().any(|a| a == "--vm");
+    let vm = !args.iter().any(|a| a == "--host");
     if host {
         println!("== cargo fmt --check");
         run_inherit(cargo().args(["fmt", "--all", "--check"]))?;
