@@ -133,33 +133,72 @@ impl Root {
         openat2(self.dir.as_fd(), &rel, how)
     }
 
-    /// Create `rel` and its parents as directories inside the root; return an O_PATH handle.
-    pub(crate) fn mkdir_all(&self, rel: &Path) -> Result<OwnedFd> {
-        let rel = relative(rel);
-        let mut cur = PathBuf::new();
-        for comp in rel.components() {
-            cur.push(comp);
-            match self.open_in(&cur, OFlag::O_PATH | OFlag::O_DIRECTORY) {
-                Ok(_) => {}
-                Err(nix::Error::ENOENT) => {
-                    let parent = self
-                        .open_in(
-                            cur.parent().unwrap_or(Path::new("")),
-                            OFlag::O_PATH | OFlag::O_DIRECTORY,
-                        )
-                        .ctx(|| format!("open {} in rootfs", cur.display()))?;
-                    match nix::sys::stat::mkdirat(
-                        parent.as_fd(),
-                        comp.as_os_str(),
-                        Mode::from_bits_truncate(0o755),
-                    ) {
-                        Ok(()) | Err(nix::Error::EEXIST) => {}
-                        Err(e) => {
-                            return Err(e).ctx(|| format!("create {} in rootfs", cur.display()))
+    /// Resolve `rel` inside the root the way the kernel would with the root
+    /// as `/`: symlinks (absolute ones from the root) and `..` are followed
+    /// but never leave it. Components that do not exist are kept as they are.
+    /// The result has no symlinks (at the time of the check; every later open
+    /// still uses RESOLVE_IN_ROOT).
+    fn secure_join(&self, rel: &Path) -> Result<PathBuf> {
+        let mut pending: std::collections::VecDeque<std::ffi::OsString> = rel
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        let mut resolved = PathBuf::new();
+        let mut links = 0;
+        while let Some(comp) = pending.pop_front() {
+            if comp == ".." {
+                resolved.pop();
+                continue;
+            }
+            let candidate = resolved.join(&comp);
+            match nix::fcntl::readlinkat(self.dir.as_fd(), &candidate) {
+                Ok(target) => {
+                    links += 1;
+                    if links > 40 {
+                        return Err(nix::Error::ELOOP)
+                            .ctx(|| format!("resolve {} in rootfs", rel.display()));
+                    }
+                    let target = PathBuf::from(target);
+                    if target.is_absolute() {
+                        resolved = PathBuf::new();
+                    }
+                    for c in target.components().rev() {
+                        match c {
+                            Component::Normal(n) => pending.push_front(n.to_os_string()),
+                            Component::ParentDir => pending.push_front("..".into()),
+                            _ => {}
                         }
                     }
                 }
-                Err(e) => return Err(e).ctx(|| format!("open {} in rootfs", cur.display())),
+                Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => resolved = candidate,
+                Err(e) => {
+                    return Err(e).ctx(|| format!("resolve {} in rootfs", candidate.display()))
+                }
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Create `rel` and its parents as directories inside the root; return an O_PATH handle.
+    pub(crate) fn mkdir_all(&self, rel: &Path) -> Result<OwnedFd> {
+        let rel = self.secure_join(rel)?;
+        let mut cur = PathBuf::new();
+        for comp in rel.components() {
+            let parent = self
+                .open_in(&cur, OFlag::O_PATH | OFlag::O_DIRECTORY)
+                .ctx(|| format!("open {} in rootfs", cur.display()))?;
+            cur.push(comp);
+            match nix::sys::stat::mkdirat(
+                parent.as_fd(),
+                comp.as_os_str(),
+                Mode::from_bits_truncate(0o755),
+            ) {
+                Ok(()) | Err(nix::Error::EEXIST) => {}
+                Err(e) => return Err(e).ctx(|| format!("create {} in rootfs", cur.display())),
             }
         }
         self.open_in(&cur, OFlag::O_PATH | OFlag::O_DIRECTORY)
@@ -168,7 +207,7 @@ impl Root {
 
     /// Create `rel` as an empty file (parents as directories) inside the root; return an O_PATH handle.
     pub(crate) fn touch(&self, rel: &Path) -> Result<OwnedFd> {
-        let rel = relative(rel);
+        let rel = self.secure_join(rel)?;
         if let Ok(fd) = self.open_in(&rel, OFlag::O_PATH) {
             return Ok(fd);
         }
