@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod fake_registry;
 pub mod registry;
 
 fn workspace_root() -> PathBuf {
@@ -261,5 +262,109 @@ pub fn process_alive(pid: i32) -> bool {
             state != "Z" && state != "X"
         }
         Err(_) => false,
+    }
+}
+
+/// An isolated engine state (`berth --root`) and config dir for image and container tests.
+pub struct Engine {
+    /// Holds the state root, config and scratch files; removed on drop.
+    pub tmp: tempfile::TempDir,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine {
+    /// A fresh engine state in `TMPDIR`.
+    pub fn new() -> Engine {
+        Engine {
+            tmp: tempfile::Builder::new()
+                .prefix("berth-engine-")
+                .tempdir()
+                .expect("create temp dir"),
+        }
+    }
+
+    /// The `--root` directory.
+    pub fn root(&self) -> PathBuf {
+        self.tmp.path().join("root")
+    }
+
+    /// `berth --root ROOT ARGS...` with its own XDG_CONFIG_HOME and HOME, not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("--run-root")
+            .arg(self.tmp.path().join("run"))
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.tmp.path().join("config"))
+            .env("HOME", self.tmp.path().join("home"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run `berth ARGS...` and collect its output (through files, see [`Env::run`]).
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = tempfile::tempfile().expect("temp file");
+        let err = tempfile::tempfile().expect("temp file");
+        let status = self
+            .command(args)
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(err.try_clone().expect("dup"))
+            .status()
+            .expect("run berth");
+        Output {
+            status,
+            stdout: read_all(out),
+            stderr: read_all(err),
+        }
+    }
+
+    /// Run and assert success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed ({}): {}{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Blobs in the content store: (digest hex, verified).
+    pub fn blobs(&self) -> Vec<(String, bool)> {
+        let dir = self.root().join("content/blobs/sha256");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let data = std::fs::read(entry.path()).unwrap_or_default();
+            let ok = fake_registry::digest_of(&data) == format!("sha256:{name}");
+            out.push((name, ok));
+        }
+        out.sort();
+        out
+    }
+
+    /// The busybox test image as an OCI layout tar in this engine's scratch space.
+    pub fn busybox_oci_tar(&self) -> PathBuf {
+        let tar = self.tmp.path().join("busybox-oci.tar");
+        if !tar.exists() {
+            let status = Command::new("tar")
+                .arg("-C")
+                .arg(assets().join("busybox-oci"))
+                .arg("-cf")
+                .arg(&tar)
+                .arg(".")
+                .status()
+                .expect("run tar");
+            assert!(status.success());
+        }
+        tar
     }
 }

@@ -214,6 +214,14 @@ fn test(args: &[String]) -> Result<()> {
             "warnings",
         ]))?;
         require_root("the privileged integration suite")?;
+        // Real peers the tests talk to: a registry, htpasswd for its auth,
+        // skopeo and umoci for interoperability.
+        util::ensure_packages(&[
+            ("docker-registry", "/usr/bin/docker-registry"),
+            ("apache2-utils", "/usr/bin/htpasswd"),
+            ("skopeo", "/usr/bin/skopeo"),
+            ("umoci", "/usr/bin/umoci"),
+        ])?;
         images::build(&target_dir())?;
         build_berth(false)?;
         println!("== cargo test (unit tests and the privileged integration suite, on this host)");

@@ -165,7 +165,8 @@ pub fn main(args: RuntimeArgs) -> i32 {
     }
 }
 
-fn one_line(err: &anyhow::Error) -> String {
+/// An error and its causes on one line, without repeating a cause its parent already names.
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let parts: Vec<String> = err.chain().map(|e| e.to_string()).collect();
     let mut out: Vec<String> = Vec::new();
     for p in parts {

@@ -1,3 +1,12 @@
-//! Containers as objects.
+//! berth's engine: the objects a user manipulates (images today; containers,
+//! volumes and networks as they land), composed from the lower crates.
 //!
-//! Will own: container records and their lifecycle (create, start, stop, kill, remove, exec, logs, wait, inspect, prune), the monitor process, and the translation of image config plus CLI options into an OCI spec, composing the image store, snapshotter, runtime, volumes and networking crates.
+//! Every `berth` command is a short-lived process: the engine opens the state
+//! under `--root` (default `/var/lib/berth`) and `--run-root` (default
+//! `/run/berth`), does its work under file locks, and returns. Nothing runs in
+//! the background.
+
+pub mod error;
+pub mod images;
+
+pub use error::{Error, Result};

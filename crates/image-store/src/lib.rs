@@ -1,3 +1,25 @@
 //! OCI content store, image metadata, registry client and archives.
 //!
-//! Will own: content-addressed blobs under content/blobs/sha256 with verified, resumable ingest; image names, tags and manifests (choosing this host's platform); the distribution API v2 client (anonymous, basic and bearer auth); docker-archive and OCI layout save/load, and rootfs import.
+//! - [`content`]: content-addressed blobs under `blobs/sha256` with verified,
+//!   resumable, lock-protected ingest.
+//! - [`reference`]: image references normalised as Docker does.
+//! - [`manifest`]: OCI / Docker schema2 manifests and indexes, host platform selection.
+//! - [`images`]: image names -> manifest descriptors, image resolution, GC roots.
+//! - [`registry`]: the distribution API v2 client.
+//! - [`archive`]: docker-archive and OCI layout save/load, rootfs import.
+
+pub mod archive;
+pub mod content;
+pub mod digest;
+pub mod error;
+pub mod images;
+pub mod manifest;
+pub mod reference;
+pub mod registry;
+
+pub use content::{ContentStore, Writer};
+pub use digest::{Digest, Hasher};
+pub use error::{Error, Result};
+pub use images::{referenced_blobs, resolve_image, Image, ImageRecord, ImageStore};
+pub use manifest::{host_platform, parse_manifest, select_platform, Manifest};
+pub use reference::Reference;

@@ -1,3 +1,37 @@
-//! Layer unpacking and overlayfs snapshots.
+//! Layer unpacking and overlayfs snapshots for berth.
 //!
-//! Will own: committed snapshots keyed by chain id and shared between images; prepare/view/commit/mounts/remove/usage/walk on overlayfs; safe unpacking of untrusted layer tarballs (whiteouts to overlay form, nothing written outside the snapshot); diff of an upper dir back into an OCI layer.
+//! This crate owns the on-disk root filesystems of images and containers, modelled on
+//! containerd's overlay snapshotter:
+//!
+//! * [`Snapshotter`] keeps snapshots in `<root>/<numeric id>/{fs,work}` with their
+//!   metadata in one JSON file updated under an exclusive file lock (see
+//!   `docs/snapshotter.md`). Snapshots are `Active` (writable), `View` (read-only) or
+//!   `Committed` (immutable, named by the caller, e.g. by the layer's chain id, so
+//!   images sharing a chain share the snapshot).
+//! * [`Snapshotter::prepare`] / [`Snapshotter::view`] return [`Mount`]s (overlay, or a
+//!   bind for a snapshot without parent) that [`mount_all`] or [`MountGuard`] mount.
+//!   Deep chains use short link names (`<root>/l/<short>`) so the overlay option string
+//!   fits in a page.
+//! * [`apply_layer`] / [`Snapshotter::apply`] unpack an untrusted layer tar (gzip, zstd
+//!   or plain) with every write made relative to a directory fd resolved with
+//!   `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)`, converting OCI whiteouts to
+//!   overlay whiteouts.
+//! * [`diff_dir`] / [`Snapshotter::diff`] turn an overlay upper dir back into a
+//!   deterministic OCI layer tar.
+//!
+//! Everything is synchronous; the crate needs root for overlay mounts, `trusted.*`
+//! xattrs, whiteout device nodes and ownership changes.
+
+mod apply;
+mod diff;
+mod error;
+mod fsutil;
+mod meta;
+mod mount;
+mod snapshotter;
+
+pub use apply::{apply_layer, ApplyStats};
+pub use diff::{diff_dir, DiffStats};
+pub use error::{Error, Result};
+pub use mount::{mount_all, unmount, Mount, MountGuard};
+pub use snapshotter::{Info, Kind, Snapshotter, Usage};

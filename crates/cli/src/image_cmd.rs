@@ -1,0 +1,547 @@
+//! Image commands: pull, push, images, inspect, tag, rmi, history, prune,
+//! save, load, import, login, logout. Docker's names, flags and output.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use berth_engine::images::{ArchiveFormat, Images};
+use berth_image_store::registry::{Credentials, Registry, RegistryOptions};
+use clap::{Args, Subcommand};
+
+/// Options every image command shares.
+#[derive(Args, Debug, Clone)]
+pub struct ImageGlobals {
+    /// Registry host (host or host:port) to reach over plain http; localhost is always plain http.
+    #[arg(long = "insecure-registry", global = true)]
+    pub insecure_registries: Vec<String>,
+}
+
+/// `pull` flags.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Suppress progress output.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Image reference, e.g. busybox or localhost:5000/a/b:tag.
+    name: String,
+}
+
+/// `push` flags.
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Suppress progress output.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Image reference.
+    name: String,
+}
+
+/// `tag` arguments.
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    /// Existing image.
+    source: String,
+    /// New name.
+    target: String,
+}
+
+/// `history` flags.
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Do not truncate output.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Image name or id.
+    name: String,
+}
+
+/// `save` flags.
+#[derive(Args, Debug)]
+pub struct SaveArgs {
+    /// Write to this file instead of stdout.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Archive format: docker (docker load's) or oci.
+    #[arg(long, default_value = "docker")]
+    format: String,
+    /// Images to save.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+/// `load` flags.
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Read from this file instead of stdin.
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    /// Print only the loaded names.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// `import` flags.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Dockerfile-style change to the config (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL).
+    #[arg(short, long)]
+    change: Vec<String>,
+    /// Tarball path, or - for stdin.
+    file: String,
+    /// Name for the image.
+    name: Option<String>,
+}
+
+/// The image commands, as `berth image <verb>` (the top-level forms map onto these).
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Pull an image from a registry.
+    Pull(PullArgs),
+    /// Push an image to a registry.
+    Push(PushArgs),
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Show low-level information on images as JSON.
+    Inspect {
+        /// Image names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Create a tag TARGET that refers to SOURCE.
+    Tag(TagArgs),
+    /// Remove images.
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Show the history of an image.
+    History(HistoryArgs),
+    /// Remove unused images and unreferenced blobs.
+    Prune {
+        /// Remove all images, not only dangling ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Do not prompt (berth never prompts; accepted for compatibility).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Save images to a tar archive.
+    Save(SaveArgs),
+    /// Load images from a tar archive (docker-archive or OCI layout).
+    Load(LoadArgs),
+    /// Import a rootfs tarball as a one-layer image.
+    Import(ImportArgs),
+}
+
+/// `images` / `image ls` flags.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only show image ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show digests.
+    #[arg(long)]
+    digests: bool,
+    /// Do not truncate ids.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format: table (default) or json.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// `rmi` flags.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Remove even if the image has several tags.
+    #[arg(short, long)]
+    force: bool,
+    /// Images to remove.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+/// `login` flags.
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Username.
+    #[arg(short, long)]
+    username: Option<String>,
+    /// Password (prefer --password-stdin).
+    #[arg(short, long)]
+    password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Registry server (default docker.io).
+    server: Option<String>,
+}
+
+fn registry_options(globals: &ImageGlobals, quiet: bool) -> anyhow::Result<RegistryOptions> {
+    Ok(RegistryOptions {
+        insecure_registries: globals.insecure_registries.clone(),
+        credentials: Credentials::load_default()?,
+        max_concurrent: 4,
+        progress: !quiet && std::io::stderr().is_terminal(),
+    })
+}
+
+fn short_id(d: &berth_image_store::digest::Digest, no_trunc: bool) -> String {
+    if no_trunc {
+        d.to_string()
+    } else {
+        d.hex()[..12].to_string()
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + units[i]
+    }
+}
+
+fn ago(rfc3339: Option<&str>) -> String {
+    let Some(t) = rfc3339.and_then(|s| {
+        humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next()?).ok()
+    }) else {
+        return "N/A".into();
+    };
+    let secs = std::time::SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match secs {
+        0..=59 => "Less than a minute ago".into(),
+        60..=3599 => format!("{} minutes ago", secs / 60),
+        3600..=172_799 => format!("{} hours ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
+/// Run an image command; returns the exit code.
+pub fn run(images: &Images, globals: &ImageGlobals, command: ImageCommand) -> anyhow::Result<i32> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        ImageCommand::Pull(PullArgs { quiet, name }) => {
+            let (reference, image) = images.pull(&name, registry_options(globals, quiet)?)?;
+            if quiet {
+                writeln!(out, "{}", reference.full())?;
+            } else {
+                writeln!(out, "Digest: {}", image.manifest_digest)?;
+                writeln!(
+                    out,
+                    "Status: Downloaded newer image for {}",
+                    reference.familiar()
+                )?;
+                writeln!(out, "{}", reference.full())?;
+            }
+        }
+        ImageCommand::Push(PushArgs { quiet, name }) => {
+            let digest = images.push(&name, registry_options(globals, quiet)?)?;
+            writeln!(out, "{name}: digest: {digest}")?;
+        }
+        ImageCommand::Ls(args) => list(images, &args, &mut out)?,
+        ImageCommand::Inspect { names } => {
+            let mut all = Vec::new();
+            for name in &names {
+                all.push(images.inspect(name)?);
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+        }
+        ImageCommand::Tag(TagArgs { source, target }) => images.tag(&source, &target)?,
+        ImageCommand::Rm(args) => {
+            for name in &args.names {
+                for line in images.remove(name, args.force)? {
+                    writeln!(out, "{line}")?;
+                }
+            }
+        }
+        ImageCommand::History(HistoryArgs { no_trunc, name }) => {
+            writeln!(
+                out,
+                "{:<20} {:<45} {:<10} COMMENT",
+                "CREATED", "CREATED BY", "EMPTY"
+            )?;
+            for (created, by, empty, comment) in images.history(&name)? {
+                let by = if no_trunc || by.len() <= 45 {
+                    by
+                } else {
+                    format!("{}...", &by[..42])
+                };
+                writeln!(
+                    out,
+                    "{:<20} {:<45} {:<10} {comment}",
+                    ago(Some(&created)),
+                    by,
+                    empty
+                )?;
+            }
+        }
+        ImageCommand::Prune { all, force: _ } => {
+            let (removed, freed) = images.prune(all)?;
+            if !removed.is_empty() {
+                writeln!(out, "Deleted Images:")?;
+                for r in removed {
+                    writeln!(out, "untagged: {r}")?;
+                }
+            }
+            writeln!(out, "Total reclaimed space: {}", human_size(freed))?;
+        }
+        ImageCommand::Save(SaveArgs {
+            output,
+            format,
+            names,
+        }) => {
+            let format = match format.as_str() {
+                "docker" => ArchiveFormat::Docker,
+                "oci" => ArchiveFormat::Oci,
+                other => bail!("unknown format {other:?}: use docker or oci"),
+            };
+            match output {
+                Some(path) => {
+                    let tmp = path.with_extension("berth-partial");
+                    let file = std::fs::File::create(&tmp)
+                        .with_context(|| format!("create {}", tmp.display()))?;
+                    let mut writer = std::io::BufWriter::new(file);
+                    images.save(&names, format, &mut writer)?;
+                    writer.flush()?;
+                    std::fs::rename(&tmp, &path)
+                        .with_context(|| format!("write {}", path.display()))?;
+                }
+                None => {
+                    if std::io::stdout().is_terminal() {
+                        bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
+                    }
+                    images.save(&names, format, &mut out)?;
+                }
+            }
+        }
+        ImageCommand::Load(LoadArgs { input, quiet: _ }) => {
+            let lines = match input {
+                Some(path) => {
+                    let file = std::fs::File::open(&path)
+                        .with_context(|| format!("open {}", path.display()))?;
+                    images.load(std::io::BufReader::new(file))?
+                }
+                None => images.load(std::io::stdin().lock())?,
+            };
+            for line in lines {
+                writeln!(out, "{line}")?;
+            }
+        }
+        ImageCommand::Import(ImportArgs { change, file, name }) => {
+            let config = parse_changes(&change)?;
+            let reader: Box<dyn Read> = if file == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(std::fs::File::open(&file).with_context(|| format!("open {file}"))?)
+            };
+            let id = images.import(reader, name.as_deref(), config)?;
+            writeln!(out, "{id}")?;
+        }
+    }
+    Ok(0)
+}
+
+fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let rows = images.list()?;
+    if args.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &rows {
+            if seen.insert(r.id.clone()) {
+                writeln!(out, "{}", short_id(&r.id, args.no_trunc))?;
+            }
+        }
+        return Ok(());
+    }
+    match args.format.as_deref() {
+        Some("json") => {
+            for r in &rows {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        None | Some("table") => {
+            if args.digests {
+                writeln!(
+                    out,
+                    "{:<40} {:<12} {:<72} {:<14} {:<22} SIZE",
+                    "REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED"
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<40} {:<12} {:<14} {:<22} SIZE",
+                    "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+                )?;
+            }
+            for r in &rows {
+                let id = short_id(&r.id, args.no_trunc);
+                let created = ago(r.created.as_deref());
+                if args.digests {
+                    writeln!(
+                        out,
+                        "{:<40} {:<12} {:<72} {:<14} {:<22} {}",
+                        r.repository,
+                        r.tag,
+                        r.digest.to_string(),
+                        id,
+                        created,
+                        human_size(r.size)
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<40} {:<12} {:<14} {:<22} {}",
+                        r.repository,
+                        r.tag,
+                        id,
+                        created,
+                        human_size(r.size)
+                    )?;
+                }
+            }
+        }
+        Some(other) => bail!("unknown format {other:?}: use table or json"),
+    }
+    Ok(())
+}
+
+/// Parse `--change` lines into an image config.
+fn parse_changes(changes: &[String]) -> anyhow::Result<oci_spec::image::Config> {
+    let mut config = oci_spec::image::Config::default();
+    let mut env: Vec<String> = Vec::new();
+    let mut labels = std::collections::HashMap::new();
+    let mut ports = Vec::new();
+    for change in changes {
+        let (instr, rest) = change
+            .trim()
+            .split_once(char::is_whitespace)
+            .unwrap_or((change.trim(), ""));
+        let rest = rest.trim();
+        let command = || -> anyhow::Result<Vec<String>> {
+            if rest.starts_with('[') {
+                serde_json::from_str(rest)
+                    .with_context(|| format!("--change {change:?}: invalid JSON array"))
+            } else {
+                Ok(vec!["/bin/sh".into(), "-c".into(), rest.into()])
+            }
+        };
+        match instr.to_ascii_uppercase().as_str() {
+            "CMD" => {
+                config.set_cmd(Some(command()?));
+            }
+            "ENTRYPOINT" => {
+                config.set_entrypoint(Some(command()?));
+            }
+            "ENV" => {
+                let kv = match rest.split_once('=') {
+                    Some(_) => rest.to_string(),
+                    None => rest.replacen(char::is_whitespace, "=", 1),
+                };
+                env.push(kv);
+            }
+            "WORKDIR" => {
+                config.set_working_dir(Some(rest.to_string()));
+            }
+            "USER" => {
+                config.set_user(Some(rest.to_string()));
+            }
+            "EXPOSE" => ports.extend(rest.split_whitespace().map(|p| if p.contains('/') { p.to_string() } else { format!("{p}/tcp") })),
+            "LABEL" => {
+                let (k, v) = rest.split_once('=').with_context(|| format!("--change {change:?}: LABEL needs KEY=VALUE"))?;
+                labels.insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
+            }
+            other => bail!("--change {change:?}: {other} is not supported (use CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE or LABEL)"),
+        }
+    }
+    if !env.is_empty() {
+        config.set_env(Some(env));
+    }
+    if !labels.is_empty() {
+        config.set_labels(Some(labels));
+    }
+    if !ports.is_empty() {
+        config.set_exposed_ports(Some(ports));
+    }
+    Ok(config)
+}
+
+/// `login`: check the credentials against the registry and store them.
+pub fn login(globals: &ImageGlobals, args: LoginArgs) -> anyhow::Result<i32> {
+    let server = args.server.unwrap_or_else(|| "docker.io".into());
+    let user = match args.username {
+        Some(u) => u,
+        None => bail!("login needs --username (berth does not prompt)"),
+    };
+    let password = match (args.password, args.password_stdin) {
+        (Some(p), false) => p,
+        (None, true) => {
+            let mut p = String::new();
+            std::io::stdin().read_to_string(&mut p)?;
+            p.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (Some(_), true) => bail!("--password and --password-stdin are mutually exclusive"),
+        (None, false) => {
+            bail!("login needs --password-stdin or --password (berth does not prompt)")
+        }
+    };
+    let opts = registry_options(globals, true)?;
+    let registry = Registry::new(opts)?;
+    registry.check_login(&server, &user, &password)?;
+    let mut creds = Credentials::load_default()?;
+    creds.store(&server, &user, &password)?;
+    println!("Login Succeeded");
+    Ok(0)
+}
+
+/// `logout`: remove stored credentials.
+pub fn logout(server: Option<String>) -> anyhow::Result<i32> {
+    let server = server.unwrap_or_else(|| "docker.io".into());
+    let mut creds = Credentials::load_default()?;
+    if creds.erase(&server)? {
+        println!("Removing login credentials for {server}");
+    } else {
+        println!("Not logged in to {server}");
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_print_like_docker() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_234_000), "1.234MB");
+        assert_eq!(human_size(2_000_000), "2MB");
+    }
+
+    #[test]
+    fn changes_become_config() {
+        let c = parse_changes(&[
+            "CMD [\"sh\"]".into(),
+            "ENV A=1".into(),
+            "WORKDIR /w".into(),
+            "EXPOSE 80".into(),
+        ])
+        .unwrap();
+        assert_eq!(c.cmd().as_ref().unwrap(), &vec!["sh".to_string()]);
+        assert_eq!(c.env().as_ref().unwrap(), &vec!["A=1".to_string()]);
+        assert_eq!(c.working_dir().as_deref(), Some("/w"));
+        assert!(parse_changes(&["RUN x".into()]).is_err());
+    }
+}

@@ -1,0 +1,471 @@
+//! Images as a user sees them: pull, push, list, inspect, tag, remove, prune,
+//! history, save, load and import, on top of berth-image-store.
+//!
+//! Blobs are garbage-collected when no image record references them. A
+//! store-wide lock (`<root>/gc.lock`) is held shared by commands that add
+//! blobs and records (pull, load, import) and exclusively by those that
+//! delete blobs (rmi, prune), so a collection never removes the blobs of an
+//! image another process is still recording.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use berth_image_store::content::ContentStore;
+use berth_image_store::digest::Digest;
+use berth_image_store::images::{referenced_blobs, resolve_image, Image, ImageRecord, ImageStore};
+use berth_image_store::reference::Reference;
+use berth_image_store::registry::{Registry, RegistryOptions};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// One row of `berth images`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageSummary {
+    /// Repository as Docker shows it (`busybox`, `localhost:5000/a/b`).
+    pub repository: String,
+    /// Tag, or `<none>` for digest-only names.
+    pub tag: String,
+    /// Manifest digest.
+    pub digest: Digest,
+    /// Image id: the config digest.
+    pub id: Digest,
+    /// Creation time from the image config, RFC 3339.
+    pub created: Option<String>,
+    /// Bytes of the image's blobs (compressed layers plus config).
+    pub size: u64,
+}
+
+/// Archive formats of `save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// `docker save`'s format, which `docker load` accepts.
+    Docker,
+    /// An OCI image layout in a tar.
+    Oci,
+}
+
+/// The image half of the engine.
+pub struct Images {
+    root: PathBuf,
+    content: ContentStore,
+    store: ImageStore,
+}
+
+impl Images {
+    /// Open (creating if needed) the image state under `root`.
+    pub fn open(root: &Path) -> Result<Images> {
+        std::fs::create_dir_all(root).map_err(Error::io(format!("create {}", root.display())))?;
+        Ok(Images {
+            root: root.to_path_buf(),
+            content: ContentStore::open(&root.join("content"))?,
+            store: ImageStore::open(&root.join("images"))?,
+        })
+    }
+
+    /// The content store.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<File> {
+        let path = self.root.join("gc.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(format!("open {}", path.display())))?;
+        let locked = if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        };
+        locked.map_err(Error::io(format!("lock {}", path.display())))?;
+        Ok(file)
+    }
+
+    /// Pull `reference` from its registry and record it. Returns the normalised reference and the image.
+    pub fn pull(&self, reference: &str, opts: RegistryOptions) -> Result<(Reference, Image)> {
+        let reference = Reference::parse(reference)?;
+        let _lock = self.lock(false)?;
+        let registry = Registry::new(opts)?;
+        let before: BTreeSet<Digest> = self.content.list()?.into_iter().map(|(d, _)| d).collect();
+        let pulled = match registry.pull(&self.content, &reference) {
+            Ok(p) => p,
+            Err(e) => {
+                // Verified blobs of a failed pull (its manifest, its config) are
+                // not left behind; partial downloads stay in the ingest area so
+                // the next pull resumes them.
+                self.remove_new_unreferenced(&before)?;
+                return Err(e.into());
+            }
+        };
+        let digest = Digest::parse(pulled.manifest.digest().as_ref())?;
+        let image = resolve_image(&self.content, &digest)?;
+        self.store.put(ImageRecord {
+            name: reference.full(),
+            target: pulled.manifest.clone(),
+            created: now(),
+        })?;
+        Ok((reference, image))
+    }
+
+    /// Push a local image to the registry its name points at.
+    pub fn push(&self, reference: &str, opts: RegistryOptions) -> Result<Digest> {
+        let reference = Reference::parse(reference)?;
+        let record = self
+            .store
+            .get(&reference.full())?
+            .ok_or_else(|| Error::NoSuchImage(reference.familiar()))?;
+        let registry = Registry::new(opts)?;
+        Ok(registry.push(&self.content, &record.target, &reference, None)?)
+    }
+
+    fn image_of(&self, record: &ImageRecord) -> Result<Image> {
+        let digest = Digest::parse(record.target.digest().as_ref())?;
+        Ok(resolve_image(&self.content, &digest)?)
+    }
+
+    /// Every image record with its resolved image.
+    fn all(&self) -> Result<Vec<(ImageRecord, Image)>> {
+        let mut out = Vec::new();
+        for record in self.store.list()? {
+            let image = self.image_of(&record)?;
+            out.push((record, image));
+        }
+        Ok(out)
+    }
+
+    /// Records matching a name (`busybox`, `busybox:1`, `host/a@sha256:..`) or an image id (prefix).
+    pub fn find(&self, name_or_id: &str) -> Result<Vec<(ImageRecord, Image)>> {
+        if let Ok(reference) = Reference::parse(name_or_id) {
+            if let Some(record) = self.store.get(&reference.full())? {
+                let image = self.image_of(&record)?;
+                return Ok(vec![(record, image)]);
+            }
+        }
+        let prefix = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
+        let is_hex = !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_hexdigit());
+        if is_hex {
+            let matches: Vec<_> = self
+                .all()?
+                .into_iter()
+                .filter(|(_, image)| image.config_digest.hex().starts_with(prefix))
+                .collect();
+            let ids: BTreeSet<&str> = matches.iter().map(|(_, i)| i.config_digest.hex()).collect();
+            if ids.len() > 1 {
+                return Err(Error::AmbiguousImage {
+                    prefix: prefix.into(),
+                    count: ids.len(),
+                });
+            }
+            if !matches.is_empty() {
+                return Ok(matches);
+            }
+        }
+        Err(Error::NoSuchImage(name_or_id.to_string()))
+    }
+
+    /// The rows of `berth images`, newest first.
+    pub fn list(&self) -> Result<Vec<ImageSummary>> {
+        let mut rows = Vec::new();
+        for (record, image) in self.all()? {
+            let (repository, tag) = display_name(&record.name);
+            let size =
+                image.layers.iter().map(|l| l.size()).sum::<u64>() + image.manifest.config().size();
+            rows.push(ImageSummary {
+                repository,
+                tag,
+                digest: image.manifest_digest.clone(),
+                id: image.config_digest.clone(),
+                created: image.config.created().clone(),
+                size,
+            });
+        }
+        rows.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then(a.repository.cmp(&b.repository))
+        });
+        Ok(rows)
+    }
+
+    /// `image inspect`: Docker's fields for one image.
+    pub fn inspect(&self, name_or_id: &str) -> Result<serde_json::Value> {
+        let matches = self.find(name_or_id)?;
+        let (_, image) = &matches[0];
+        let records: Vec<ImageRecord> = self
+            .all()?
+            .into_iter()
+            .filter(|(_, i)| i.config_digest == image.config_digest)
+            .map(|(r, _)| r)
+            .collect();
+        let mut tags = Vec::new();
+        let mut digests = BTreeSet::new();
+        for r in records.iter().filter(|r| !r.name.starts_with(DANGLING)) {
+            let reference = Reference::parse(&r.name)?;
+            if reference.tag.is_some() {
+                tags.push(reference.familiar());
+            }
+            digests.insert(format!(
+                "{}@{}",
+                reference.familiar_repository(),
+                image.manifest_digest
+            ));
+        }
+        let config = &image.config;
+        let diff_ids: Vec<String> = config.rootfs().diff_ids().clone();
+        Ok(serde_json::json!({
+            "Id": image.config_digest.to_string(),
+            "RepoTags": tags,
+            "RepoDigests": digests,
+            "Created": config.created(),
+            "Author": config.author(),
+            "Architecture": config.architecture().to_string(),
+            "Os": config.os().to_string(),
+            "Config": config.config(),
+            "RootFS": {"Type": "layers", "Layers": diff_ids},
+            "Size": image.layers.iter().map(|l| l.size()).sum::<u64>(),
+            "Manifest": image.manifest_digest.to_string(),
+        }))
+    }
+
+    /// `tag SOURCE TARGET`.
+    pub fn tag(&self, source: &str, target: &str) -> Result<()> {
+        let matches = self.find(source)?;
+        let (record, _) = &matches[0];
+        let target = Reference::parse(target)?;
+        if target.digest.is_some() {
+            return Err(Error::Invalid(format!(
+                "refusing to create a tag with a digest: {target}"
+            )));
+        }
+        self.store.put(ImageRecord {
+            name: target.full(),
+            target: record.target.clone(),
+            created: now(),
+        })?;
+        // A named image is no longer dangling.
+        let image = self.image_of(record)?;
+        self.store.remove(&dangling_name(&image.config_digest))?;
+        Ok(())
+    }
+
+    /// `rmi`: untag by name; by id remove every tag (with `force` when there are several).
+    /// Returns Docker's "Untagged: ..." and "Deleted: ..." lines.
+    pub fn remove(&self, name_or_id: &str, force: bool) -> Result<Vec<String>> {
+        let _lock = self.lock(true)?;
+        let matches = self.find(name_or_id)?;
+        let by_name = !name_or_id.starts_with(DANGLING)
+            && Reference::parse(name_or_id)
+                .map(|r| matches.iter().any(|(rec, _)| rec.name == r.full()))
+                .unwrap_or(false);
+        if !by_name && matches.len() > 1 && !force {
+            return Err(Error::MultipleTags {
+                id: matches[0].1.config_digest.hex()[..12].to_string(),
+            });
+        }
+        let mut lines = Vec::new();
+        for (record, _) in &matches {
+            self.store.remove(&record.name)?;
+            if !record.name.starts_with(DANGLING) {
+                lines.push(format!("Untagged: {}", familiar(&record.name)));
+            }
+        }
+        let (deleted, _) = self.collect_garbage()?;
+        lines.extend(deleted.into_iter().map(|d| format!("Deleted: {d}")));
+        Ok(lines)
+    }
+
+    /// Delete blobs that were not in `before` and that no image references.
+    fn remove_new_unreferenced(&self, before: &BTreeSet<Digest>) -> Result<()> {
+        let keep = referenced_blobs(&self.content, &self.store)?;
+        for (digest, _) in self.content.list()? {
+            if !before.contains(&digest) && !keep.contains(&digest) {
+                self.content.delete(&digest)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete blobs no image references. Returns the deleted digests and bytes freed.
+    fn collect_garbage(&self) -> Result<(Vec<Digest>, u64)> {
+        let keep = referenced_blobs(&self.content, &self.store)?;
+        let mut deleted = Vec::new();
+        let mut freed = 0;
+        for (digest, size) in self.content.list()? {
+            if !keep.contains(&digest) {
+                self.content.delete(&digest)?;
+                freed += size;
+                deleted.push(digest);
+            }
+        }
+        Ok((deleted, freed))
+    }
+
+    /// `image prune`: with `all`, remove every image (no container uses one yet);
+    /// always remove blobs nothing references. Returns removed names and bytes freed.
+    pub fn prune(&self, all: bool) -> Result<(Vec<String>, u64)> {
+        let _lock = self.lock(true)?;
+        let mut removed = Vec::new();
+        if all {
+            for record in self.store.list()? {
+                self.store.remove(&record.name)?;
+                removed.push(familiar(&record.name));
+            }
+        }
+        let (_, freed) = self.collect_garbage()?;
+        Ok((removed, freed))
+    }
+
+    /// `history`: (created, created_by, empty_layer, comment), newest first.
+    pub fn history(&self, name_or_id: &str) -> Result<Vec<(String, String, bool, String)>> {
+        let matches = self.find(name_or_id)?;
+        let (_, image) = &matches[0];
+        let mut rows: Vec<_> = image
+            .config
+            .history()
+            .iter()
+            .flatten()
+            .map(|h| {
+                (
+                    h.created().clone().unwrap_or_default(),
+                    h.created_by().clone().unwrap_or_default(),
+                    h.empty_layer().unwrap_or(false),
+                    h.comment().clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// `save`: write the named images to `out` as one archive.
+    pub fn save(&self, names: &[String], format: ArchiveFormat, out: impl Write) -> Result<()> {
+        let mut docker = Vec::new();
+        let mut oci = Vec::new();
+        for name in names {
+            let matches = self.find(name)?;
+            let (record, image) = matches
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::NoSuchImage(name.clone()))?;
+            let shown = familiar(&record.name);
+            let digest = image.manifest_digest.clone();
+            oci.push((
+                shown.clone(),
+                resolve_image(&self.content, &digest)?,
+                digest,
+            ));
+            docker.push((shown, image));
+        }
+        match format {
+            ArchiveFormat::Docker => {
+                berth_image_store::archive::save_docker_archive(&self.content, &docker, out)?
+            }
+            ArchiveFormat::Oci => {
+                berth_image_store::archive::save_oci_archive(&self.content, &oci, out)?
+            }
+        }
+        Ok(())
+    }
+
+    /// `load`: read an archive (docker-archive or OCI layout tar) and record its images.
+    /// Returns the loaded names (or ids for unnamed images).
+    pub fn load(&self, input: impl Read) -> Result<Vec<String>> {
+        let _lock = self.lock(false)?;
+        let loaded = berth_image_store::archive::load_archive(&self.content, input)?;
+        let mut out = Vec::new();
+        for (name, descriptor) in loaded {
+            let digest = Digest::parse(descriptor.digest().as_ref())?;
+            let image = resolve_image(&self.content, &digest)?;
+            match name {
+                Some(name) => {
+                    let reference = Reference::parse(&name)?;
+                    self.store.put(ImageRecord {
+                        name: reference.full(),
+                        target: descriptor,
+                        created: now(),
+                    })?;
+                    out.push(format!("Loaded image: {}", reference.familiar()));
+                }
+                None => {
+                    // Unnamed images are recorded under their digest so they are not collected.
+                    self.store.put(ImageRecord {
+                        name: dangling_name(&image.config_digest),
+                        target: descriptor,
+                        created: now(),
+                    })?;
+                    out.push(format!("Loaded image ID: {}", image.config_digest));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `import`: a rootfs tarball as a one-layer image, optionally named.
+    pub fn import(
+        &self,
+        input: impl Read,
+        name: Option<&str>,
+        config: oci_spec::image::Config,
+    ) -> Result<Digest> {
+        let _lock = self.lock(false)?;
+        let descriptor = berth_image_store::archive::import_rootfs(&self.content, input, config)?;
+        let digest = Digest::parse(descriptor.digest().as_ref())?;
+        let image = resolve_image(&self.content, &digest)?;
+        let record_name = match name {
+            Some(n) => Reference::parse(n)?.full(),
+            None => dangling_name(&image.config_digest),
+        };
+        self.store.put(ImageRecord {
+            name: record_name,
+            target: descriptor,
+            created: now(),
+        })?;
+        Ok(image.config_digest)
+    }
+
+    /// Number of blobs and their total size (for tests and `system df`).
+    pub fn blob_usage(&self) -> Result<(usize, u64)> {
+        let blobs = self.content.list()?;
+        Ok((blobs.len(), blobs.iter().map(|(_, s)| s).sum()))
+    }
+}
+
+/// Record name of an image that has no name (loaded or imported without one).
+fn dangling_name(config: &Digest) -> String {
+    format!("{DANGLING}{config}")
+}
+
+const DANGLING: &str = "dangling:";
+
+/// (repository, tag) as `images` shows a record name.
+fn display_name(name: &str) -> (String, String) {
+    if name.starts_with(DANGLING) {
+        return ("<none>".into(), "<none>".into());
+    }
+    match Reference::parse(name) {
+        Ok(r) => (
+            r.familiar_repository(),
+            r.tag.clone().unwrap_or_else(|| "<none>".into()),
+        ),
+        Err(_) => (name.to_string(), "<none>".into()),
+    }
+}
+
+fn familiar(name: &str) -> String {
+    match display_name(name) {
+        (repo, tag) if repo == "<none>" => format!("{repo}:{tag}"),
+        _ => Reference::parse(name)
+            .map(|r| r.familiar())
+            .unwrap_or_else(|_| name.to_string()),
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

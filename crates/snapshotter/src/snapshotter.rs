@@ -1,0 +1,483 @@
+//! The overlayfs snapshotter.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{apply_layer, ApplyStats};
+use crate::diff::{diff_dir, DiffStats};
+use crate::error::{Error, Result};
+use crate::meta::{Meta, Record, Store, META_FILE};
+use crate::mount::{Mount, MAX_MOUNT_DATA};
+
+/// Directory holding the short link names of the `fs` dirs.
+const LINK_DIR: &str = "l";
+/// Prefix of snapshot dirs being deleted.
+const TRASH_PREFIX: &str = "trash-";
+
+/// The kind of a snapshot (containerd's `snapshots.Kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Read-only view of a committed parent.
+    View,
+    /// Writable; can be committed.
+    Active,
+    /// Immutable; can be a parent.
+    Committed,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::View => "a view",
+            Kind::Active => "active",
+            Kind::Committed => "committed",
+        })
+    }
+}
+
+/// What [`Snapshotter::stat`] and [`Snapshotter::walk`] report about a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The key (or, for committed snapshots, the name given to `commit`).
+    pub name: String,
+    /// Key of the parent snapshot.
+    pub parent: Option<String>,
+    /// Its kind.
+    pub kind: Kind,
+    /// When it was prepared (for committed snapshots: when it was committed).
+    pub created: SystemTime,
+}
+
+/// Disk use of one snapshot's own directory (not its parents').
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Bytes allocated on disk (512-byte blocks, hard links counted once).
+    pub bytes: u64,
+    /// Number of inodes (hard links counted once).
+    pub inodes: u64,
+}
+
+/// Overlayfs snapshotter rooted at `<berth root>/snapshots`.
+///
+/// Layout: `<root>/metadata.json` (+ `metadata.lock`), `<root>/<id>/fs` (the snapshot's
+/// contents, the overlay upper dir for an active one), `<root>/<id>/work` (overlay work
+/// dir, active snapshots only), `<root>/l/<short>` -> `../<id>/fs` (short names for
+/// lowerdir lists). Safe to use from many processes at once.
+#[derive(Debug)]
+pub struct Snapshotter {
+    root: PathBuf,
+    store: Store,
+}
+
+/// Short link name of a snapshot id: base 36, unique because ids never repeat.
+fn short_name(id: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut n = id;
+    let mut s = Vec::new();
+    loop {
+        s.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
+}
+
+impl Snapshotter {
+    /// Opens (creating if needed) a snapshotter at `root` (`<berth root>/snapshots`).
+    pub fn open(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root.join(LINK_DIR))
+            .map_err(|e| Error::io("create snapshotter root", root, e))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| Error::io("resolve snapshotter root", root, e))?;
+        Ok(Snapshotter {
+            store: Store::new(&root),
+            root,
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, id: u64) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+
+    /// Path of the directory holding the snapshot's own contents (the overlay upper dir
+    /// of an active snapshot).
+    pub fn fs_dir(&self, key: &str) -> Result<PathBuf> {
+        let l = self.store.shared()?;
+        Ok(self.dir(l.meta.get(key)?.id).join("fs"))
+    }
+
+    /// Prepares a writable snapshot `key` on top of the committed `parent` and returns
+    /// the mounts for it: an overlay (lowerdir = parent chain, nearest first), or a
+    /// read-write bind of an empty dir when there is no parent.
+    pub fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        self.create(key, parent, Kind::Active)
+    }
+
+    /// Creates a read-only view `key` of the committed `parent` and returns its mounts:
+    /// a read-only bind for zero or one layers, a read-only overlay (lowerdir only)
+    /// otherwise.
+    pub fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        self.create(key, parent, Kind::View)
+    }
+
+    fn create(&self, key: &str, parent: Option<&str>, kind: Kind) -> Result<Vec<Mount>> {
+        let mut l = self.store.exclusive()?;
+        let meta = &mut l.meta;
+        if meta.snapshots.contains_key(key) {
+            return Err(Error::AlreadyExists(key.to_string()));
+        }
+        if let Some(p) = parent {
+            let pr = meta.get(p)?;
+            if pr.kind != Kind::Committed {
+                return Err(Error::WrongKind {
+                    op: "use as parent",
+                    key: p.to_string(),
+                    actual: pr.kind.to_string(),
+                    expected: "committed",
+                });
+            }
+        }
+        let id = meta.next_id.max(1);
+        meta.next_id = id + 1;
+        let dir = self.dir(id);
+        // A leftover dir of a crashed process with this id: it is not in the metadata,
+        // so nothing uses it.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Error::io("remove stale snapshot dir", &dir, e))?;
+        }
+        let fs = dir.join("fs");
+        std::fs::create_dir_all(&fs).map_err(|e| Error::io("create snapshot dir", &fs, e))?;
+        if kind == Kind::Active {
+            let work = dir.join("work");
+            std::fs::create_dir(&work).map_err(|e| Error::io("create snapshot dir", &work, e))?;
+        }
+        let link = self.root.join(LINK_DIR).join(short_name(id));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(format!("../{id}/fs"), &link)
+            .map_err(|e| Error::io("create short link", &link, e))?;
+        meta.snapshots.insert(
+            key.to_string(),
+            Record {
+                id,
+                kind,
+                parent: parent.map(str::to_string),
+                created: SystemTime::now(),
+            },
+        );
+        let mounts = self.mounts_for(meta, key)?;
+        self.store.write(meta)?;
+        Ok(mounts)
+    }
+
+    /// The mounts of an active snapshot or a view (prepared earlier).
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let l = self.store.shared()?;
+        self.mounts_for(&l.meta, key)
+    }
+
+    fn mounts_for(&self, meta: &Meta, key: &str) -> Result<Vec<Mount>> {
+        let rec = meta.get(key)?;
+        if rec.kind == Kind::Committed {
+            return Err(Error::WrongKind {
+                op: "mounts",
+                key: key.to_string(),
+                actual: rec.kind.to_string(),
+                expected: "active or a view",
+            });
+        }
+        let parents = meta.parent_ids(key)?;
+        let fs = self.dir(rec.id).join("fs");
+        let bind = |src: PathBuf, ro: bool| Mount {
+            typ: "bind".into(),
+            source: src,
+            target: None,
+            options: vec![if ro { "ro" } else { "rw" }.into(), "rbind".into()],
+            cwd: None,
+        };
+        if rec.kind == Kind::View {
+            match parents.len() {
+                0 => return Ok(vec![bind(fs, true)]),
+                1 => return Ok(vec![bind(self.dir(parents[0]).join("fs"), true)]),
+                _ => {}
+            }
+        } else if parents.is_empty() {
+            return Ok(vec![bind(fs, false)]);
+        }
+        let mut base = vec!["index=off".to_string()];
+        if rec.kind == Kind::Active {
+            // Keep the upper dir self-contained, so `diff` needs only the upper dir.
+            base.push("redirect_dir=off".into());
+            base.push("metacopy=off".into());
+            base.push(format!(
+                "workdir={}",
+                self.dir(rec.id).join("work").display()
+            ));
+            base.push(format!("upperdir={}", fs.display()));
+        }
+        let links = self.root.join(LINK_DIR);
+        let lower = |abs: bool| {
+            parents
+                .iter()
+                .map(|id| {
+                    if abs {
+                        links.join(short_name(*id)).display().to_string()
+                    } else {
+                        short_name(*id)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        let build = |lowerdir: String| {
+            let mut o = base.clone();
+            o.push(format!("lowerdir={lowerdir}"));
+            o
+        };
+        let len = |o: &[String]| {
+            o.iter()
+                .map(|s| s.len() + 1)
+                .sum::<usize>()
+                .saturating_sub(1)
+        };
+        let abs = build(lower(true));
+        let (options, cwd) = if len(&abs) <= MAX_MOUNT_DATA {
+            (abs, None)
+        } else {
+            let rel = build(lower(false));
+            if len(&rel) > MAX_MOUNT_DATA {
+                return Err(Error::TooManyLayers {
+                    key: key.to_string(),
+                    layers: parents.len(),
+                    len: len(&rel),
+                    max: MAX_MOUNT_DATA,
+                });
+            }
+            (rel, Some(links))
+        };
+        Ok(vec![Mount {
+            typ: "overlay".into(),
+            source: "overlay".into(),
+            target: None,
+            options,
+            cwd,
+        }])
+    }
+
+    /// Commits the active snapshot `key` as the committed snapshot `name` (e.g. the
+    /// layer's chain id). Only metadata changes; the contents stay where they are.
+    /// Fails with [`Error::AlreadyExists`] if `name` exists (another process committed
+    /// the same layer first: remove `key` and use `name`).
+    pub fn commit(&self, name: &str, key: &str) -> Result<()> {
+        let mut l = self.store.exclusive()?;
+        let meta = &mut l.meta;
+        let rec = meta.get(key)?.clone();
+        if rec.kind != Kind::Active {
+            return Err(Error::WrongKind {
+                op: "commit",
+                key: key.to_string(),
+                actual: rec.kind.to_string(),
+                expected: "active",
+            });
+        }
+        if meta.snapshots.contains_key(name) {
+            return Err(Error::AlreadyExists(name.to_string()));
+        }
+        meta.snapshots.remove(key);
+        meta.snapshots.insert(
+            name.to_string(),
+            Record {
+                kind: Kind::Committed,
+                created: SystemTime::now(),
+                ..rec.clone()
+            },
+        );
+        self.store.write(meta)?;
+        let work = self.dir(rec.id).join("work");
+        let _ = std::fs::remove_dir_all(work);
+        Ok(())
+    }
+
+    /// Removes a snapshot. Refuses one that is the parent of other snapshots. The
+    /// snapshot must not be mounted.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        let trash;
+        {
+            let mut l = self.store.exclusive()?;
+            let meta = &mut l.meta;
+            let rec = meta.get(key)?.clone();
+            let children = meta.children(key);
+            if !children.is_empty() {
+                return Err(Error::HasChildren {
+                    key: key.to_string(),
+                    children,
+                });
+            }
+            let dir = self.dir(rec.id);
+            trash = self.root.join(format!("{TRASH_PREFIX}{}", rec.id));
+            if dir.exists() {
+                std::fs::rename(&dir, &trash)
+                    .map_err(|e| Error::io("move snapshot dir to trash", &dir, e))?;
+            }
+            let _ = std::fs::remove_file(self.root.join(LINK_DIR).join(short_name(rec.id)));
+            meta.snapshots.remove(key);
+            self.store.write(meta)?;
+        }
+        // Delete outside the lock; a crash here leaves a trash dir for `cleanup`.
+        if trash.exists() {
+            std::fs::remove_dir_all(&trash)
+                .map_err(|e| Error::io("remove snapshot dir", &trash, e))?;
+        }
+        Ok(())
+    }
+
+    /// Information about one snapshot.
+    pub fn stat(&self, key: &str) -> Result<Info> {
+        let l = self.store.shared()?;
+        let r = l.meta.get(key)?;
+        Ok(Info {
+            name: key.to_string(),
+            parent: r.parent.clone(),
+            kind: r.kind,
+            created: r.created,
+        })
+    }
+
+    /// All snapshots, sorted by name.
+    pub fn walk(&self) -> Result<Vec<Info>> {
+        let l = self.store.shared()?;
+        Ok(l.meta
+            .snapshots
+            .iter()
+            .map(|(k, r)| Info {
+                name: k.clone(),
+                parent: r.parent.clone(),
+                kind: r.kind,
+                created: r.created,
+            })
+            .collect())
+    }
+
+    /// Disk use of the snapshot's own contents (its `fs` dir), like `du`: allocated
+    /// blocks and inodes, hard links counted once. Parents are not included.
+    pub fn usage(&self, key: &str) -> Result<Usage> {
+        let fs = self.fs_dir(key)?;
+        let mut seen = HashSet::new();
+        let mut u = Usage::default();
+        let mut stack = vec![fs];
+        while let Some(p) = stack.pop() {
+            let md = std::fs::symlink_metadata(&p).map_err(|e| Error::io("stat", &p, e))?;
+            if !seen.insert((md.dev(), md.ino())) {
+                continue;
+            }
+            u.bytes += md.blocks() * 512;
+            u.inodes += 1;
+            if md.is_dir() {
+                for e in std::fs::read_dir(&p).map_err(|e| Error::io("read dir", &p, e))? {
+                    stack.push(e.map_err(|e| Error::io("read dir", &p, e))?.path());
+                }
+            }
+        }
+        Ok(u)
+    }
+
+    /// Unpacks a layer (gzip, zstd or plain tar) into the active snapshot `key` (into
+    /// its own `fs` dir, the overlay upper dir) with the rules of [`apply_layer`].
+    pub fn apply(&self, key: &str, layer: impl Read) -> Result<ApplyStats> {
+        let (fs, kind) = {
+            let l = self.store.shared()?;
+            let r = l.meta.get(key)?;
+            (self.dir(r.id).join("fs"), r.kind)
+        };
+        if kind != Kind::Active {
+            return Err(Error::WrongKind {
+                op: "apply",
+                key: key.to_string(),
+                actual: kind.to_string(),
+                expected: "active",
+            });
+        }
+        apply_layer(&fs, layer)
+    }
+
+    /// Writes the changes of snapshot `key` relative to its parent as an uncompressed OCI
+    /// layer tar (see [`diff_dir`]). The lower layers are not needed: the overlay is
+    /// mounted with `redirect_dir=off,metacopy=off`, so the upper dir is self-contained.
+    /// The snapshot should not be mounted by a running container while this runs.
+    pub fn diff(&self, key: &str, out: impl Write) -> Result<DiffStats> {
+        diff_dir(&self.fs_dir(key)?, out)
+    }
+
+    /// Removes what crashed processes left behind: snapshot dirs not in the metadata,
+    /// trash dirs, dangling short links and a stale temporary metadata file.
+    pub fn cleanup(&self) -> Result<()> {
+        let l = self.store.exclusive()?;
+        let ids: HashSet<String> = l
+            .meta
+            .snapshots
+            .values()
+            .map(|r| r.id.to_string())
+            .collect();
+        let links: HashSet<String> = l
+            .meta
+            .snapshots
+            .values()
+            .map(|r| short_name(r.id))
+            .collect();
+        let mut doomed = Vec::new();
+        for e in std::fs::read_dir(&self.root).map_err(|e| Error::io("read dir", &self.root, e))? {
+            let e = e.map_err(|e| Error::io("read dir", &self.root, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let numeric = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
+            if (numeric && !ids.contains(&name)) || name.starts_with(TRASH_PREFIX) {
+                doomed.push(e.path());
+            } else if name == format!("{META_FILE}.tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let ldir = self.root.join(LINK_DIR);
+        for e in std::fs::read_dir(&ldir).map_err(|e| Error::io("read dir", &ldir, e))? {
+            let e = e.map_err(|e| Error::io("read dir", &ldir, e))?;
+            if !links.contains(&*e.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        // Deleted under the lock: a crash orphan may carry the id the next `prepare`
+        // would use.
+        for d in doomed {
+            std::fs::remove_dir_all(&d)
+                .map_err(|e| Error::io("remove leftover snapshot dir", &d, e))?;
+        }
+        drop(l);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_short_and_distinct() {
+        assert_eq!(short_name(0), "0");
+        assert_eq!(short_name(35), "z");
+        assert_eq!(short_name(36), "10");
+        let s: HashSet<_> = (0..5000).map(short_name).collect();
+        assert_eq!(s.len(), 5000);
+    }
+}
