@@ -351,6 +351,19 @@ impl Engine {
         out
     }
 
+    /// Snapshot directories (`<root>/snapshots/<id>/fs`) that exist.
+    pub fn snapshot_dirs(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(self.root().join("snapshots"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("fs"))
+            .filter(|p| p.is_dir())
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The busybox test image as an OCI layout tar in this engine's scratch space.
     pub fn busybox_oci_tar(&self) -> PathBuf {
         let tar = self.tmp.path().join("busybox-oci.tar");

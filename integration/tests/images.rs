@@ -130,11 +130,18 @@ fn push_pull_round_trip_shares_layers() {
     assert_eq!(ids.lines().count(), 1, "images lists it once: {ids}");
     let blobs = fresh.blobs();
     assert_eq!(blobs.len(), 3, "manifest, config, layer: {blobs:?}");
+    let snapshots = fresh.snapshot_dirs();
+    assert_eq!(snapshots.len(), 1, "one layer, one snapshot: {snapshots:?}");
+    assert!(
+        snapshots[0].join("bin/busybox").is_file(),
+        "the layer is unpacked"
+    );
     assert!(blobs.iter().all(|(_, ok)| *ok), "every blob verifies");
 
     fresh.ok(&["pull", "-q", &name2]);
     let blobs = fresh.blobs();
     assert_eq!(blobs.len(), 5, "the shared layer is stored once: {blobs:?}");
+    assert_eq!(fresh.snapshot_dirs().len(), 1, "and unpacked once");
 
     let out = fresh.ok(&["rmi", &name]);
     assert!(out.contains("Untagged:"), "{out}");
@@ -288,15 +295,9 @@ fn killed_pull_resumes() {
     if !privileged() {
         return;
     }
-    // A 12 MiB layer served slowly, so the pull can be killed in the middle.
-    let mut layer = vec![0u8; 12 << 20];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for b in layer.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    // A 12 MiB layer (a tar of one random file) served slowly, so the pull can be killed in the middle.
+    let e = Engine::new();
+    let layer = random_tar(&e, 12 << 20);
     let layer_digest = digest_of(&layer);
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux", "config": {},
@@ -324,11 +325,11 @@ fn killed_pull_resumes() {
         format!("/v2/big/blobs/{config_digest}"),
         Route::ok("application/octet-stream", config),
     );
+    let layer_bytes = layer.clone();
     let mut slow = Route::ok("application/octet-stream", layer);
     slow.throttle = Some(Duration::from_millis(15));
     routes.insert(format!("/v2/big/blobs/{layer_digest}"), slow);
     let fake = FakeRegistry::start(routes);
-    let e = Engine::new();
     let name = format!("{}/big:latest", fake.addr);
     let mut child = e.command(&["pull", "-q", &name]).spawn().unwrap();
     let ingest = e.root().join("content/ingest");
@@ -350,17 +351,7 @@ fn killed_pull_resumes() {
     // Faster the second time.
     fake.set(
         &format!("/v2/big/blobs/{layer_digest}"),
-        Route::ok("application/octet-stream", {
-            let mut l = vec![0u8; 12 << 20];
-            let mut x: u64 = 0x9e3779b97f4a7c15;
-            for b in l.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            l
-        }),
+        Route::ok("application/octet-stream", layer_bytes),
     );
     e.ok(&["pull", "-q", &name]);
     let ranged = fake.requests.lock().unwrap().iter().any(|(line, range)| {
@@ -369,6 +360,32 @@ fn killed_pull_resumes() {
     assert!(ranged, "the second pull resumed with a Range request");
     assert!(e.blobs().iter().all(|(_, ok)| *ok), "every blob verifies");
     assert_eq!(e.blobs().len(), 3);
+}
+
+/// A tar holding one file of `size` pseudo-random bytes.
+fn random_tar(e: &Engine, size: usize) -> Vec<u8> {
+    let dir = e.tmp.path().join("random-layer");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut data = vec![0u8; size];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(dir.join("random.bin"), data).unwrap();
+    let tar = e.tmp.path().join("random-layer.tar");
+    let status = std::process::Command::new("tar")
+        .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-C"])
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("random.bin")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(tar).unwrap()
 }
 
 fn walk_sizes(dir: &Path) -> u64 {
@@ -458,4 +475,71 @@ fn save_load_and_import() {
     let out = e.run(&["rmi", "no-such-image:9"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(text(&out.stderr).contains("no-such-image"));
+}
+
+#[test]
+fn skopeo_interoperates() {
+    if !privileged() {
+        return;
+    }
+    if !Path::new("/usr/bin/skopeo").exists() {
+        eprintln!("skipped: skopeo is not installed (cargo xtask test installs it)");
+        return;
+    }
+    let skopeo = |args: &[&str]| {
+        let out = std::process::Command::new("skopeo")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let registry = LocalRegistry::start(None);
+    let e = Engine::new();
+    let id = load_busybox(&e);
+    let pushed = format!("{}/interop/berth:1", registry.addr);
+    e.ok(&["tag", &id, &pushed]);
+    let digest = pushed_digest(&e.ok(&["push", "-q", &pushed]));
+    // What berth pushed, skopeo reads and copies.
+    let info: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{pushed}"),
+    ]))
+    .unwrap();
+    assert_eq!(info["Digest"], json!(digest));
+    let copied = format!("{}/interop/copied:1", registry.addr);
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{pushed}"),
+        &format!("docker://{copied}"),
+    ]);
+    // What skopeo pushed, berth pulls.
+    let from_skopeo = format!("{}/interop/skopeo:1", registry.addr);
+    let oci = format!("oci:{}:latest", assets().join("busybox-oci").display());
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &oci,
+        &format!("docker://{from_skopeo}"),
+    ]);
+    let fresh = Engine::new();
+    fresh.ok(&["pull", "-q", &copied]);
+    fresh.ok(&["pull", "-q", &from_skopeo]);
+    assert!(fresh.blobs().iter().all(|(_, ok)| *ok));
+    // An oci-archive made by skopeo loads.
+    let archive = e.tmp.path().join("skopeo-oci.tar");
+    skopeo(&[
+        "copy",
+        &oci,
+        &format!("oci-archive:{}:sk/oci:1", archive.display()),
+    ]);
+    let out = fresh.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.contains("Loaded image: sk/oci:1"), "{out}");
 }

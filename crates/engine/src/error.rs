@@ -9,6 +9,9 @@ pub enum Error {
     /// Talking to a registry failed.
     #[error(transparent)]
     Registry(#[from] berth_image_store::registry::RegistryError),
+    /// The snapshotter failed.
+    #[error(transparent)]
+    Snapshot(#[from] berth_snapshotter::Error),
     /// No image matches the name or id.
     #[error("no such image: {0}")]
     NoSuchImage(String),

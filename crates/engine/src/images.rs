@@ -17,6 +17,7 @@ use berth_image_store::digest::Digest;
 use berth_image_store::images::{referenced_blobs, resolve_image, Image, ImageRecord, ImageStore};
 use berth_image_store::reference::Reference;
 use berth_image_store::registry::{Registry, RegistryOptions};
+use berth_snapshotter::{Kind, Snapshotter};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -52,6 +53,22 @@ pub struct Images {
     root: PathBuf,
     content: ContentStore,
     store: ImageStore,
+    snapshots: Snapshotter,
+}
+
+/// Chain ids of an image's layers, bottom first: the names of their committed
+/// snapshots (`chain(L0) = diff_id(L0)`, `chain(Ln) = sha256(chain(Ln-1) + " " + diff_id(Ln))`),
+/// so images that share lower layers share their snapshots.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = match out.last() {
+            None => diff_id.clone(),
+            Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()).to_string(),
+        };
+        out.push(next);
+    }
+    out
 }
 
 impl Images {
@@ -62,6 +79,7 @@ impl Images {
             root: root.to_path_buf(),
             content: ContentStore::open(&root.join("content"))?,
             store: ImageStore::open(&root.join("images"))?,
+            snapshots: Snapshotter::open(&root.join("snapshots"))?,
         })
     }
 
@@ -105,6 +123,10 @@ impl Images {
         };
         let digest = Digest::parse(pulled.manifest.digest().as_ref())?;
         let image = resolve_image(&self.content, &digest)?;
+        if let Err(e) = self.unpack(&image) {
+            self.remove_new_unreferenced(&before)?;
+            return Err(e);
+        }
         self.store.put(ImageRecord {
             name: reference.full(),
             target: pulled.manifest.clone(),
@@ -291,8 +313,108 @@ impl Images {
         Ok(())
     }
 
-    /// Delete blobs no image references. Returns the deleted digests and bytes freed.
+    /// Unpack an image's layers into committed snapshots named by chain id,
+    /// skipping those that exist (shared with another image). Each layer's
+    /// uncompressed digest must equal the config's diff id.
+    pub fn unpack(&self, image: &Image) -> Result<()> {
+        let diff_ids: Vec<String> = image.config.rootfs().diff_ids().clone();
+        if diff_ids.len() != image.layers.len() {
+            return Err(Error::Invalid(format!(
+                "image {}: {} layers but {} diff ids in its config",
+                image.config_digest,
+                image.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let mut parent: Option<String> = None;
+        for ((layer, diff_id), chain) in
+            image.layers.iter().zip(&diff_ids).zip(chain_ids(&diff_ids))
+        {
+            if self
+                .snapshots
+                .stat(&chain)
+                .is_ok_and(|i| i.kind == Kind::Committed)
+            {
+                parent = Some(chain);
+                continue;
+            }
+            let key = format!("unpack-{}-{}", std::process::id(), chain);
+            self.snapshots.prepare(&key, parent.as_deref())?;
+            let digest = Digest::parse(layer.digest().as_ref())?;
+            let applied = self
+                .content
+                .read(&digest)
+                .map_err(Error::from)
+                .and_then(|blob| Ok(self.snapshots.apply(&key, std::io::BufReader::new(blob))?));
+            let stats = match applied {
+                Ok(stats) => stats,
+                Err(e) => {
+                    let _ = self.snapshots.remove(&key);
+                    return Err(e);
+                }
+            };
+            if &stats.digest != diff_id {
+                let _ = self.snapshots.remove(&key);
+                return Err(Error::Invalid(format!(
+                    "layer {digest}: unpacked content is {} but the image config says {diff_id}",
+                    stats.digest
+                )));
+            }
+            match self.snapshots.commit(&chain, &key) {
+                Ok(()) => {}
+                // Another process unpacked the same layer meanwhile: use theirs.
+                Err(berth_snapshotter::Error::AlreadyExists(_)) => self.snapshots.remove(&key)?,
+                Err(e) => {
+                    let _ = self.snapshots.remove(&key);
+                    return Err(e.into());
+                }
+            }
+            parent = Some(chain);
+        }
+        Ok(())
+    }
+
+    /// Name of the committed snapshot holding an image's top layer (its rootfs).
+    pub fn top_snapshot(&self, image: &Image) -> Option<String> {
+        chain_ids(image.config.rootfs().diff_ids()).pop()
+    }
+
+    /// The snapshotter holding the unpacked layers.
+    pub fn snapshotter(&self) -> &Snapshotter {
+        &self.snapshots
+    }
+
+    /// Remove committed layer snapshots no image needs (children first).
+    fn release_snapshots(&self) -> Result<()> {
+        let mut keep = BTreeSet::new();
+        for (_, image) in self.all()? {
+            keep.extend(chain_ids(image.config.rootfs().diff_ids()));
+        }
+        loop {
+            let infos = self.snapshots.walk()?;
+            let parents: BTreeSet<String> = infos.iter().filter_map(|i| i.parent.clone()).collect();
+            let removable: Vec<String> = infos
+                .iter()
+                .filter(|i| {
+                    i.kind == Kind::Committed
+                        && !keep.contains(&i.name)
+                        && !parents.contains(&i.name)
+                })
+                .map(|i| i.name.clone())
+                .collect();
+            if removable.is_empty() {
+                return Ok(());
+            }
+            for name in removable {
+                self.snapshots.remove(&name)?;
+            }
+        }
+    }
+
+    /// Delete blobs no image references, and the snapshots no image needs.
+    /// Returns the deleted digests and bytes freed.
     fn collect_garbage(&self) -> Result<(Vec<Digest>, u64)> {
+        self.release_snapshots()?;
         let keep = referenced_blobs(&self.content, &self.store)?;
         let mut deleted = Vec::new();
         let mut freed = 0;
@@ -382,6 +504,7 @@ impl Images {
         for (name, descriptor) in loaded {
             let digest = Digest::parse(descriptor.digest().as_ref())?;
             let image = resolve_image(&self.content, &digest)?;
+            self.unpack(&image)?;
             match name {
                 Some(name) => {
                     let reference = Reference::parse(&name)?;
@@ -417,6 +540,7 @@ impl Images {
         let descriptor = berth_image_store::archive::import_rootfs(&self.content, input, config)?;
         let digest = Digest::parse(descriptor.digest().as_ref())?;
         let image = resolve_image(&self.content, &digest)?;
+        self.unpack(&image)?;
         let record_name = match name {
             Some(n) => Reference::parse(n)?.full(),
             None => dangling_name(&image.config_digest),
