@@ -1,5 +1,6 @@
 //! `berth`: a daemonless, Docker-compatible container engine.
 
+mod container_cmd;
 mod image_cmd;
 mod runtime_cmd;
 
@@ -35,6 +36,90 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Create and start a container.
+    #[command(disable_help_flag = true)]
+    Run(container_cmd::RunArgs),
+    /// Create a container.
+    #[command(disable_help_flag = true)]
+    Create(container_cmd::CreateArgs),
+    /// Start containers.
+    Start(container_cmd::StartArgs),
+    /// Stop containers (the stop signal, then SIGKILL after a timeout).
+    Stop {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time")]
+        timeout: Option<u64>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restart containers.
+    Restart {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time")]
+        timeout: Option<u64>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        /// Signal (default SIGKILL).
+        #[arg(short, long, default_value = "SIGKILL")]
+        signal: String,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short, long)]
+        force: bool,
+        /// Remove anonymous volumes too (none exist yet).
+        #[arg(short, long)]
+        volumes: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers.
+    Ps(container_cmd::PsArgs),
+    /// Show a container's output.
+    Logs(container_cmd::LogsArgs),
+    /// Run a command in a running container.
+    Exec(container_cmd::ExecArgs),
+    /// Attach to a running container.
+    Attach {
+        /// Container.
+        container: String,
+    },
+    /// Wait for containers to stop and print their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Low-level information on containers or images, as JSON.
+    Inspect {
+        /// Names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Manage containers.
+    Container {
+        #[command(subcommand)]
+        command: ContainerCommand,
+    },
+    /// Run a container's monitor (internal).
+    #[command(name = "__monitor", hide = true)]
+    Monitor {
+        /// Container id.
+        id: String,
+        /// Wait for one attach client before starting.
+        #[arg(long)]
+        wait_attach: bool,
+    },
     /// The OCI runtime, with runc's command line (create, start, state, kill, delete, run, exec, list, spec).
     Runtime(runtime_cmd::RuntimeArgs),
     /// Manage images.
@@ -69,16 +154,58 @@ enum Command {
     },
 }
 
+/// `berth container <verb>`.
+#[derive(Subcommand, Debug)]
+enum ContainerCommand {
+    /// List containers.
+    #[command(alias = "list", alias = "ps")]
+    Ls(container_cmd::PsArgs),
+    /// Remove every stopped container.
+    Prune {
+        /// Do not prompt (berth never prompts).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Create and start a container.
+    #[command(disable_help_flag = true)]
+    Run(container_cmd::RunArgs),
+    /// Create a container.
+    #[command(disable_help_flag = true)]
+    Create(container_cmd::CreateArgs),
+    /// Start containers.
+    Start(container_cmd::StartArgs),
+    /// Show a container's output.
+    Logs(container_cmd::LogsArgs),
+    /// Run a command in a running container.
+    Exec(container_cmd::ExecArgs),
+    /// Low-level information on containers.
+    Inspect {
+        /// Names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
 /// Docker's exit code for an error of the engine itself.
 const ENGINE_ERROR: i32 = 125;
 
 fn main() {
-    let cli = Cli::parse();
-    let code = match engine_command(&cli.root, &cli.images, cli.command) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Usage errors exit 125 like Docker's; --help and --version exit 0.
+            let code = if e.use_stderr() { ENGINE_ERROR } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let code = match engine_command(&cli.root, &cli.run_root, &cli.images, cli.command) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("berth: {}", runtime_cmd::one_line(&err));
-            ENGINE_ERROR
+            err.downcast_ref::<berth_engine::Error>()
+                .map(|e| e.exit_code())
+                .unwrap_or(ENGINE_ERROR)
         }
     };
     std::process::exit(code);
@@ -86,12 +213,106 @@ fn main() {
 
 fn engine_command(
     root: &std::path::Path,
+    run_root: &std::path::Path,
     globals: &ImageGlobals,
     command: Command,
 ) -> anyhow::Result<i32> {
+    use berth_engine::containers::Containers;
+    let containers = || Containers::open(root, run_root);
     let image = match command {
         // The runtime reports its own errors, with runc's exit codes.
         Command::Runtime(args) => return Ok(runtime_cmd::main(args)),
+        Command::Monitor { id, wait_attach } => {
+            return Ok(berth_engine::containers::monitor::main(
+                root,
+                run_root,
+                &id,
+                wait_attach,
+            ))
+        }
+        Command::Run(a)
+        | Command::Container {
+            command: ContainerCommand::Run(a),
+        } => return container_cmd::run(&containers()?, a),
+        Command::Create(a)
+        | Command::Container {
+            command: ContainerCommand::Create(a),
+        } => return container_cmd::create(&containers()?, a),
+        Command::Start(a)
+        | Command::Container {
+            command: ContainerCommand::Start(a),
+        } => return container_cmd::start(&containers()?, a),
+        Command::Stop {
+            timeout,
+            containers: names,
+        } => return container_cmd::stop(&containers()?, timeout, &names),
+        Command::Restart {
+            timeout,
+            containers: names,
+        } => return container_cmd::restart(&containers()?, timeout, &names),
+        Command::Kill {
+            signal,
+            containers: names,
+        } => return container_cmd::kill(&containers()?, &signal, &names),
+        Command::Rm {
+            force,
+            volumes: _,
+            containers: names,
+        } => return container_cmd::rm(&containers()?, force, &names),
+        Command::Ps(a)
+        | Command::Container {
+            command: ContainerCommand::Ls(a),
+        } => return container_cmd::ps(&containers()?, a),
+        Command::Logs(a)
+        | Command::Container {
+            command: ContainerCommand::Logs(a),
+        } => return container_cmd::logs(&containers()?, a),
+        Command::Exec(a)
+        | Command::Container {
+            command: ContainerCommand::Exec(a),
+        } => return container_cmd::exec(&containers()?, a),
+        Command::Attach { container } => return container_cmd::attach(&containers()?, &container),
+        Command::Wait { containers: names } => return container_cmd::wait(&containers()?, &names),
+        Command::Container {
+            command: ContainerCommand::Prune { force: _ },
+        } => {
+            let removed = containers()?.prune()?;
+            println!("Deleted Containers:");
+            for id in removed {
+                println!("{id}");
+            }
+            return Ok(0);
+        }
+        Command::Container {
+            command: ContainerCommand::Inspect { names },
+        } => {
+            let c = containers()?;
+            let mut all = Vec::new();
+            for n in &names {
+                let r = c.get(n)?;
+                all.push(container_cmd::inspect_json(&c, &r));
+            }
+            println!("{}", serde_json::to_string_pretty(&all)?);
+            return Ok(0);
+        }
+        Command::Inspect { names } => {
+            // Containers first, then images, as Docker's generic inspect.
+            let c = containers()?;
+            let mut all = Vec::new();
+            for n in &names {
+                match c.get(n) {
+                    Ok(r) => all.push(container_cmd::inspect_json(&c, &r)),
+                    Err(berth_engine::Error::NoSuchContainer(_)) => all.push(
+                        c.images()
+                            .inspect(n)
+                            .map_err(|_| anyhow::anyhow!("no such object: {n}"))?,
+                    ),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&all)?);
+            return Ok(0);
+        }
         Command::Login(args) => return image_cmd::login(globals, args),
         Command::Logout { server } => return image_cmd::logout(server),
         Command::Image { command } => command,

@@ -40,12 +40,42 @@ pub enum Error {
     /// Bad user input not covered above.
     #[error("{0}")]
     Invalid(String),
+    /// No container matches the name or id.
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    /// The operation conflicts with the container's state or another object.
+    #[error("{0}")]
+    Conflict(String),
+    /// Starting a container failed; `code` is what `run` exits with.
+    #[error("{message}")]
+    StartFailed {
+        /// 126, 127 or 125.
+        code: i32,
+        /// Why.
+        message: String,
+    },
+    /// The OCI runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] berth_runtime::Error),
+    /// The run options are invalid.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
 }
 
 /// Shorthand for engine results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Exit code for a command that failed with this error: Docker's 126/127
+    /// for a command that cannot be run or found, 125 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Runtime(e) if e.exit_code() == 127 || e.exit_code() == 126 => e.exit_code(),
+            Error::StartFailed { code, .. } => *code,
+            _ => 125,
+        }
+    }
+
     /// Wrap an I/O error with context.
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();

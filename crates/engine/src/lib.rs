@@ -6,7 +6,9 @@
 //! `/run/berth`), does its work under file locks, and returns. Nothing runs in
 //! the background.
 
+pub mod containers;
 pub mod error;
 pub mod images;
+pub mod spec;
 
 pub use error::{Error, Result};

@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -351,7 +350,7 @@ impl Runtime {
         opts: &CreateOptions,
         plan: InitPlan<'_>,
     ) -> Result<Created> {
-        let listener = UnixListener::bind(dir.start_socket())
+        let listener = crate::socket::bind(&dir.start_socket())
             .ctx(|| format!("bind {}", dir.start_socket().display()))?;
         let (mut ours, theirs) = Channel::pair()?;
         let flags = if plan.new_pid {
@@ -442,8 +441,8 @@ impl Runtime {
                 hint: "only a created container can be started".into(),
             });
         }
-        let stream =
-            UnixStream::connect(dir.start_socket()).ctx(|| format!("connect to container {id}"))?;
+        let stream = crate::socket::connect(&dir.start_socket())
+            .ctx(|| format!("connect to container {id}"))?;
         let mut channel = Channel::from_stream(stream);
         channel.send(&Msg::Go)?;
         let outcome = channel.recv();
@@ -481,6 +480,12 @@ impl Runtime {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    /// Whether the OOM killer killed a process in the container's cgroup.
+    pub fn oom_killed(&self, id: &str) -> Result<bool> {
+        let (_, record) = self.load(id)?;
+        Ok(CgroupManager::from_location(record.cgroup.clone()).oom_kill_count() > 0)
     }
 
     /// Send `signal` to the container's init, or with `all` to every process in its cgroup.

@@ -20,6 +20,7 @@ mod init;
 mod process;
 mod rootfs;
 pub mod seccomp;
+pub mod socket;
 pub mod spec;
 pub mod state;
 mod sync;

@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -80,7 +79,7 @@ pub(crate) fn make_controlling(slave: &OwnedFd) -> Result<()> {
 
 /// Send a pty master to the `--console-socket` of a caller such as containerd.
 pub(crate) fn send_to_console_socket(path: &Path, master: BorrowedFd<'_>) -> Result<()> {
-    let stream = UnixStream::connect(path)
+    let stream = crate::socket::connect(path)
         .ctx(|| format!("connect to console socket {}", path.display()))?;
     crate::sync::send_fd(stream.as_raw_fd(), master)
 }

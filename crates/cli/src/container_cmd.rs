@@ -1,0 +1,852 @@
+//! Container commands: run, create, start, stop, kill, restart, rm, ps, logs,
+//! exec, inspect, wait, container prune. Docker's names, flags and output.
+
+use std::io::{IsTerminal, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use berth_engine::containers::attach::{read_frame, write_frame, Kind};
+use berth_engine::containers::record::{ContainerRecord, Status};
+use berth_engine::containers::{logs, Containers, CreateRequest, ExecRequest};
+use berth_engine::spec::{NetworkMode, RunOptions};
+use clap::Args;
+
+/// `run` and `create` flags.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Assign a name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to take it from here).
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long)]
+    env_file: Vec<std::path::PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Container hostname.
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    /// Set a label (KEY=VALUE).
+    #[arg(short, long = "label")]
+    labels: Vec<String>,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    tty: bool,
+    /// Keep stdin open.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Network: none, host or container:NAME.
+    #[arg(long, default_value = "none")]
+    network: String,
+    /// Memory limit (e.g. 64m).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited).
+    #[arg(long)]
+    memory_swap: Option<String>,
+    /// CPUs (e.g. 1.5).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Process limit.
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Add a capability.
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop a capability.
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Give extended privileges.
+    #[arg(long)]
+    privileged: bool,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Security options: seccomp=PROFILE.json|unconfined, no-new-privileges.
+    #[arg(long)]
+    security_opt: Vec<String>,
+    /// Signal to stop the container.
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Seconds to wait before killing the container on stop.
+    #[arg(long)]
+    stop_timeout: Option<u64>,
+    /// Kernel parameter (KEY=VALUE).
+    #[arg(long)]
+    sysctl: Vec<String>,
+    /// Resource limit (e.g. nofile=1024:2048).
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// Size of /dev/shm.
+    #[arg(long)]
+    shm_size: Option<String>,
+    /// Mount a tmpfs (PATH[:OPTIONS]).
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Print help (-h is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Image name or id.
+    image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `run`: `create` flags plus `-d`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    detach: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+fn env_from_host(entries: &[String]) -> Vec<String> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            if e.contains('=') {
+                Some(e.clone())
+            } else {
+                std::env::var(e).ok().map(|v| format!("{e}={v}"))
+            }
+        })
+        .collect()
+}
+
+fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("read env file {}", file.display()))?;
+        let lines: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        env.extend(env_from_host(&lines));
+    }
+    env.extend(env_from_host(&args.env));
+    let network = match args.network.as_str() {
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        other => match other.strip_prefix("container:") {
+            Some(target) if !target.is_empty() => NetworkMode::Join(target.to_string()),
+            _ => bail!("invalid --network {other:?}: use none, host or container:NAME (bridge networks are not available yet)"),
+        },
+    };
+    let mut seccomp = None;
+    let mut no_new_privileges = false;
+    for opt in &args.security_opt {
+        if let Some(v) = opt
+            .strip_prefix("seccomp=")
+            .or_else(|| opt.strip_prefix("seccomp:"))
+        {
+            seccomp = Some(v.to_string());
+        } else if opt == "no-new-privileges"
+            || opt == "no-new-privileges:true"
+            || opt == "no-new-privileges=true"
+        {
+            no_new_privileges = true;
+        } else {
+            bail!("invalid --security-opt {opt:?}: use seccomp=PROFILE.json|unconfined or no-new-privileges");
+        }
+    }
+    let entrypoint = args.entrypoint.as_ref().map(|e| {
+        if e.is_empty() {
+            Vec::new()
+        } else {
+            vec![e.clone()]
+        }
+    });
+    Ok(CreateRequest {
+        image: args.image.clone(),
+        name: args.name.clone(),
+        auto_remove: args.rm,
+        labels: args.labels.clone(),
+        stop_timeout: args.stop_timeout,
+        options: RunOptions {
+            entrypoint,
+            cmd: args.command.clone(),
+            env,
+            workdir: args.workdir.clone(),
+            user: args.user.clone(),
+            hostname: args.hostname.clone(),
+            tty: args.tty,
+            stdin_open: args.interactive,
+            memory: args.memory.clone(),
+            memory_swap: args.memory_swap.clone(),
+            cpus: args.cpus.clone(),
+            pids_limit: args.pids_limit,
+            cap_add: args.cap_add.clone(),
+            cap_drop: args.cap_drop.clone(),
+            privileged: args.privileged,
+            read_only: args.read_only,
+            seccomp,
+            no_new_privileges,
+            network,
+            stop_signal: args.stop_signal.clone(),
+            labels: args.labels.clone(),
+            sysctls: args.sysctl.clone(),
+            ulimits: args.ulimit.clone(),
+            shm_size: args.shm_size.clone(),
+            tmpfs: args.tmpfs.clone(),
+            ..Default::default()
+        },
+    })
+}
+
+/// `create`: prints the new container's id.
+pub fn create(containers: &Containers, args: CreateArgs) -> anyhow::Result<i32> {
+    let record = containers.create(&request(&args)?)?;
+    println!("{}", record.id);
+    Ok(0)
+}
+
+/// `run`: create and start; in the foreground, relay stdio and exit with the container's code.
+pub fn run(containers: &Containers, args: RunArgs) -> anyhow::Result<i32> {
+    let req = request(&args.create)?;
+    let record = containers.create(&req)?;
+    if args.detach {
+        match containers.start(&record.id) {
+            Ok(_) => {
+                println!("{}", record.id);
+                Ok(0)
+            }
+            Err(e) => {
+                if req.auto_remove {
+                    let _ = containers.remove(&record.id, true);
+                }
+                Err(e.into())
+            }
+        }
+    } else {
+        let stream = containers.start_attached(&record.id)?;
+        relay(stream, req.options.tty, req.options.stdin_open)
+    }
+}
+
+static FORWARD_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+fn winsize() -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes into a valid winsize struct.
+    let rc = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+static WINCH: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_winch(_: libc::c_int) {
+    WINCH.store(1, Ordering::Relaxed);
+}
+
+/// Relay an attach stream to our stdio until the container exits (or the
+/// user detaches with ctrl-p ctrl-q); returns the exit code.
+fn relay(stream: UnixStream, tty: bool, interactive: bool) -> anyhow::Result<i32> {
+    use nix::sys::termios;
+    let stdin_is_tty = std::io::stdin().is_terminal();
+    let saved = if tty && stdin_is_tty {
+        let orig = termios::tcgetattr(std::io::stdin().as_fd()).ok();
+        if let Some(o) = &orig {
+            let mut raw = o.clone();
+            termios::cfmakeraw(&mut raw);
+            let _ = termios::tcsetattr(std::io::stdin().as_fd(), termios::SetArg::TCSANOW, &raw);
+        }
+        orig
+    } else {
+        None
+    };
+    let restore = |saved: &Option<termios::Termios>| {
+        if let Some(o) = saved {
+            let _ = termios::tcsetattr(std::io::stdin().as_fd(), termios::SetArg::TCSANOW, o);
+        }
+    };
+    // Signals reach the container, not us (Docker's --sig-proxy).
+    if !tty {
+        let action = nix::sys::signal::SigAction::new(
+            nix::sys::signal::SigHandler::Handler(forward),
+            nix::sys::signal::SaFlags::SA_RESTART,
+            nix::sys::signal::SigSet::empty(),
+        );
+        for sig in [
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::Signal::SIGQUIT,
+            nix::sys::signal::Signal::SIGUSR1,
+            nix::sys::signal::Signal::SIGUSR2,
+        ] {
+            // SAFETY: the handler only calls kill(2).
+            let _ = unsafe { nix::sys::signal::sigaction(sig, &action) };
+        }
+    }
+    let mut writer = stream.try_clone()?;
+    if tty {
+        if let Some((rows, cols)) = winsize() {
+            let mut p = rows.to_le_bytes().to_vec();
+            p.extend_from_slice(&cols.to_le_bytes());
+            write_frame(&mut writer, Kind::Resize, &p)?;
+        }
+        let action = nix::sys::signal::SigAction::new(
+            nix::sys::signal::SigHandler::Handler(on_winch),
+            nix::sys::signal::SaFlags::SA_RESTART,
+            nix::sys::signal::SigSet::empty(),
+        );
+        // SAFETY: the handler only stores to an atomic.
+        let _ = unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGWINCH, &action) };
+    }
+    if interactive {
+        let mut writer = stream.try_clone()?;
+        let shutdown = stream.try_clone()?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut stdin = std::io::stdin().lock();
+            let mut last_ctrl_p = false;
+            loop {
+                let n = match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = write_frame(&mut writer, Kind::CloseStdin, &[]);
+                        return;
+                    }
+                    Ok(n) => n,
+                };
+                if tty {
+                    // ctrl-p ctrl-q detaches.
+                    for &b in &buf[..n] {
+                        if last_ctrl_p && b == 0x11 {
+                            let _ = shutdown.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        last_ctrl_p = b == 0x10;
+                    }
+                }
+                if WINCH.swap(0, Ordering::Relaxed) == 1 {
+                    if let Some((rows, cols)) = winsize() {
+                        let mut p = rows.to_le_bytes().to_vec();
+                        p.extend_from_slice(&cols.to_le_bytes());
+                        let _ = write_frame(&mut writer, Kind::Resize, &p);
+                    }
+                }
+                if write_frame(&mut writer, Kind::Stdin, &buf[..n]).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut reader = stream;
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    let code = loop {
+        match read_frame(&mut reader) {
+            Ok(Some((Kind::Stdout, data))) => {
+                let _ = stdout.write_all(&data);
+                let _ = stdout.flush();
+            }
+            Ok(Some((Kind::Stderr, data))) => {
+                let _ = stderr.write_all(&data);
+            }
+            Ok(Some((Kind::Started, data))) if data.len() == 4 => {
+                FORWARD_PID.store(
+                    i32::from_le_bytes([data[0], data[1], data[2], data[3]]),
+                    Ordering::Relaxed,
+                );
+            }
+            Ok(Some((Kind::Exited, data))) if data.len() >= 4 => {
+                if data.get(4) == Some(&1) {
+                    restore(&saved);
+                    eprintln!("berth: the container was killed by the OOM killer");
+                }
+                break i32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+            }
+            Ok(Some((Kind::Failed, data))) if data.len() >= 4 => {
+                restore(&saved);
+                let code = i32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+                eprintln!("berth: {}", String::from_utf8_lossy(&data[4..]));
+                return Ok(code);
+            }
+            Ok(Some(_)) => {}
+            // The stream ended without an exit: we detached, or the monitor died.
+            Ok(None) | Err(_) => break 0,
+        }
+    };
+    FORWARD_PID.store(0, Ordering::Relaxed);
+    restore(&saved);
+    Ok(code)
+}
+
+/// `start [-a] [-i] NAME...`.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach stdout/stderr and exit with the container's code.
+    #[arg(short, long)]
+    attach: bool,
+    /// Attach stdin.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `start`.
+pub fn start(containers: &Containers, args: StartArgs) -> anyhow::Result<i32> {
+    if args.attach || args.interactive {
+        let record = containers.get(&args.containers[0])?;
+        let stream = containers.start_attached(&record.id)?;
+        return relay(
+            stream,
+            record.options.tty,
+            args.interactive && record.options.stdin_open,
+        );
+    }
+    for c in &args.containers {
+        containers.start(c)?;
+        println!("{c}");
+    }
+    Ok(0)
+}
+
+/// `attach NAME`.
+pub fn attach(containers: &Containers, name: &str) -> anyhow::Result<i32> {
+    let record = containers.get(name)?;
+    let stream = containers.attach(&record.id)?;
+    relay(stream, record.options.tty, record.options.stdin_open)
+}
+
+/// `stop [-t N] NAME...`.
+pub fn stop(
+    containers: &Containers,
+    timeout: Option<u64>,
+    names: &[String],
+) -> anyhow::Result<i32> {
+    for n in names {
+        containers.stop(n, timeout)?;
+        println!("{n}");
+    }
+    Ok(0)
+}
+
+/// `restart [-t N] NAME...`.
+pub fn restart(
+    containers: &Containers,
+    timeout: Option<u64>,
+    names: &[String],
+) -> anyhow::Result<i32> {
+    for n in names {
+        containers.stop(n, timeout)?;
+        containers.start(n)?;
+        println!("{n}");
+    }
+    Ok(0)
+}
+
+/// `kill [-s SIG] NAME...`.
+pub fn kill(containers: &Containers, signal: &str, names: &[String]) -> anyhow::Result<i32> {
+    for n in names {
+        containers.kill(n, signal)?;
+        println!("{n}");
+    }
+    Ok(0)
+}
+
+/// `rm [-f] NAME...`.
+pub fn rm(containers: &Containers, force: bool, names: &[String]) -> anyhow::Result<i32> {
+    let mut code = 0;
+    for n in names {
+        match containers.remove(n, force) {
+            Ok(_) => println!("{n}"),
+            Err(e) => {
+                eprintln!("berth: {e}");
+                code = 125;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `ps` flags.
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default: running).
+    #[arg(short, long)]
+    all: bool,
+    /// Only ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show the n last created containers.
+    #[arg(short = 'n', long)]
+    last: Option<usize>,
+    /// Filter: status=, name=, label=, ancestor=, id=.
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// Do not truncate.
+    #[arg(long)]
+    no_trunc: bool,
+    /// json, table, or a template like '{{.ID}}\t{{.Names}}'.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+fn status_text(r: &ContainerRecord) -> String {
+    match r.state.status {
+        Status::Running => format!("Up {}", since(r.state.started_at.as_deref())),
+        Status::Created => "Created".into(),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            r.state.exit_code,
+            since(r.state.finished_at.as_deref())
+        ),
+        Status::Removing => "Removal In Progress".into(),
+    }
+}
+
+fn since(t: Option<&str>) -> String {
+    let Some(t) = t.and_then(|t| {
+        humantime::parse_rfc3339_weak(t.trim_end_matches('Z').split('.').next()?).ok()
+    }) else {
+        return "".into();
+    };
+    let secs = std::time::SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match secs {
+        0..=1 => "Less than a second".into(),
+        2..=59 => format!("{secs} seconds"),
+        60..=3599 => format!("{} minutes", secs / 60),
+        3600..=172_799 => format!("{} hours", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+fn matches_filter(r: &ContainerRecord, filter: &str) -> anyhow::Result<bool> {
+    let (key, value) = filter
+        .split_once('=')
+        .with_context(|| format!("invalid filter {filter:?}: use KEY=VALUE"))?;
+    Ok(match key {
+        "status" => r.state.status.to_string() == value,
+        "name" => r.name.contains(value),
+        "id" => r.id.starts_with(value),
+        "ancestor" => r.image == value || r.image_id.contains(value),
+        "label" => match value.split_once('=') {
+            Some((k, v)) => r.labels.get(k).is_some_and(|x| x == v),
+            None => r.labels.contains_key(value),
+        },
+        other => bail!("invalid filter {other:?}: use status, name, id, label or ancestor"),
+    })
+}
+
+fn template(fmt: &str, fields: &[(&str, String)]) -> String {
+    let mut out = fmt.replace("\\t", "\t").replace("\\n", "\n");
+    for (k, v) in fields {
+        out = out.replace(&format!("{{{{.{k}}}}}"), v);
+    }
+    out
+}
+
+/// `ps`.
+pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
+    let mut rows = containers.list()?;
+    if !args.all && args.last.is_none() {
+        rows.retain(|r| r.state.status == Status::Running);
+    }
+    for f in &args.filter {
+        let mut kept = Vec::new();
+        for r in rows {
+            if matches_filter(&r, f)? {
+                kept.push(r);
+            }
+        }
+        rows = kept;
+    }
+    if let Some(n) = args.last {
+        rows.truncate(n);
+    }
+    let mut out = std::io::stdout().lock();
+    for (i, r) in rows.iter().enumerate() {
+        let id = if args.no_trunc {
+            r.id.clone()
+        } else {
+            r.id[..12].to_string()
+        };
+        let mut command = r.command.join(" ");
+        if !args.no_trunc && command.len() > 20 {
+            command = format!("{}…", &command[..19]);
+        }
+        let fields = [
+            ("ID", id.clone()),
+            ("Image", r.image.clone()),
+            ("Command", format!("\"{command}\"")),
+            ("CreatedAt", r.created.clone()),
+            ("Status", status_text(r)),
+            ("State", r.state.status.to_string()),
+            ("Names", r.name.clone()),
+            ("Ports", String::new()),
+        ];
+        if args.quiet {
+            writeln!(out, "{id}")?;
+            continue;
+        }
+        match args.format.as_deref() {
+            Some("json") => {
+                let map: serde_json::Map<String, serde_json::Value> = fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.clone())))
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Object(map))?;
+            }
+            Some(t) if t != "table" => writeln!(out, "{}", template(t, &fields))?,
+            _ => {
+                if i == 0 {
+                    writeln!(
+                        out,
+                        "{:<14}{:<22}{:<24}{:<18}{:<28}{:<10}NAMES",
+                        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "{:<14}{:<22}{:<24}{:<18}{:<28}{:<10}{}",
+                    id,
+                    r.image,
+                    format!("\"{command}\""),
+                    format!("{} ago", since(Some(&r.created))),
+                    status_text(r),
+                    "",
+                    r.name
+                )?;
+            }
+        }
+    }
+    if rows.is_empty() && !args.quiet && matches!(args.format.as_deref(), None | Some("table")) {
+        writeln!(
+            out,
+            "{:<14}{:<22}{:<24}{:<18}{:<28}{:<10}NAMES",
+            "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
+        )?;
+    }
+    Ok(0)
+}
+
+/// `logs` flags.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow the output.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    tail: Option<String>,
+    /// Only lines since this RFC 3339 time or duration (e.g. 10m).
+    #[arg(long)]
+    since: Option<String>,
+    /// Show timestamps.
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Container.
+    container: String,
+}
+
+/// `logs`.
+pub fn logs(containers: &Containers, args: LogsArgs) -> anyhow::Result<i32> {
+    let record = containers.get(&args.container)?;
+    let path = containers.paths(&record.id).log;
+    let since = args
+        .since
+        .as_ref()
+        .map(|s| match humantime::parse_duration(s) {
+            Ok(d) => humantime::format_rfc3339_nanos(std::time::SystemTime::now() - d).to_string(),
+            Err(_) => s.clone(),
+        });
+    let (mut entries, mut offset) = logs::read_from(&path, 0)?;
+    if let Some(since) = &since {
+        entries.retain(|e| e.time.as_str() >= since.as_str());
+    }
+    if let Some(tail) = &args.tail {
+        if tail != "all" {
+            let n: usize = tail
+                .parse()
+                .with_context(|| format!("invalid --tail {tail:?}: use a number or all"))?;
+            let skip = entries.len().saturating_sub(n);
+            entries.drain(..skip);
+        }
+    }
+    let print = |entries: &[logs::Entry]| -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        for e in entries {
+            let line = if args.timestamps {
+                format!("{} {}", e.time, e.log)
+            } else {
+                e.log.clone()
+            };
+            if e.stream == "stderr" {
+                err.write_all(line.as_bytes())?;
+            } else {
+                out.write_all(line.as_bytes())?;
+            }
+        }
+        out.flush()?;
+        Ok(())
+    };
+    print(&entries)?;
+    if args.follow {
+        loop {
+            let running = containers
+                .get(&record.id)
+                .map(|r| r.state.status == Status::Running)
+                .unwrap_or(false);
+            let (more, next) = logs::read_from(&path, offset)?;
+            offset = next;
+            print(&more)?;
+            if !running {
+                let (rest, _) = logs::read_from(&path, offset)?;
+                print(&rest)?;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(0)
+}
+
+/// `exec` flags.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Run in the background.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep stdin open (berth always passes stdin through).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    tty: bool,
+    /// Environment variables.
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Container.
+    container: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `exec`.
+pub fn exec(containers: &Containers, args: ExecArgs) -> anyhow::Result<i32> {
+    let req = ExecRequest {
+        tty: args.tty,
+        detach: args.detach,
+        env: env_from_host(&args.env),
+        user: args.user.clone(),
+        workdir: args.workdir.clone(),
+    };
+    match containers.exec(&args.container, args.command.clone(), &req) {
+        Ok(code) => Ok(code),
+        Err(e) if e.exit_code() == 126 || e.exit_code() == 127 => {
+            eprintln!("berth: {e}");
+            Ok(e.exit_code())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `inspect` of containers: Docker's shape.
+pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json::Value {
+    let paths = containers.paths(&r.id);
+    serde_json::json!({
+        "Id": r.id,
+        "Created": r.created,
+        "Path": r.command.first().cloned().unwrap_or_default(),
+        "Args": r.command.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": r.state.status.to_string(),
+            "Running": r.state.status == Status::Running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": r.state.oom_killed,
+            "Dead": false,
+            "Pid": r.state.pid,
+            "ExitCode": r.state.exit_code,
+            "Error": r.state.error.clone().unwrap_or_default(),
+            "StartedAt": r.state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": r.state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        },
+        "Image": r.image_id,
+        "LogPath": paths.log,
+        "Name": format!("/{}", r.name),
+        "Config": {
+            "Hostname": r.options.hostname.clone().unwrap_or_else(|| r.id[..12].to_string()),
+            "User": r.options.user.clone().unwrap_or_default(),
+            "Tty": r.options.tty,
+            "OpenStdin": r.options.stdin_open,
+            "Env": r.options.env,
+            "Cmd": r.options.cmd,
+            "Image": r.image,
+            "WorkingDir": r.options.workdir.clone().unwrap_or_default(),
+            "Entrypoint": r.options.entrypoint,
+            "Labels": r.labels,
+            "StopSignal": r.stop_signal,
+            "StopTimeout": r.stop_timeout,
+        },
+        "HostConfig": {
+            "AutoRemove": r.auto_remove,
+            "Privileged": r.options.privileged,
+            "ReadonlyRootfs": r.options.read_only,
+            "CapAdd": r.options.cap_add,
+            "CapDrop": r.options.cap_drop,
+            "Memory": r.options.memory.as_deref().and_then(|m| berth_engine::spec::parse_bytes(m).ok()).unwrap_or(0),
+            "NanoCpus": r.options.cpus.as_deref().and_then(|c| c.parse::<f64>().ok()).map(|c| (c * 1e9) as i64).unwrap_or(0),
+            "PidsLimit": r.options.pids_limit,
+            "NetworkMode": match &r.options.network { NetworkMode::None => "none".to_string(), NetworkMode::Host => "host".to_string(), NetworkMode::Join(t) => format!("container:{t}") },
+        },
+        "Mounts": [],
+        "NetworkSettings": {"Networks": {}},
+    })
+}
+
+/// `wait NAME...`: print each exit code.
+pub fn wait(containers: &Containers, names: &[String]) -> anyhow::Result<i32> {
+    for n in names {
+        println!("{}", containers.wait(n)?);
+    }
+    Ok(0)
+}

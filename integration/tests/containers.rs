@@ -1,0 +1,361 @@
+//! Containers through the docker-style command line: run, ps, logs, exec,
+//! stop, start, rm, and what happens when things are killed.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+use berth_integration::{privileged, process_alive, text, Engine};
+use serde_json::Value;
+
+/// An engine with the busybox test image loaded and tagged `bb`.
+fn engine_with_busybox() -> Engine {
+    let e = Engine::new();
+    let tar = e.busybox_oci_tar();
+    let out = e.ok(&["load", "-i", tar.to_str().unwrap()]);
+    let id = out
+        .split("Loaded image ID: ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    e.ok(&["tag", &id, "bb"]);
+    e
+}
+
+fn inspect(e: &Engine, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&e.ok(&["inspect", name])).unwrap();
+    v[0].clone()
+}
+
+/// Nothing of the engine's containers is mounted on the host.
+fn assert_no_mounts(e: &Engine) {
+    let root = e.root();
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(root.to_str().unwrap()))
+        .map(str::to_string)
+        .collect();
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+}
+
+#[test]
+fn run_rm_prints_and_leaves_nothing() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    let out = e.run(&["run", "--rm", "bb", "echo", "hi"]);
+    assert_eq!(text(&out.stdout), "hi\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        e.ok(&["ps", "-a", "-q"]).trim(),
+        "",
+        "--rm leaves no container"
+    );
+    assert_no_mounts(&e);
+    let runtime_state = e.tmp.path().join("run/runtime");
+    let left: Vec<_> = std::fs::read_dir(&runtime_state)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "runtime state left: {left:?}");
+
+    let out = e.run(&["run", "--rm", "bb", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = e.run(&["run", "--rm", "bb", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no-such-command"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "");
+}
+
+#[test]
+fn detached_lifecycle() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    // Ignores SIGTERM, so stop must kill it after -t.
+    let id = e
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "bb",
+            "sh",
+            "-c",
+            "trap '' TERM; echo started; while true; do sleep 1; done",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    let ps = e.ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
+    assert_eq!(ps.trim(), "web running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !e.ok(&["logs", "web"]).contains("started") {
+        assert!(Instant::now() < deadline, "no log output");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = e.ok(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "echo persisted > /data.txt; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    assert!(out.starts_with("sh -c"), "{out}");
+    let t0 = Instant::now();
+    e.ok(&["stop", "-t", "1", "web"]);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "stop waited for -t: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "stop killed after -t: {took:?}"
+    );
+    let state = inspect(&e, "web");
+    assert_eq!(state["State"]["Status"], "exited");
+    assert_eq!(state["State"]["ExitCode"], 137);
+    e.ok(&["start", "web"]);
+    let out = e.ok(&["exec", "web", "cat", "/data.txt"]);
+    assert_eq!(
+        out, "persisted\n",
+        "the container layer survives stop/start"
+    );
+    let out = e.run(&["rm", "web"]);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "rm of a running container needs -f"
+    );
+    e.ok(&["rm", "-f", "web"]);
+    assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "");
+    assert!(
+        !e.root().join("containers").join(&id).exists(),
+        "the container layer is gone"
+    );
+    assert_no_mounts(&e);
+    let out = e.run(&["exec", "web", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn containers_do_not_see_each_others_writes() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    e.ok(&["run", "-d", "--name", "ca", "bb", "sleep", "1000"]);
+    e.ok(&["run", "-d", "--name", "cb", "bb", "sleep", "1000"]);
+    e.ok(&["exec", "ca", "sh", "-c", "echo mine > /etc/only-a"]);
+    assert_eq!(e.ok(&["exec", "ca", "cat", "/etc/only-a"]), "mine\n");
+    let out = e.run(&["exec", "cb", "cat", "/etc/only-a"]);
+    assert_ne!(out.status.code(), Some(0), "cb sees ca's write");
+    e.ok(&["rm", "-f", "ca", "cb"]);
+}
+
+#[test]
+fn parallel_runs_get_unique_ids_and_names() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    let n = 50;
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            e.command(&["run", "-d", "bb", "sleep", "1000"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        ids.insert(text(&out.stdout).trim().to_string());
+    }
+    assert_eq!(ids.len(), n, "unique ids");
+    let names = e.ok(&["ps", "--format", "{{.Names}}"]);
+    let names: std::collections::BTreeSet<&str> = names.lines().collect();
+    assert_eq!(names.len(), n, "ps shows {n} containers with unique names");
+    let all: Vec<String> = ids.into_iter().collect();
+    let mut args = vec!["rm", "-f"];
+    args.extend(all.iter().map(String::as_str));
+    e.ok(&args);
+    assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "");
+    assert_no_mounts(&e);
+}
+
+#[test]
+fn killed_monitor_is_reconciled() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    e.ok(&["run", "-d", "--name", "orphan", "bb", "sleep", "1000"]);
+    let state = inspect(&e, "orphan");
+    let pid = state["State"]["Pid"].as_i64().unwrap() as i32;
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(
+            e.root()
+                .join("containers")
+                .join(state["Id"].as_str().unwrap())
+                .join("container.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let monitor = record["state"]["monitor_pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_alive(monitor) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ps = e.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    assert_eq!(ps.trim(), "orphan exited", "{ps}");
+    assert!(!process_alive(pid), "the container's process was stopped");
+    e.ok(&["rm", "orphan"]);
+    assert_no_mounts(&e);
+}
+
+#[test]
+fn killed_foreground_run_leaves_the_container_running() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    let mut child = e
+        .command(&["run", "--name", "fg", "bb", "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !e.ok(&["ps", "--format", "{{.Names}}"]).contains("fg") {
+        assert!(Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let ps = e.ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
+    assert_eq!(
+        ps.trim(),
+        "fg running",
+        "the monitor keeps it running: {ps}"
+    );
+    e.ok(&["rm", "-f", "fg"]);
+}
+
+#[test]
+fn bad_input_is_one_line_and_changes_nothing() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    e.ok(&["create", "--name", "taken", "bb", "true"]);
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--no-such-flag", "bb"], "--no-such-flag"),
+        (&["run", "nosuchimage:1", "true"], "berth pull"),
+        (&["run", "--name", "taken", "bb", "true"], "already in use"),
+        (&["run", "--memory", "12x", "bb", "true"], "12x"),
+        (&["exec", "taken", "true"], "not running"),
+    ];
+    for (args, needle) in cases {
+        let out = e.run(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {stderr:?} lacks {needle:?}"
+        );
+        if !args.contains(&"--no-such-flag") {
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        }
+    }
+    let ps = e.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(ps.trim(), "taken", "nothing else was created");
+    e.ok(&["rm", "taken"]);
+}
+
+#[test]
+fn interactive_tty_session() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = pty.slave.as_raw_fd();
+    let mut cmd = e.command(&["run", "-it", "--name", "tty", "bb", "sh"]);
+    cmd.stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = nix::unistd::setsid();
+            nix::ioctl_write_int_bad!(tiocsctty, nix::libc::TIOCSCTTY);
+            let _ = tiocsctty(slave, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    drop(pty.slave);
+    let master = std::fs::File::from(pty.master);
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut reader = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let expect = |needle: &str, seen: &mut String| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "never saw {needle:?} in {seen:?}");
+            if let Ok(chunk) = rx.recv_timeout(left) {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        }
+    };
+    let write = |s: &[u8]| {
+        use std::io::Write;
+        (&master).write_all(s).unwrap();
+    };
+    expect("# ", &mut seen);
+    write(b"echo $((6*7))\r");
+    expect("42", &mut seen);
+    // Ctrl-C interrupts the foreground command, not the shell.
+    write(b"sleep 30\r");
+    std::thread::sleep(Duration::from_millis(300));
+    write(b"\x03");
+    write(b"echo after-$((1+1))\r");
+    expect("after-2", &mut seen);
+    write(b"tty\r");
+    expect("/dev/pts/0", &mut seen);
+    write(b"exit 5\r");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(5), "{seen}");
+    e.ok(&["rm", "tty"]);
+}
