@@ -9,6 +9,7 @@
 pub mod attach;
 pub mod logs;
 pub mod monitor;
+pub mod ops;
 pub mod record;
 
 use std::io::{BufRead, BufReader};

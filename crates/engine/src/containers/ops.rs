@@ -1,0 +1,2 @@
+//! More container operations: rename, top, pause/unpause, stats, cp, and
+//! system-wide usage and pruning.
