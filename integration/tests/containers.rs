@@ -359,3 +359,105 @@ fn interactive_tty_session() {
     assert_eq!(status.code(), Some(5), "{seen}");
     e.ok(&["rm", "tty"]);
 }
+
+/// A process under a new pty; returns (child, master, output receiver).
+fn spawn_under_pty(
+    e: &Engine,
+    args: &[&str],
+) -> (std::process::Child, std::fs::File, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = pty.slave.as_raw_fd();
+    let mut cmd = e.command(args);
+    cmd.stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = nix::unistd::setsid();
+            nix::ioctl_write_int_bad!(tiocsctty, nix::libc::TIOCSCTTY);
+            let _ = tiocsctty(slave, 0);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(cmd);
+    drop(pty.slave);
+    let master = std::fs::File::from(pty.master);
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut reader = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    (child, master, rx)
+}
+
+fn wait_for(rx: &std::sync::mpsc::Receiver<Vec<u8>>, seen: &mut String, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "never saw {needle:?} in {seen:?}");
+        if let Ok(chunk) = rx.recv_timeout(left) {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[test]
+fn detach_keys_and_reattach() {
+    if !privileged() {
+        return;
+    }
+    use std::io::Write;
+    let e = engine_with_busybox();
+    let (mut child, master, rx) = spawn_under_pty(&e, &["run", "-it", "--name", "det", "bb", "sh"]);
+    let mut seen = String::new();
+    wait_for(&rx, &mut seen, "# ");
+    (&master).write_all(b"echo before-$((2+3))\r").unwrap();
+    wait_for(&rx, &mut seen, "before-5");
+    // ctrl-p ctrl-q detaches: berth exits 0, the container keeps running.
+    (&master).write_all(b"\x10\x11").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(e.ok(&["ps", "--format", "{{.Names}} {{.State}}"]).trim(), "det running");
+    let (mut child, master, rx) = spawn_under_pty(&e, &["attach", "det"]);
+    let mut seen = String::new();
+    std::thread::sleep(Duration::from_millis(300));
+    (&master).write_all(b"echo again-$((3+4))\r").unwrap();
+    wait_for(&rx, &mut seen, "again-7");
+    (&master).write_all(b"exit 4\r").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{seen}");
+    e.ok(&["rm", "det"]);
+}
+
+#[test]
+fn logs_follow_tail_and_timestamps() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    e.ok(&["run", "-d", "--name", "talker", "bb", "sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2; sleep 1; echo late"]);
+    let mut follow = e
+        .command(&["logs", "-f", "talker"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    follow.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(follow.wait().unwrap().success());
+    assert_eq!(out, "line1\nline2\nline3\nline4\nline5\nlate\n", "-f follows until the container exits");
+    let tail = e.ok(&["logs", "--tail", "2", "talker"]);
+    assert_eq!(tail, "late\n", "stderr goes to stderr; the last 2 entries are oops and late");
+    let ts = e.ok(&["logs", "-t", "--tail", "1", "talker"]);
+    assert!(ts.starts_with("20") && ts.contains("Z late"), "{ts}");
+    let err = e.run(&["logs", "talker"]);
+    assert_eq!(text(&err.stderr), "oops\n");
+    e.ok(&["rm", "talker"]);
+}
