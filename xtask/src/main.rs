@@ -6,7 +6,8 @@
 //!   (cgroup v2) for the runtime.
 //! - `test-images`: build the offline busybox test images under target/.
 //! - `test-vm [--shell] [-- FILTER]`: the privileged suite in a throwaway VM.
-//! - `bench runtime`: berth vs runc vs crun start-up, written to docs/benchmarks.md.
+//! - `bench runtime|pull|unpack`: berth beside runc/crun (start-up), skopeo and a
+//!   raw write (pull), GNU tar (layer unpack); written to docs/benchmarks.md.
 
 mod bench;
 mod images;
@@ -32,7 +33,7 @@ fn main() {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | test [--host|--vm] | test-images | test-vm [--shell] [-- FILTER] | bench runtime [--runs N] [--install-peers]>";
+const USAGE: &str = "usage: cargo xtask <demo | test [--host|--vm] | test-images | test-vm [--shell] [-- FILTER] | bench runtime|pull|unpack [--runs N]>";
 
 fn dispatch(args: &[String]) -> Result<()> {
     let Some(task) = args.first() else {

@@ -8,13 +8,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::{
+    find_in_path, first_lines, git_describe, loadavg, machine, write_section, Options, Stats,
+    TempDir,
+};
 use crate::{images, util};
 
 /// Heading of this benchmark's section in docs/benchmarks.md.
 const SECTION: &str = "## Runtime start-up";
 const DEFAULT_RUNS: usize = 200;
 const DEFAULT_WARMUP: usize = 5;
-const USAGE: &str = "usage: cargo xtask bench runtime [--runs N] [--warmup N] [--install-peers]";
+pub(super) const USAGE: &str =
+    "cargo xtask bench runtime [--runs N] [--warmup N] [--install-peers]";
 
 /// Peers: (name, Debian package, path the package installs).
 const PEERS: &[(&str, &str, &str)] = &[
@@ -28,66 +33,14 @@ const PEERS: &[(&str, &str, &str)] = &[
 /// so machine noise hits all equally, after a few warm-up runs; reports min/median/mean/p90/max in ms and the
 /// ratios of medians (peer / berth), prints a table and writes docs/benchmarks.md (a section for this benchmark with date,
 /// machine (nproc, kernel, cgroup layout), versions of each runtime, the table, the ratios, the exact command lines used).
-///
-/// `args` are the words after `bench` (a leading `bench` is skipped too).
-pub fn main(args: &[String]) -> Result<()> {
-    let args = match args.first().map(String::as_str) {
-        Some("bench") => &args[1..],
-        _ => args,
-    };
-    match args.first().map(String::as_str) {
-        Some("runtime") => runtime(&Options::parse(&args[1..])?),
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => bail!("unknown benchmark {other:?}: {USAGE}"),
-        None => bail!("{USAGE}"),
-    }
-}
-
-struct Options {
-    runs: usize,
-    warmup: usize,
-    install_peers: bool,
-}
-
-impl Options {
-    fn parse(args: &[String]) -> Result<Options> {
-        let mut opts = Options {
-            runs: DEFAULT_RUNS,
-            warmup: DEFAULT_WARMUP,
-            install_peers: false,
-        };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) => (f, Some(v.to_string())),
-                None => (arg.as_str(), None),
-            };
-            let mut number = |name: &str| -> Result<usize> {
-                let v = match &inline {
-                    Some(v) => v.clone(),
-                    None => it
-                        .next()
-                        .with_context(|| format!("{name} needs a number"))?
-                        .clone(),
-                };
-                v.parse()
-                    .with_context(|| format!("{name} {v:?}: not a number"))
-            };
-            match flag {
-                "--runs" => opts.runs = number("--runs")?,
-                "--warmup" => opts.warmup = number("--warmup")?,
-                "--install-peers" if inline.is_none() => opts.install_peers = true,
-                _ => bail!("unknown argument {arg:?}: {USAGE}"),
-            }
-        }
-        if opts.runs == 0 {
-            bail!("--runs must be at least 1");
-        }
-        Ok(opts)
-    }
+pub(super) fn main(args: &[String]) -> Result<()> {
+    runtime(&Options::parse(
+        args,
+        DEFAULT_RUNS,
+        DEFAULT_WARMUP,
+        true,
+        USAGE,
+    )?)
 }
 
 /// A runtime under test: `argv_prefix --root ROOT run -b BUNDLE ID`.
@@ -166,32 +119,6 @@ impl Runtime {
             Err(e) => Err(format!("{}: {e}", self.command_line(bundle, id))),
         }
     }
-}
-
-/// Removes the scratch directory when the benchmark ends, however it ends.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn first_lines(text: &str, n: usize) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .take(n)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn runtime(opts: &Options) -> Result<()> {
@@ -345,7 +272,7 @@ fn runtime(opts: &Options) -> Result<()> {
         notes,
     };
     let docs = root.join("docs/benchmarks.md");
-    write_section(&docs, &report.markdown()?)?;
+    write_section(&docs, SECTION, &report.markdown()?)?;
     println!(
         "bench: wrote the \"{SECTION}\" section of {}",
         docs.display()
@@ -450,80 +377,6 @@ fn process_caps(config: &serde_json::Value) -> String {
         .unwrap_or_else(|| "(none)".into())
 }
 
-fn git_describe(root: &Path) -> String {
-    let head =
-        util::run(
-            Command::new("git")
-                .arg("-C")
-                .arg(root)
-                .args(["rev-parse", "--short", "HEAD"]),
-        );
-    let Ok(head) = head else {
-        return "not a git checkout".into();
-    };
-    let dirty = util::run(Command::new("git").arg("-C").arg(root).args([
-        "status",
-        "--porcelain",
-        "--untracked-files=no",
-    ]))
-    .map(|s| !s.trim().is_empty())
-    .unwrap_or(false);
-    format!(
-        "git {}{}",
-        head.trim(),
-        if dirty { " + uncommitted changes" } else { "" }
-    )
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// Summary of the timings of one runtime, in milliseconds.
-struct Stats {
-    n: usize,
-    min: f64,
-    median: f64,
-    mean: f64,
-    p90: f64,
-    max: f64,
-}
-
-impl Stats {
-    fn of(samples: &[Duration]) -> Stats {
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        ms.sort_by(f64::total_cmp);
-        let n = ms.len();
-        if n == 0 {
-            return Stats {
-                n,
-                min: f64::NAN,
-                median: f64::NAN,
-                mean: f64::NAN,
-                p90: f64::NAN,
-                max: f64::NAN,
-            };
-        }
-        let median = if n % 2 == 1 {
-            ms[n / 2]
-        } else {
-            (ms[n / 2 - 1] + ms[n / 2]) / 2.0
-        };
-        // Nearest-rank percentile.
-        let p90 = ms[((0.9 * n as f64).ceil() as usize).clamp(1, n) - 1];
-        Stats {
-            n,
-            min: ms[0],
-            median,
-            mean: ms.iter().sum::<f64>() / n as f64,
-            p90,
-            max: ms[n - 1],
-        }
-    }
-}
-
 fn table(stats: &[(String, Stats)]) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -563,93 +416,6 @@ fn ratios(stats: &[(String, Stats)]) -> Vec<String> {
             )
         })
         .collect()
-}
-
-/// Host description: CPU, nproc, kernel, OS, cgroup layout.
-fn machine() -> Vec<(String, String)> {
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let os = std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|v| v.trim_matches('"').to_string())
-        })
-        .unwrap_or_else(|| "?".into());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or("?".into(), |kb| {
-            format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0)
-        });
-    vec![
-        ("CPU".into(), format!("{cpu}, nproc {nproc}")),
-        ("memory".into(), mem),
-        ("kernel".into(), kernel),
-        ("OS".into(), os),
-        ("cgroups".into(), cgroup_layout()),
-    ]
-}
-
-fn cgroup_layout() -> String {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let mut v1: Vec<String> = Vec::new();
-    let mut v2: Vec<String> = Vec::new();
-    for line in mounts.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 4 {
-            continue;
-        }
-        match f[2] {
-            "cgroup2" => v2.push(f[1].to_string()),
-            "cgroup" => {
-                let name = f[1].rsplit('/').next().unwrap_or(f[1]);
-                v1.push(name.to_string());
-            }
-            _ => {}
-        }
-    }
-    let v2_controllers = |dir: &str| {
-        std::fs::read_to_string(Path::new(dir).join("cgroup.controllers"))
-            .map(|s| {
-                let s = s.trim().to_string();
-                if s.is_empty() {
-                    "none".into()
-                } else {
-                    s
-                }
-            })
-            .unwrap_or_else(|_| "?".into())
-    };
-    match (v1.is_empty(), v2.first()) {
-        (true, Some(dir)) => format!(
-            "v2 (unified) at {dir}, controllers: {}",
-            v2_controllers(dir)
-        ),
-        (false, Some(dir)) => format!(
-            "hybrid: v1 hierarchies {} + v2 at {dir} (v2 controllers: {})",
-            v1.join(", "),
-            v2_controllers(dir)
-        ),
-        (false, None) => format!("v1 only: {}", v1.join(", ")),
-        (true, None) => "no cgroup filesystem mounted".into(),
-    }
 }
 
 struct Report<'a> {
@@ -717,95 +483,5 @@ impl Report<'_> {
         }
         let _ = writeln!(md, "```\n");
         Ok(md)
-    }
-}
-
-/// Replace (or append) this benchmark's section of `path`, keeping the rest.
-fn write_section(path: &Path, section: &str) -> Result<()> {
-    let old = match std::fs::read_to_string(path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::from(
-            "# Benchmarks\n\nEach section is written by its own `cargo xtask bench ...` task, \
-             which replaces only its own section.\n\n",
-        ),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
-    let lines: Vec<&str> = old.split_inclusive('\n').collect();
-    let is_heading = |l: &str| l.trim_end() == SECTION;
-    let new = match lines.iter().position(|l| is_heading(l)) {
-        Some(start) => {
-            let end = lines[start + 1..]
-                .iter()
-                .position(|l| l.starts_with("## "))
-                .map_or(lines.len(), |i| start + 1 + i);
-            let mut s: String = lines[..start].concat();
-            s.push_str(section);
-            s.push_str(&lines[end..].concat());
-            s
-        }
-        None => {
-            let mut s = old.trim_end().to_string();
-            s.push_str("\n\n");
-            s.push_str(section);
-            s
-        }
-    };
-    let new = new.trim_end().to_string() + "\n";
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, new).with_context(|| format!("write {}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stats_of_known_samples() {
-        let samples: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
-        let s = Stats::of(&samples);
-        assert_eq!(s.n, 10);
-        assert_eq!(s.min, 1.0);
-        assert_eq!(s.median, 5.5);
-        assert_eq!(s.mean, 5.5);
-        assert_eq!(s.p90, 9.0);
-        assert_eq!(s.max, 10.0);
-    }
-
-    #[test]
-    fn section_is_replaced_and_others_kept() {
-        let dir = std::env::temp_dir().join(format!("bench-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("benchmarks.md");
-        std::fs::write(
-            &path,
-            "# Benchmarks\n\n## Pull\n\npull text\n\n## Runtime start-up\n\nold\n\n## Build\n\nbuild text\n",
-        )
-        .unwrap();
-        write_section(&path, "## Runtime start-up\n\nnew\n\n").unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            text,
-            "# Benchmarks\n\n## Pull\n\npull text\n\n## Runtime start-up\n\nnew\n\n## Build\n\nbuild text\n"
-        );
-        std::fs::write(&path, "# Benchmarks\n\n## Pull\n\npull text\n").unwrap();
-        write_section(&path, "## Runtime start-up\n\nnew\n\n").unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            text,
-            "# Benchmarks\n\n## Pull\n\npull text\n\n## Runtime start-up\n\nnew\n"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn options() {
-        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let o = Options::parse(&a(&["--runs", "7", "--install-peers"])).unwrap();
-        assert_eq!((o.runs, o.install_peers), (7, true));
-        assert_eq!(Options::parse(&a(&["--runs=3"])).unwrap().runs, 3);
-        assert!(Options::parse(&a(&["--runs", "0"])).is_err());
-        assert!(Options::parse(&a(&["--bogus"])).is_err());
     }
 }
