@@ -364,7 +364,11 @@ fn interactive_tty_session() {
 fn spawn_under_pty(
     e: &Engine,
     args: &[&str],
-) -> (std::process::Child, std::fs::File, std::sync::mpsc::Receiver<Vec<u8>>) {
+) -> (
+    std::process::Child,
+    std::fs::File,
+    std::sync::mpsc::Receiver<Vec<u8>>,
+) {
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = pty.slave.as_raw_fd();
     let mut cmd = e.command(args);
@@ -424,7 +428,10 @@ fn detach_keys_and_reattach() {
     (&master).write_all(b"\x10\x11").unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    assert_eq!(e.ok(&["ps", "--format", "{{.Names}} {{.State}}"]).trim(), "det running");
+    assert_eq!(
+        e.ok(&["ps", "--format", "{{.Names}} {{.State}}"]).trim(),
+        "det running"
+    );
     let (mut child, master, rx) = spawn_under_pty(&e, &["attach", "det"]);
     let mut seen = String::new();
     std::thread::sleep(Duration::from_millis(300));
@@ -442,7 +449,16 @@ fn logs_follow_tail_and_timestamps() {
         return;
     }
     let e = engine_with_busybox();
-    e.ok(&["run", "-d", "--name", "talker", "bb", "sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2; sleep 1; echo late"]);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "bb",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2; sleep 1; echo late",
+    ]);
     let mut follow = e
         .command(&["logs", "-f", "talker"])
         .stdout(std::process::Stdio::piped())
@@ -450,11 +466,22 @@ fn logs_follow_tail_and_timestamps() {
         .spawn()
         .unwrap();
     let mut out = String::new();
-    follow.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    follow
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(follow.wait().unwrap().success());
-    assert_eq!(out, "line1\nline2\nline3\nline4\nline5\nlate\n", "-f follows until the container exits");
+    assert_eq!(
+        out, "line1\nline2\nline3\nline4\nline5\nlate\n",
+        "-f follows until the container exits"
+    );
     let tail = e.ok(&["logs", "--tail", "2", "talker"]);
-    assert_eq!(tail, "late\n", "stderr goes to stderr; the last 2 entries are oops and late");
+    assert_eq!(
+        tail, "late\n",
+        "stderr goes to stderr; the last 2 entries are oops and late"
+    );
     let ts = e.ok(&["logs", "-t", "--tail", "1", "talker"]);
     assert!(ts.starts_with("20") && ts.contains("Z late"), "{ts}");
     let err = e.run(&["logs", "talker"]);

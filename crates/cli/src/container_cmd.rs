@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use berth_engine::containers::attach::{read_frame, write_frame, Kind};
-use berth_engine::containers::record::{ContainerRecord, Status};
+use berth_engine::containers::record::{ContainerRecord, RestartPolicy, Status};
 use berth_engine::containers::{logs, Containers, CreateRequest, ExecRequest};
 use berth_engine::spec::{NetworkMode, RunOptions};
 use clap::Args;
@@ -98,6 +98,12 @@ pub struct CreateArgs {
     /// Mount a tmpfs (PATH[:OPTIONS]).
     #[arg(long)]
     tmpfs: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    init: bool,
+    /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
+    #[arg(long, default_value = "no")]
+    restart: String,
     /// Print help (-h is --hostname, as in Docker).
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -183,6 +189,7 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
         auto_remove: args.rm,
         labels: args.labels.clone(),
         stop_timeout: args.stop_timeout,
+        restart: RestartPolicy::parse(&args.restart)?,
         options: RunOptions {
             entrypoint,
             cmd: args.command.clone(),
@@ -209,6 +216,7 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
             ulimits: args.ulimit.clone(),
             shm_size: args.shm_size.clone(),
             tmpfs: args.tmpfs.clone(),
+            init: args.init,
             ..Default::default()
         },
     })
@@ -521,6 +529,11 @@ pub struct PsArgs {
 
 fn status_text(r: &ContainerRecord) -> String {
     match r.state.status {
+        Status::Running if r.state.restarting => format!(
+            "Restarting ({}) {} ago",
+            r.state.exit_code,
+            since(r.state.finished_at.as_deref())
+        ),
         Status::Running => format!("Up {}", since(r.state.started_at.as_deref())),
         Status::Created => "Created".into(),
         Status::Exited => format!(
@@ -585,7 +598,11 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
     for f in &args.filter {
         let mut kept = Vec::new();
         for r in rows {
-            if matches_filter(&r, f)? {
+            let hit = match f.strip_prefix("status=") {
+                Some(s @ ("paused" | "running")) => containers.state_name(&r) == s,
+                _ => matches_filter(&r, f)?,
+            };
+            if hit {
                 kept.push(r);
             }
         }
@@ -605,13 +622,17 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
         if !args.no_trunc && command.len() > 20 {
             command = format!("{}…", &command[..19]);
         }
+        let status = match containers.is_paused(r) {
+            true => format!("{} (Paused)", status_text(r)),
+            false => status_text(r),
+        };
         let fields = [
             ("ID", id.clone()),
             ("Image", r.image.clone()),
             ("Command", format!("\"{command}\"")),
             ("CreatedAt", r.created.clone()),
-            ("Status", status_text(r)),
-            ("State", r.state.status.to_string()),
+            ("Status", status.clone()),
+            ("State", containers.state_name(r)),
             ("Names", r.name.clone()),
             ("Ports", String::new()),
         ];
@@ -643,7 +664,7 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
                     r.image,
                     format!("\"{command}\""),
                     format!("{} ago", since(Some(&r.created))),
-                    status_text(r),
+                    status,
                     "",
                     r.name
                 )?;
@@ -798,10 +819,10 @@ pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json:
         "Path": r.command.first().cloned().unwrap_or_default(),
         "Args": r.command.iter().skip(1).collect::<Vec<_>>(),
         "State": {
-            "Status": r.state.status.to_string(),
+            "Status": containers.state_name(r),
             "Running": r.state.status == Status::Running,
-            "Paused": false,
-            "Restarting": false,
+            "Paused": containers.is_paused(r),
+            "Restarting": r.state.restarting,
             "OOMKilled": r.state.oom_killed,
             "Dead": false,
             "Pid": r.state.pid,
@@ -811,6 +832,7 @@ pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json:
             "FinishedAt": r.state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
         },
         "Image": r.image_id,
+        "RestartCount": r.state.restart_count,
         "LogPath": paths.log,
         "Name": format!("/{}", r.name),
         "Config": {
@@ -829,6 +851,10 @@ pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json:
         },
         "HostConfig": {
             "AutoRemove": r.auto_remove,
+            "RestartPolicy": {
+                "Name": r.restart_policy.name(),
+                "MaximumRetryCount": r.restart_policy.max_retries(),
+            },
             "Privileged": r.options.privileged,
             "ReadonlyRootfs": r.options.read_only,
             "CapAdd": r.options.cap_add,

@@ -3,6 +3,7 @@
 mod container_cmd;
 mod image_cmd;
 mod runtime_cmd;
+mod system_cmd;
 
 use std::path::PathBuf;
 
@@ -45,44 +46,13 @@ enum Command {
     /// Start containers.
     Start(container_cmd::StartArgs),
     /// Stop containers (the stop signal, then SIGKILL after a timeout).
-    Stop {
-        /// Seconds to wait before killing.
-        #[arg(short = 't', long = "time")]
-        timeout: Option<u64>,
-        /// Containers.
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
+    Stop(StopArgs),
     /// Restart containers.
-    Restart {
-        /// Seconds to wait before killing.
-        #[arg(short = 't', long = "time")]
-        timeout: Option<u64>,
-        /// Containers.
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
+    Restart(StopArgs),
     /// Send a signal to containers.
-    Kill {
-        /// Signal (default SIGKILL).
-        #[arg(short, long, default_value = "SIGKILL")]
-        signal: String,
-        /// Containers.
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
+    Kill(KillArgs),
     /// Remove containers.
-    Rm {
-        /// Kill running containers first.
-        #[arg(short, long)]
-        force: bool,
-        /// Remove anonymous volumes too (none exist yet).
-        #[arg(short, long)]
-        volumes: bool,
-        /// Containers.
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
+    Rm(RmContainerArgs),
     /// List containers.
     Ps(container_cmd::PsArgs),
     /// Show a container's output.
@@ -90,15 +60,29 @@ enum Command {
     /// Run a command in a running container.
     Exec(container_cmd::ExecArgs),
     /// Attach to a running container.
-    Attach {
-        /// Container.
-        container: String,
-    },
+    Attach(AttachArgs),
     /// Wait for containers to stop and print their exit codes.
-    Wait {
-        /// Containers.
-        #[arg(required = true)]
-        containers: Vec<String>,
+    Wait(WaitArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Show the running processes of a container.
+    Top(TopArgs),
+    /// Pause all processes within containers.
+    Pause(NamesArgs),
+    /// Unpause all processes within containers.
+    Unpause(NamesArgs),
+    /// Show containers' resource usage (CPU, memory, pids).
+    Stats(system_cmd::StatsArgs),
+    /// Copy files/folders between a container and the host.
+    Cp(system_cmd::CpArgs),
+    /// Show system-wide information.
+    Info(system_cmd::InfoArgs),
+    /// Show the berth version.
+    Version(system_cmd::VersionArgs),
+    /// Manage berth: disk usage, prune, info.
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
     },
     /// Low-level information on containers or images, as JSON.
     Inspect {
@@ -184,6 +168,120 @@ enum ContainerCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Show the running processes of a container.
+    Top(TopArgs),
+    /// Pause all processes within containers.
+    Pause(NamesArgs),
+    /// Unpause all processes within containers.
+    Unpause(NamesArgs),
+    /// Show containers' resource usage (CPU, memory, pids).
+    Stats(system_cmd::StatsArgs),
+    /// Copy files/folders between a container and the host.
+    Cp(system_cmd::CpArgs),
+    /// Stop containers (the stop signal, then SIGKILL after a timeout).
+    Stop(StopArgs),
+    /// Send a signal to containers.
+    Kill(KillArgs),
+    /// Remove containers.
+    #[command(alias = "remove")]
+    Rm(RmContainerArgs),
+    /// Restart containers.
+    Restart(StopArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(WaitArgs),
+    /// Attach to a running container.
+    Attach(AttachArgs),
+}
+
+/// `berth system <verb>`.
+#[derive(Subcommand, Debug)]
+enum SystemCommand {
+    /// Show disk usage.
+    Df(system_cmd::DfArgs),
+    /// Remove stopped containers and dangling (with -a: unused) images.
+    Prune(system_cmd::PruneArgs),
+    /// Show system-wide information.
+    Info(system_cmd::InfoArgs),
+}
+
+/// `stop` and `restart`.
+#[derive(clap::Args, Debug)]
+struct StopArgs {
+    /// Seconds to wait before killing.
+    #[arg(short = 't', long = "time")]
+    timeout: Option<u64>,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `kill`.
+#[derive(clap::Args, Debug)]
+struct KillArgs {
+    /// Signal (default SIGKILL).
+    #[arg(short, long, default_value = "SIGKILL")]
+    signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `rm`.
+#[derive(clap::Args, Debug)]
+struct RmContainerArgs {
+    /// Kill running containers first.
+    #[arg(short, long)]
+    force: bool,
+    /// Remove anonymous volumes too (none exist yet).
+    #[arg(short, long)]
+    volumes: bool,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `attach`.
+#[derive(clap::Args, Debug)]
+struct AttachArgs {
+    /// Container.
+    container: String,
+}
+
+/// `wait`.
+#[derive(clap::Args, Debug)]
+struct WaitArgs {
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `pause` and `unpause`.
+#[derive(clap::Args, Debug)]
+struct NamesArgs {
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `rename OLD NEW`.
+#[derive(clap::Args, Debug)]
+struct RenameArgs {
+    /// The container.
+    container: String,
+    /// Its new name.
+    new_name: String,
+}
+
+/// `top CONTAINER [ps OPTIONS]`.
+#[derive(clap::Args, Debug)]
+struct TopArgs {
+    /// The container.
+    container: String,
+    /// ps options (accepted and ignored: berth shows PID, PPID, USER, TIME, CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    ps_options: Vec<String>,
 }
 
 /// Docker's exit code for an error of the engine itself.
@@ -242,23 +340,25 @@ fn engine_command(
         | Command::Container {
             command: ContainerCommand::Start(a),
         } => return container_cmd::start(&containers()?, a),
-        Command::Stop {
-            timeout,
-            containers: names,
-        } => return container_cmd::stop(&containers()?, timeout, &names),
-        Command::Restart {
-            timeout,
-            containers: names,
-        } => return container_cmd::restart(&containers()?, timeout, &names),
-        Command::Kill {
-            signal,
-            containers: names,
-        } => return container_cmd::kill(&containers()?, &signal, &names),
-        Command::Rm {
-            force,
-            volumes: _,
-            containers: names,
-        } => return container_cmd::rm(&containers()?, force, &names),
+        Command::Stop(a)
+        | Command::Container {
+            command: ContainerCommand::Stop(a),
+        } => return container_cmd::stop(&containers()?, a.timeout, &a.containers),
+        Command::Restart(a)
+        | Command::Container {
+            command: ContainerCommand::Restart(a),
+        } => return container_cmd::restart(&containers()?, a.timeout, &a.containers),
+        Command::Kill(a)
+        | Command::Container {
+            command: ContainerCommand::Kill(a),
+        } => return container_cmd::kill(&containers()?, &a.signal, &a.containers),
+        Command::Rm(a)
+        | Command::Container {
+            command: ContainerCommand::Rm(a),
+        } => {
+            let _ = a.volumes;
+            return container_cmd::rm(&containers()?, a.force, &a.containers);
+        }
         Command::Ps(a)
         | Command::Container {
             command: ContainerCommand::Ls(a),
@@ -271,8 +371,49 @@ fn engine_command(
         | Command::Container {
             command: ContainerCommand::Exec(a),
         } => return container_cmd::exec(&containers()?, a),
-        Command::Attach { container } => return container_cmd::attach(&containers()?, &container),
-        Command::Wait { containers: names } => return container_cmd::wait(&containers()?, &names),
+        Command::Attach(a)
+        | Command::Container {
+            command: ContainerCommand::Attach(a),
+        } => return container_cmd::attach(&containers()?, &a.container),
+        Command::Wait(a)
+        | Command::Container {
+            command: ContainerCommand::Wait(a),
+        } => return container_cmd::wait(&containers()?, &a.containers),
+        Command::Rename(a)
+        | Command::Container {
+            command: ContainerCommand::Rename(a),
+        } => return system_cmd::rename(&containers()?, &a.container, &a.new_name),
+        Command::Top(a)
+        | Command::Container {
+            command: ContainerCommand::Top(a),
+        } => return system_cmd::top(&containers()?, &a.container, &a.ps_options),
+        Command::Pause(a)
+        | Command::Container {
+            command: ContainerCommand::Pause(a),
+        } => return system_cmd::pause(&containers()?, &a.containers),
+        Command::Unpause(a)
+        | Command::Container {
+            command: ContainerCommand::Unpause(a),
+        } => return system_cmd::unpause(&containers()?, &a.containers),
+        Command::Stats(a)
+        | Command::Container {
+            command: ContainerCommand::Stats(a),
+        } => return system_cmd::stats(&containers()?, a),
+        Command::Cp(a)
+        | Command::Container {
+            command: ContainerCommand::Cp(a),
+        } => return system_cmd::cp(&containers()?, a),
+        Command::System {
+            command: SystemCommand::Df(a),
+        } => return system_cmd::df(&containers()?, a),
+        Command::System {
+            command: SystemCommand::Prune(a),
+        } => return system_cmd::prune(&containers()?, a),
+        Command::Info(a)
+        | Command::System {
+            command: SystemCommand::Info(a),
+        } => return system_cmd::info(&containers()?, root, run_root, a),
+        Command::Version(a) => return system_cmd::version(a),
         Command::Container {
             command: ContainerCommand::Prune { force: _ },
         } => {

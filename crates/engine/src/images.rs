@@ -39,6 +39,31 @@ pub struct ImageSummary {
     pub size: u64,
 }
 
+/// What a pull tells the unpacking thread.
+enum PullEvent {
+    /// The config bytes and the manifest's layers.
+    Config(Vec<u8>, Vec<oci_spec::image::Descriptor>),
+    /// Layer N is in the content store.
+    Layer(usize),
+}
+
+/// Forwards a pull's progress to the unpacking thread.
+struct Pipeline(std::sync::Mutex<std::sync::mpsc::Sender<PullEvent>>);
+
+impl berth_image_store::registry::PullObserver for Pipeline {
+    fn config(&self, config: &[u8], layers: &[oci_spec::image::Descriptor]) {
+        if let Ok(tx) = self.0.lock() {
+            let _ = tx.send(PullEvent::Config(config.to_vec(), layers.to_vec()));
+        }
+    }
+
+    fn layer_ready(&self, index: usize, _layer: &oci_spec::image::Descriptor) {
+        if let Ok(tx) = self.0.lock() {
+            let _ = tx.send(PullEvent::Layer(index));
+        }
+    }
+}
+
 /// Archive formats of `save`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveFormat {
@@ -111,14 +136,29 @@ impl Images {
         let _lock = self.lock(false)?;
         let registry = Registry::new(opts)?;
         let before: BTreeSet<Digest> = self.content.list()?.into_iter().map(|(d, _)| d).collect();
-        let pulled = match registry.pull(&self.content, &reference) {
+        // Layers are unpacked on another thread as they arrive, in order.
+        let (pulled, unpacked) = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let worker = scope.spawn(move || self.unpack_as_ready(rx));
+            let observer = Pipeline(std::sync::Mutex::new(tx));
+            let pulled = registry.pull_observed(&self.content, &reference, &observer);
+            drop(observer);
+            let unpacked = worker
+                .join()
+                .unwrap_or_else(|_| Err(Error::Invalid("the unpacking thread panicked".into())));
+            (pulled, unpacked)
+        });
+        let pulled = match pulled
+            .map_err(Error::from)
+            .and_then(|p| unpacked.map(|_| p))
+        {
             Ok(p) => p,
             Err(e) => {
                 // Verified blobs of a failed pull (its manifest, its config) are
                 // not left behind; partial downloads stay in the ingest area so
                 // the next pull resumes them.
                 self.remove_new_unreferenced(&before)?;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let digest = Digest::parse(pulled.manifest.digest().as_ref())?;
@@ -330,46 +370,91 @@ impl Images {
         for ((layer, diff_id), chain) in
             image.layers.iter().zip(&diff_ids).zip(chain_ids(&diff_ids))
         {
-            if self
-                .snapshots
-                .stat(&chain)
-                .is_ok_and(|i| i.kind == Kind::Committed)
-            {
-                parent = Some(chain);
-                continue;
-            }
-            let key = format!("unpack-{}-{}", std::process::id(), chain);
-            self.snapshots.prepare(&key, parent.as_deref())?;
-            let digest = Digest::parse(layer.digest().as_ref())?;
-            let applied = self
-                .content
-                .read(&digest)
-                .map_err(Error::from)
-                .and_then(|blob| Ok(self.snapshots.apply(&key, std::io::BufReader::new(blob))?));
-            let stats = match applied {
-                Ok(stats) => stats,
-                Err(e) => {
-                    let _ = self.snapshots.remove(&key);
-                    return Err(e);
-                }
-            };
-            if &stats.digest != diff_id {
-                let _ = self.snapshots.remove(&key);
-                return Err(Error::Invalid(format!(
-                    "layer {digest}: unpacked content is {} but the image config says {diff_id}",
-                    stats.digest
-                )));
-            }
-            match self.snapshots.commit(&chain, &key) {
-                Ok(()) => {}
-                // Another process unpacked the same layer meanwhile: use theirs.
-                Err(berth_snapshotter::Error::AlreadyExists(_)) => self.snapshots.remove(&key)?,
-                Err(e) => {
-                    let _ = self.snapshots.remove(&key);
-                    return Err(e.into());
-                }
-            }
+            self.unpack_layer(layer, diff_id, &chain, parent.as_deref())?;
             parent = Some(chain);
+        }
+        Ok(())
+    }
+
+    /// Unpack one layer blob into the committed snapshot `chain` on `parent`
+    /// (nothing to do if it exists), checking its uncompressed digest.
+    fn unpack_layer(
+        &self,
+        layer: &oci_spec::image::Descriptor,
+        diff_id: &str,
+        chain: &str,
+        parent: Option<&str>,
+    ) -> Result<()> {
+        if self
+            .snapshots
+            .stat(chain)
+            .is_ok_and(|i| i.kind == Kind::Committed)
+        {
+            return Ok(());
+        }
+        let key = format!("unpack-{}-{}", std::process::id(), chain);
+        self.snapshots.prepare(&key, parent)?;
+        let digest = Digest::parse(layer.digest().as_ref())?;
+        let applied = self
+            .content
+            .read(&digest)
+            .map_err(Error::from)
+            .and_then(|blob| Ok(self.snapshots.apply(&key, std::io::BufReader::new(blob))?));
+        let stats = match applied {
+            Ok(stats) => stats,
+            Err(e) => {
+                let _ = self.snapshots.remove(&key);
+                return Err(e);
+            }
+        };
+        if stats.digest != diff_id {
+            let _ = self.snapshots.remove(&key);
+            return Err(Error::Invalid(format!(
+                "layer {digest}: unpacked content is {} but the image config says {diff_id}",
+                stats.digest
+            )));
+        }
+        match self.snapshots.commit(chain, &key) {
+            Ok(()) => Ok(()),
+            // Another process unpacked the same layer meanwhile: use theirs.
+            Err(berth_snapshotter::Error::AlreadyExists(_)) => Ok(self.snapshots.remove(&key)?),
+            Err(e) => {
+                let _ = self.snapshots.remove(&key);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Unpack layers in order as a pull reports them downloaded.
+    fn unpack_as_ready(&self, events: std::sync::mpsc::Receiver<PullEvent>) -> Result<()> {
+        let mut plan: Option<(Vec<oci_spec::image::Descriptor>, Vec<String>, Vec<String>)> = None;
+        let mut ready = BTreeSet::new();
+        let mut next = 0;
+        for event in events {
+            match event {
+                PullEvent::Config(config, layers) => {
+                    let config: oci_spec::image::ImageConfiguration =
+                        serde_json::from_slice(&config)
+                            .map_err(|e| Error::Invalid(format!("image config: {e}")))?;
+                    let diff_ids = config.rootfs().diff_ids().clone();
+                    if diff_ids.len() != layers.len() {
+                        // `unpack` after the pull reports this properly.
+                        return Ok(());
+                    }
+                    let chains = chain_ids(&diff_ids);
+                    plan = Some((layers, diff_ids, chains));
+                }
+                PullEvent::Layer(i) => {
+                    ready.insert(i);
+                }
+            }
+            if let Some((layers, diff_ids, chains)) = &plan {
+                while ready.contains(&next) {
+                    let parent = next.checked_sub(1).map(|p| chains[p].as_str());
+                    self.unpack_layer(&layers[next], &diff_ids[next], &chains[next], parent)?;
+                    next += 1;
+                }
+            }
         }
         Ok(())
     }

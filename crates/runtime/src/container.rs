@@ -690,6 +690,110 @@ impl Runtime {
             oom_killed: cgroup.oom_kill_count() > 0,
         }))
     }
+
+    /// Directories of a live container's cgroup (one per v1 hierarchy, or the v2 one),
+    /// for reading its statistics.
+    pub fn cgroup_dirs(&self, id: &str) -> Result<Vec<PathBuf>> {
+        let (_, record) = self.load(id)?;
+        Ok(CgroupManager::from_location(record.cgroup.clone()).dirs())
+    }
+
+    /// Host pids of every process in the container's cgroup, sorted.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let (_, record) = self.load(id)?;
+        Ok(CgroupManager::from_location(record.cgroup.clone()).pids()?)
+    }
+
+    /// The freezer file of a container's cgroup and whether it is v2's `cgroup.freeze`.
+    fn freezer_file(&self, id: &str) -> Result<(PathBuf, bool)> {
+        for dir in self.cgroup_dirs(id)? {
+            let v2 = dir.join("cgroup.freeze");
+            if v2.exists() {
+                return Ok((v2, true));
+            }
+            let v1 = dir.join("freezer.state");
+            if v1.exists() {
+                return Ok((v1, false));
+            }
+        }
+        Err(Error::Init(format!(
+            "container {id}: its cgroup has no freezer (neither cgroup.freeze nor freezer.state)"
+        )))
+    }
+
+    /// Whether the container's cgroup is frozen (paused); false when it has no freezer.
+    pub fn paused(&self, id: &str) -> Result<bool> {
+        let Ok((file, v2)) = self.freezer_file(id) else {
+            return Ok(false);
+        };
+        let state = std::fs::read_to_string(&file).unwrap_or_default();
+        Ok(if v2 {
+            state.trim() == "1"
+        } else {
+            matches!(state.trim(), "FROZEN" | "FREEZING")
+        })
+    }
+
+    fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
+        let (status, pid) = {
+            let (dir, record) = self.load(id)?;
+            (Self::status_of(&dir, &record), record.pid)
+        };
+        if status == Status::Stopped {
+            return Err(Error::WrongState {
+                id: id.into(),
+                status: status.to_string(),
+                hint: "only a running container can be paused or resumed".into(),
+            });
+        }
+        let (file, v2) = self.freezer_file(id)?;
+        let value = match (v2, frozen) {
+            (true, true) => "1",
+            (true, false) => "0",
+            (false, true) => "FROZEN",
+            (false, false) => "THAWED",
+        };
+        std::fs::write(&file, value).ctx(|| format!("write {value} to {}", file.display()))?;
+        // Wait (up to 5 s) until the kernel reports the change as complete.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let done = if v2 {
+                let events = file.with_file_name("cgroup.events");
+                let frozen_now = std::fs::read_to_string(&events)
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l.trim() == "frozen 1");
+                frozen_now == frozen
+            } else {
+                let state = std::fs::read_to_string(&file).unwrap_or_default();
+                state.trim() == value
+            };
+            if done {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Init(format!(
+                    "container {id} (pid {pid}): the cgroup did not become {} within 5s",
+                    if frozen { "frozen" } else { "thawed" }
+                )));
+            }
+            if !v2 && frozen {
+                // v1 may stay FREEZING while a task is busy: ask again.
+                let _ = std::fs::write(&file, value);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Freeze every process of the container (runc's `pause`).
+    pub fn pause(&self, id: &str) -> Result<()> {
+        self.set_frozen(id, true)
+    }
+
+    /// Thaw a paused container (runc's `resume`).
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.set_frozen(id, false)
+    }
 }
 
 struct InitPlan<'a> {

@@ -25,7 +25,10 @@ use oci_spec::runtime::Process;
 use crate::error::{Error, Result};
 use crate::images::Images;
 use crate::spec::{self, NetworkMode, RunOptions, SpecInputs};
-use record::{ContainerRecord, RecordStore, State, Status};
+use record::{ContainerRecord, RecordStore, RestartPolicy, State, Status};
+
+/// The init helper of `--init` (crates/engine/init/berth-init.c, built static by build.rs).
+static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-init"));
 
 /// Where one container's files live.
 pub struct Paths {
@@ -58,6 +61,8 @@ pub struct CreateRequest {
     pub labels: Vec<String>,
     /// `--stop-timeout` (default 10).
     pub stop_timeout: Option<u64>,
+    /// `--restart`.
+    pub restart: RestartPolicy,
 }
 
 /// The container half of the engine.
@@ -222,6 +227,11 @@ impl Containers {
     /// Create a container (not started).
     pub fn create(&self, req: &CreateRequest) -> Result<ContainerRecord> {
         spec::validate(&req.options)?;
+        if req.auto_remove && req.restart != RestartPolicy::No {
+            return Err(Error::Invalid(
+                "Conflicting options: --restart and --rm".into(),
+            ));
+        }
         let matches = self.images.find(&req.image).map_err(|e| match e {
             Error::NoSuchImage(_) => Error::NoSuchImage(format!(
                 "{}: not found locally; pull it first with `berth pull {}`",
@@ -290,6 +300,7 @@ impl Containers {
                 command,
                 stop_timeout: req.stop_timeout.unwrap_or(10),
                 stop_signal,
+                restart_policy: req.restart,
                 state: State {
                     status: Status::Created,
                     pid: 0,
@@ -300,6 +311,9 @@ impl Containers {
                     started_at: None,
                     finished_at: None,
                     error: None,
+                    restart_count: 0,
+                    stop_requested: false,
+                    restarting: false,
                 },
             };
             self.store.save(&record)?;
@@ -365,12 +379,17 @@ impl Containers {
             }
             let extra_mounts = self.write_etc_files(record, &paths)?;
             let host_env = |_: &str| None;
+            let init_path = if options.init {
+                Some(self.init_helper()?)
+            } else {
+                None
+            };
             let inputs = SpecInputs {
                 image: &image.config,
                 rootfs: &paths.rootfs,
                 container_id: &record.id,
                 host_env: &host_env,
-                init_path: None,
+                init_path: init_path.as_deref(),
                 cgroups_path: Some(format!("berth/{}", record.id)),
                 extra_mounts,
             };
@@ -388,6 +407,45 @@ impl Containers {
             self.unmount_rootfs(&record.id);
         }
         result
+    }
+
+    /// `<root>/berth-init`, the init helper of `--init`: written (mode 0755,
+    /// atomically) when missing or different from the one built into berth.
+    fn init_helper(&self) -> Result<PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.root.join("berth-init");
+        if std::fs::read(&path).is_ok_and(|c| c == INIT_BINARY) {
+            return Ok(path);
+        }
+        let tmp = self
+            .root
+            .join(format!(".berth-init.{}.tmp", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o755)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(INIT_BINARY)?;
+                // The mode given to open is masked by the umask.
+                f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+                f.sync_all()
+            })
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(format!("write {}", path.display()))(e));
+        }
+        Ok(path)
+    }
+
+    /// Mark a container as stopped by the user, so its monitor does not
+    /// restart it (see [`RestartPolicy`]).
+    fn request_stop(&self, id: &str) -> Result<()> {
+        self.update(id, |r| r.state.stop_requested = true)?;
+        Ok(())
     }
 
     /// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container, as bind mounts.
@@ -600,6 +658,7 @@ impl Containers {
             return Ok(record);
         }
         let signal = parse_signal(&record.stop_signal)?;
+        self.request_stop(&record.id)?;
         let _ = self.runtime.kill(&record.id, signal, false);
         let timeout = Duration::from_secs(timeout.unwrap_or(record.stop_timeout));
         if let Some(r) = self.wait_not_running(&record.id, timeout)? {
@@ -624,9 +683,19 @@ impl Containers {
                 record.name
             )));
         }
-        self.runtime
-            .kill(&record.id, parse_signal(signal)?, false)?;
-        Ok(())
+        let signal = parse_signal(signal)?;
+        // As Docker: SIGKILL or the stop signal ends the container for good;
+        // other signals leave the restart policy in force.
+        let ends =
+            signal == Signal::SIGKILL || parse_signal(&record.stop_signal).ok() == Some(signal);
+        if ends {
+            self.request_stop(&record.id)?;
+        }
+        match self.runtime.kill(&record.id, signal, false) {
+            // Between two runs of a restart policy: the mark alone stops it.
+            Err(_) if ends && record.state.restarting => Ok(()),
+            other => Ok(other?),
+        }
     }
 
     /// Remove a container; a running one only with `force` (it is killed).
@@ -639,6 +708,7 @@ impl Containers {
                     record.name
                 )));
             }
+            self.request_stop(&record.id)?;
             let _ = self.runtime.kill(&record.id, Signal::SIGKILL, true);
             self.wait_not_running(&record.id, Duration::from_secs(15))?;
         }

@@ -4,6 +4,14 @@
 //! attached clients, waits for it, records the exit code and OOM kill, tears
 //! down the runtime state and the rootfs mount, and honours `--rm`.
 //!
+//! Under a restart policy (`--restart`), it decides after each exit whether
+//! to run the process again: unless a `stop`, `kill` or `rm -f` through berth
+//! marked the record (`stop_requested`), `always` and `unless-stopped`
+//! restart, and `on-failure[:N]` restarts after a non-zero exit (at most N
+//! times). A restart waits a backoff (100 ms, doubling, back to 100 ms after
+//! a run of 10 s, at most 60 s), deletes the runtime container and creates it
+//! again from the same bundle, on the same rootfs mount, into the same log.
+//!
 //! It reports to the command that spawned it on fd 3: `ok <pid>` or
 //! `err <code> <message>`, one line.
 
@@ -21,7 +29,7 @@ use nix::unistd::Pid;
 
 use super::attach::{write_frame, Decoder, Kind};
 use super::logs::LogWriter;
-use super::record::Status;
+use super::record::{ContainerRecord, Status};
 use super::Containers;
 use crate::error::{Error, Result};
 
@@ -106,6 +114,99 @@ fn dup_onto(fd: RawFd, target: RawFd) {
     unsafe { libc::dup2(fd, target) };
 }
 
+/// One run of the container's process: its pid and its stdio ends.
+struct Run {
+    pid: i32,
+    out_r: Option<File>,
+    err_r: Option<File>,
+    master: Option<File>,
+    stdin_w: Option<File>,
+}
+
+/// Create and start the container through the runtime, its stdio on fresh
+/// pipes (or the pty the runtime makes when the spec asks for one).
+fn start_once(
+    containers: &Containers,
+    id: &str,
+    record: &ContainerRecord,
+    bundle: &Path,
+    devnull: &File,
+    monitor_log: &Path,
+) -> Result<Run> {
+    let tty = record.options.tty;
+    let (stdin_r, stdin_w) = pipe()?;
+    let (stdout_r, stdout_w) = pipe()?;
+    let (stderr_r, stderr_w) = pipe()?;
+    if !tty {
+        if record.options.stdin_open {
+            dup_onto(stdin_r.as_raw_fd(), 0);
+        } else {
+            dup_onto(devnull.as_raw_fd(), 0);
+        }
+        dup_onto(stdout_w.as_raw_fd(), 1);
+        dup_onto(stderr_w.as_raw_fd(), 2);
+    }
+    let created = containers.runtime.create(&berth_runtime::CreateOptions {
+        id: id.to_string(),
+        bundle: bundle.to_path_buf(),
+        console_socket: None,
+        pid_file: None,
+    });
+    // Our own stdio goes back to /dev/null (stderr to the monitor log).
+    dup_onto(devnull.as_raw_fd(), 0);
+    dup_onto(devnull.as_raw_fd(), 1);
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(monitor_log)
+    {
+        dup_onto(log.as_raw_fd(), 2);
+    }
+    drop(stdin_r);
+    drop(stdout_w);
+    drop(stderr_w);
+    let created = match created.and_then(|c| containers.runtime.start(id).map(|_| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = containers.runtime.delete(id, true);
+            return Err(Error::from(e));
+        }
+    };
+    Ok(Run {
+        pid: created.pid,
+        out_r: (!tty).then(|| File::from(stdout_r)),
+        err_r: (!tty).then(|| File::from(stderr_r)),
+        master: created.pty.map(File::from),
+        stdin_w: (!tty && record.options.stdin_open).then(|| File::from(stdin_w)),
+    })
+}
+
+/// Record a run that started: its pid and start time (a first start also
+/// clears the restart count and a previous stop request).
+fn mark_running(state: &mut super::record::State, pid: i32, first: bool) {
+    state.status = Status::Running;
+    state.pid = pid;
+    state.monitor_pid = std::process::id() as i32;
+    state.monitor_start = berth_runtime::state::proc_stat(std::process::id() as i32)
+        .map(|s| s.0)
+        .unwrap_or(0);
+    state.started_at = Some(super::now());
+    state.finished_at = None;
+    state.error = None;
+    state.oom_killed = false;
+    state.restarting = false;
+    if first {
+        state.restart_count = 0;
+        state.stop_requested = false;
+    }
+}
+
+/// First delay before a restart; it doubles with each restart up to
+/// [`BACKOFF_MAX`], and starts over after a run of [`BACKOFF_RESET`] (Docker's).
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const BACKOFF_RESET: Duration = Duration::from_secs(10);
+
 fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report) -> Result<()> {
     let record = containers.store.load(id)?;
     let paths = containers.paths(id);
@@ -132,72 +233,24 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
         .set_nonblocking(true)
         .map_err(Error::io("attach socket"))?;
 
-    // Stdio: pipes (or a pty the runtime creates when the spec asks for one).
-    let tty = record.options.tty;
-    let (stdin_r, stdin_w) = pipe()?;
-    let (stdout_r, stdout_w) = pipe()?;
-    let (stderr_r, stderr_w) = pipe()?;
     let devnull = File::open("/dev/null").map_err(Error::io("open /dev/null"))?;
-    let prepared = containers.prepare_start(&record);
-    let bundle = match prepared {
+    let monitor_log = paths.dir.join("monitor.log");
+    let bundle = match containers.prepare_start(&record) {
         Ok(b) => b,
         Err(e) => {
             fail(containers, id, &e, &mut clients);
             return Err(e);
         }
     };
-    if !tty {
-        if record.options.stdin_open {
-            dup_onto(stdin_r.as_raw_fd(), 0);
-        } else {
-            dup_onto(devnull.as_raw_fd(), 0);
-        }
-        dup_onto(stdout_w.as_raw_fd(), 1);
-        dup_onto(stderr_w.as_raw_fd(), 2);
-    }
-    let created = containers.runtime.create(&berth_runtime::CreateOptions {
-        id: id.to_string(),
-        bundle: bundle.clone(),
-        console_socket: None,
-        pid_file: None,
-    });
-    // Our own stdio goes back to /dev/null (stderr to the monitor log).
-    dup_onto(devnull.as_raw_fd(), 0);
-    dup_onto(devnull.as_raw_fd(), 1);
-    if let Ok(log) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.dir.join("monitor.log"))
-    {
-        dup_onto(log.as_raw_fd(), 2);
-    }
-    drop(stdin_r);
-    drop(stdout_w);
-    drop(stderr_w);
-    let created = match created.and_then(|c| containers.runtime.start(id).map(|_| c)) {
-        Ok(c) => c,
+    let mut current = match start_once(containers, id, &record, &bundle, &devnull, &monitor_log) {
+        Ok(r) => r,
         Err(e) => {
-            let _ = containers.runtime.delete(id, true);
-            let e = Error::from(e);
             fail(containers, id, &e, &mut clients);
             return Err(e);
         }
     };
-    let pid = created.pid;
-    let mut stdin_w = (!tty && record.options.stdin_open).then_some(File::from(stdin_w));
-    let master: Option<File> = created.pty.map(File::from);
-    containers.update(id, |r| {
-        r.state.status = Status::Running;
-        r.state.pid = pid;
-        r.state.monitor_pid = std::process::id() as i32;
-        r.state.monitor_start = berth_runtime::state::proc_stat(std::process::id() as i32)
-            .map(|s| s.0)
-            .unwrap_or(0);
-        r.state.started_at = Some(super::now());
-        r.state.finished_at = None;
-        r.state.error = None;
-        r.state.oom_killed = false;
-    })?;
+    let pid = current.pid;
+    containers.update(id, |r| mark_running(&mut r.state, pid, true))?;
     report.send(&format!("ok {pid}"));
     broadcast(&mut clients, Kind::Started, &pid.to_le_bytes());
 
@@ -212,14 +265,122 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
     let _ = unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGCHLD, &action) };
     let mut log =
         LogWriter::open(&paths.log).map_err(Error::io(format!("open {}", paths.log.display())))?;
-    let mut out_r = Some(File::from(stdout_r));
-    let mut err_r = Some(File::from(stderr_r));
-    if tty {
-        out_r = None;
-        err_r = None;
-    }
-    let mut master = master;
     let mut sig_r = File::from(sig_r);
+    let mut backoff = BACKOFF_START;
+    let (code, oom) = loop {
+        let started = Instant::now();
+        let code = supervise(&mut current, &listener, &mut clients, &mut log, &mut sig_r)?;
+        let _ = log.flush();
+        let oom = containers.runtime.oom_killed(id).unwrap_or(false);
+        let _ = containers.runtime.delete(id, true);
+        // Decide under the record's lock, so a concurrent stop either sees
+        // the container exited or leaves its mark before we look.
+        let restart = {
+            let _lock = containers.store.lock(id)?;
+            let mut r = containers.store.load(id)?;
+            let restart = !r.state.stop_requested
+                && r.state.status == Status::Running
+                && r.restart_policy.should_restart(code, r.state.restart_count);
+            if restart {
+                r.state.pid = 0;
+                r.state.exit_code = code;
+                r.state.oom_killed = oom;
+                r.state.finished_at = Some(super::now());
+                r.state.restarting = true;
+                r.state.restart_count += 1;
+                containers.store.save(&r)?;
+            }
+            restart
+        };
+        if !restart {
+            break (code, oom);
+        }
+        // As Docker: clients attached to this run see it end; `attach` reaches the next one.
+        let mut payload = code.to_le_bytes().to_vec();
+        payload.push(oom as u8);
+        broadcast(&mut clients, Kind::Exited, &payload);
+        clients.clear();
+        if started.elapsed() >= BACKOFF_RESET {
+            backoff = BACKOFF_START;
+        }
+        if !wait_unless_stopped(containers, id, backoff) {
+            break (code, oom);
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        // Start again, same bundle, rootfs mount and log; under the lock
+        // so that a stop cannot slip between the check and the start.
+        let lock = containers.store.lock(id)?;
+        let mut r = containers.store.load(id)?;
+        if r.state.stop_requested || r.state.status != Status::Running {
+            drop(lock);
+            break (code, oom);
+        }
+        match start_once(containers, id, &r, &bundle, &devnull, &monitor_log) {
+            Ok(next) => {
+                current = next;
+                mark_running(&mut r.state, current.pid, false);
+                containers.store.save(&r)?;
+            }
+            Err(e) => {
+                drop(lock);
+                fail(containers, id, &e, &mut clients);
+                return Err(e);
+            }
+        }
+        drop(lock);
+    };
+    containers.unmount_rootfs(id);
+    let mut payload = code.to_le_bytes().to_vec();
+    payload.push(oom as u8);
+    let record = containers.update(id, |r| {
+        r.state.status = Status::Exited;
+        r.state.pid = 0;
+        r.state.monitor_pid = 0;
+        r.state.exit_code = code;
+        r.state.oom_killed = oom;
+        r.state.restarting = false;
+        r.state.finished_at = Some(super::now());
+    })?;
+    let _ = std::fs::remove_file(&paths.attach_socket);
+    // Remove before telling the client, so `berth run --rm` returns with the
+    // container already gone.
+    let removed = if record.auto_remove {
+        containers.remove_files(&record)
+    } else {
+        Ok(())
+    };
+    broadcast(&mut clients, Kind::Exited, &payload);
+    removed
+}
+
+/// Sleep `delay` before a restart; false as soon as a stop (or removal) of
+/// the container is requested.
+fn wait_unless_stopped(containers: &Containers, id: &str, delay: Duration) -> bool {
+    let deadline = Instant::now() + delay;
+    loop {
+        match containers.store.load(id) {
+            Ok(r) if !r.state.stop_requested && r.state.status == Status::Running => {}
+            _ => return false,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// Relay one run's output to the log and attached clients, and clients'
+/// input to it, until its process has exited (and its output is drained);
+/// returns the exit code (128+N for signal N).
+fn supervise(
+    run: &mut Run,
+    listener: &std::os::unix::net::UnixListener,
+    clients: &mut Vec<Client>,
+    log: &mut LogWriter,
+    sig_r: &mut File,
+) -> Result<i32> {
+    let pid = run.pid;
     let mut exit_code: Option<i32> = None;
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 32 * 1024];
@@ -238,11 +399,11 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
         if exit_code.is_some() && drain_deadline.is_none() {
             drain_deadline = Some(Instant::now() + Duration::from_millis(500));
         }
-        let outputs_open = out_r.is_some() || err_r.is_some() || master.is_some();
-        if exit_code.is_some()
-            && (!outputs_open || drain_deadline.is_some_and(|d| Instant::now() > d))
-        {
-            break;
+        let outputs_open = run.out_r.is_some() || run.err_r.is_some() || run.master.is_some();
+        if let Some(code) = exit_code {
+            if !outputs_open || drain_deadline.is_some_and(|d| Instant::now() > d) {
+                return Ok(code);
+            }
         }
         let mut fds: Vec<PollFd> = Vec::new();
         let mut roles: Vec<Role> = Vec::new();
@@ -250,19 +411,19 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
         roles.push(Role::Signal);
         fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
         roles.push(Role::Listener);
-        if let Some(f) = &out_r {
+        if let Some(f) = &run.out_r {
             fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
             roles.push(Role::Stdout);
         }
-        if let Some(f) = &err_r {
+        if let Some(f) = &run.err_r {
             fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
             roles.push(Role::Stderr);
         }
-        if let Some(f) = &master {
+        if let Some(f) = &run.master {
             fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
             roles.push(Role::Pty);
         }
-        for c in &clients {
+        for c in clients.iter() {
             fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
             roles.push(Role::Client);
         }
@@ -305,9 +466,9 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
                 }
                 Role::Stdout | Role::Stderr | Role::Pty => {
                     let (reader, stream, kind) = match role {
-                        Role::Stdout => (out_r.as_mut(), 0, Kind::Stdout),
-                        Role::Stderr => (err_r.as_mut(), 1, Kind::Stderr),
-                        _ => (master.as_mut(), 0, Kind::Stdout),
+                        Role::Stdout => (run.out_r.as_mut(), 0, Kind::Stdout),
+                        Role::Stderr => (run.err_r.as_mut(), 1, Kind::Stderr),
+                        _ => (run.master.as_mut(), 0, Kind::Stdout),
                     };
                     let n = reader
                         .map(|r| r.read(&mut buf))
@@ -315,13 +476,13 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
                         .unwrap_or(0);
                     if n == 0 {
                         match role {
-                            Role::Stdout => out_r = None,
-                            Role::Stderr => err_r = None,
-                            _ => master = None,
+                            Role::Stdout => run.out_r = None,
+                            Role::Stderr => run.err_r = None,
+                            _ => run.master = None,
                         }
                     } else {
                         let _ = log.write(stream, &buf[..n]);
-                        broadcast(&mut clients, kind, &buf[..n]);
+                        broadcast(clients, kind, &buf[..n]);
                     }
                 }
                 Role::Client => {
@@ -338,15 +499,15 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
                     while let Ok(Some((kind, payload))) = client.decoder.next_frame() {
                         match kind {
                             Kind::Stdin => {
-                                if let Some(m) = &mut master {
+                                if let Some(m) = &mut run.master {
                                     let _ = m.write_all(&payload);
-                                } else if let Some(w) = &mut stdin_w {
+                                } else if let Some(w) = &mut run.stdin_w {
                                     let _ = w.write_all(&payload);
                                 }
                             }
-                            Kind::CloseStdin => stdin_w = None,
+                            Kind::CloseStdin => run.stdin_w = None,
                             Kind::Resize if payload.len() == 4 => {
-                                if let Some(m) = &master {
+                                if let Some(m) = &run.master {
                                     set_winsize(
                                         m,
                                         u16::from_le_bytes([payload[0], payload[1]]),
@@ -364,31 +525,6 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
             clients.remove(i);
         }
     }
-    let _ = log.flush();
-    let code = exit_code.unwrap_or(137);
-    let oom = containers.runtime.oom_killed(id).unwrap_or(false);
-    let _ = containers.runtime.delete(id, true);
-    containers.unmount_rootfs(id);
-    let mut payload = code.to_le_bytes().to_vec();
-    payload.push(oom as u8);
-    let record = containers.update(id, |r| {
-        r.state.status = Status::Exited;
-        r.state.pid = 0;
-        r.state.monitor_pid = 0;
-        r.state.exit_code = code;
-        r.state.oom_killed = oom;
-        r.state.finished_at = Some(super::now());
-    })?;
-    let _ = std::fs::remove_file(&paths.attach_socket);
-    // Remove before telling the client, so `berth run --rm` returns with the
-    // container already gone.
-    let removed = if record.auto_remove {
-        containers.remove_files(&record)
-    } else {
-        Ok(())
-    };
-    broadcast(&mut clients, Kind::Exited, &payload);
-    removed
 }
 
 fn set_winsize(master: &File, rows: u16, cols: u16) {
@@ -414,6 +550,7 @@ fn fail(containers: &Containers, id: &str, err: &Error, clients: &mut Vec<Client
                 Status::Created
             };
             r.state.error = Some(err.to_string());
+            r.state.restarting = false;
             r.state.exit_code = code;
             r.state.pid = 0;
             r.state.monitor_pid = 0;

@@ -60,6 +60,110 @@ pub struct State {
     pub finished_at: Option<String>,
     /// Why the last start failed, if it did.
     pub error: Option<String>,
+    /// Restarts the monitor made under the restart policy since the last
+    /// `start` (Docker's `RestartCount`).
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Set by `stop`, `kill` (with SIGKILL or the stop signal) and `rm -f`
+    /// before they signal: the monitor must not restart the container. A
+    /// `start` clears it.
+    #[serde(default)]
+    pub stop_requested: bool,
+    /// The monitor waits out its backoff before a restart (Docker's `Restarting`).
+    #[serde(default)]
+    pub restarting: bool,
+}
+
+/// `--restart`: what the monitor does when the container's process ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never restart (`no`, the default).
+    #[default]
+    No,
+    /// Restart after a non-zero exit, at most `max_retries` times (0: no limit).
+    OnFailure {
+        /// `on-failure:N`.
+        max_retries: u32,
+    },
+    /// Restart whatever the exit code, unless stopped through berth.
+    Always,
+    /// As `always` (berth has no daemon whose restart would tell them apart).
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    /// Parse Docker's syntax: `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+    pub fn parse(s: &str) -> Result<RestartPolicy> {
+        let (name, count) = match s.split_once(':') {
+            Some((n, c)) => (n, Some(c)),
+            None => (s, None),
+        };
+        let policy = match name {
+            "" | "no" => RestartPolicy::No,
+            "always" => RestartPolicy::Always,
+            "unless-stopped" => RestartPolicy::UnlessStopped,
+            "on-failure" => RestartPolicy::OnFailure { max_retries: 0 },
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "invalid restart policy {s:?}: use no, always, unless-stopped or on-failure[:max-retries]"
+                )))
+            }
+        };
+        match (policy, count) {
+            (_, None) => Ok(policy),
+            (RestartPolicy::OnFailure { .. }, Some(c)) => match c.parse::<u32>() {
+                Ok(n) => Ok(RestartPolicy::OnFailure { max_retries: n }),
+                Err(_) => Err(Error::Invalid(format!(
+                    "invalid restart policy {s:?}: the maximum retry count must be a number >= 0"
+                ))),
+            },
+            (_, Some(_)) => Err(Error::Invalid(format!(
+                "invalid restart policy {s:?}: a maximum retry count can only be used with on-failure"
+            ))),
+        }
+    }
+
+    /// Docker's `HostConfig.RestartPolicy.Name` (`no` for none).
+    pub fn name(&self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnFailure { .. } => "on-failure",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+        }
+    }
+
+    /// Docker's `HostConfig.RestartPolicy.MaximumRetryCount`.
+    pub fn max_retries(&self) -> u32 {
+        match self {
+            RestartPolicy::OnFailure { max_retries } => *max_retries,
+            _ => 0,
+        }
+    }
+
+    /// Whether a run that ended with `exit_code`, after `restarts` restarts,
+    /// is restarted (a stop through berth is checked by the caller).
+    pub fn should_restart(&self, exit_code: i32, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure { max_retries } => {
+                exit_code != 0 && (*max_retries == 0 || restarts < *max_retries)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestartPolicy::OnFailure { max_retries } if *max_retries > 0 => {
+                write!(f, "on-failure:{max_retries}")
+            }
+            other => f.write_str(other.name()),
+        }
+    }
 }
 
 /// Everything berth remembers about a container.
@@ -91,6 +195,9 @@ pub struct ContainerRecord {
     pub stop_timeout: u64,
     /// Signal `stop` sends first.
     pub stop_signal: String,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
     /// Runtime state.
     pub state: State,
 }
@@ -218,5 +325,63 @@ impl RecordStore {
             }
         }
         Err(Error::NoSuchContainer(name_or_id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_parse_as_docker() {
+        assert_eq!(RestartPolicy::parse("no").unwrap(), RestartPolicy::No);
+        assert_eq!(
+            RestartPolicy::parse("always").unwrap(),
+            RestartPolicy::Always
+        );
+        assert_eq!(
+            RestartPolicy::parse("unless-stopped").unwrap(),
+            RestartPolicy::UnlessStopped
+        );
+        assert_eq!(
+            RestartPolicy::parse("on-failure").unwrap(),
+            RestartPolicy::OnFailure { max_retries: 0 }
+        );
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3").unwrap(),
+            RestartPolicy::OnFailure { max_retries: 3 }
+        );
+        for bad in ["sometimes", "always:2", "on-failure:x", "on-failure:-1"] {
+            assert!(RestartPolicy::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3").unwrap().to_string(),
+            "on-failure:3"
+        );
+    }
+
+    #[test]
+    fn restart_decisions() {
+        let p = RestartPolicy::OnFailure { max_retries: 2 };
+        assert!(p.should_restart(1, 0));
+        assert!(p.should_restart(1, 1));
+        assert!(!p.should_restart(1, 2));
+        assert!(!p.should_restart(0, 0));
+        assert!(RestartPolicy::OnFailure { max_retries: 0 }.should_restart(1, 1000));
+        assert!(RestartPolicy::Always.should_restart(0, 5));
+        assert!(!RestartPolicy::No.should_restart(1, 0));
+    }
+
+    #[test]
+    fn old_records_load_with_defaults() {
+        let state: State = serde_json::from_str(
+            r#"{"status":"exited","pid":0,"monitor_pid":0,"monitor_start":0,"exit_code":0,
+                "oom_killed":false,"started_at":null,"finished_at":null,"error":null}"#,
+        )
+        .unwrap();
+        assert_eq!(state.restart_count, 0);
+        assert!(!state.stop_requested);
+        let json = serde_json::to_string(&RestartPolicy::OnFailure { max_retries: 2 }).unwrap();
+        assert_eq!(json, r#"{"name":"on-failure","max_retries":2}"#);
     }
 }

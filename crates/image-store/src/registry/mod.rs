@@ -146,3 +146,17 @@ pub struct PullResult {
 }
 
 pub use client::Registry;
+
+/// Hears about a pull's progress (see [`Registry::pull_observed`]); called from
+/// the download threads.
+pub trait PullObserver: Sync {
+    /// The image config (verified) and the manifest's layers, before any layer downloads.
+    fn config(&self, _config: &[u8], _layers: &[oci_spec::image::Descriptor]) {}
+    /// Layer `index` of the manifest is in the store, verified.
+    fn layer_ready(&self, _index: usize, _layer: &oci_spec::image::Descriptor) {}
+}
+
+/// A [`PullObserver`] that ignores everything.
+pub struct NoObserver;
+
+impl PullObserver for NoObserver {}

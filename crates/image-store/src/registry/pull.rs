@@ -70,6 +70,18 @@ impl Registry {
         store: &ContentStore,
         reference: &Reference,
     ) -> Result<PullResult, RegistryError> {
+        self.pull_observed(store, reference, &super::NoObserver)
+    }
+
+    /// [`Registry::pull`], telling `observer` about the image config before the
+    /// layers download and about each layer as soon as it is in the store, so a
+    /// caller can unpack layers while later ones still download.
+    pub fn pull_observed(
+        &self,
+        store: &ContentStore,
+        reference: &Reference,
+        observer: &dyn super::PullObserver,
+    ) -> Result<PullResult, RegistryError> {
         let ctx = self.repo_ctx(
             &reference.registry,
             &reference.repository,
@@ -162,10 +174,13 @@ impl Registry {
                 .rt
                 .block_on(self.get_small_blob(&ctx, &config, config_desc.size()))?;
             downloaded += data.len() as u64;
+            observer.config(&data, manifest.layers());
             to_commit.push((config.clone(), data));
+        } else {
+            observer.config(&store.read_verified(&config)?, manifest.layers());
         }
 
-        downloaded += self.fetch_layers(store, &ctx, manifest.layers(), &progress)?;
+        downloaded += self.fetch_layers(store, &ctx, manifest.layers(), &progress, observer)?;
 
         for (d, data) in to_commit {
             let got = store.write_blob(&data)?;
@@ -281,6 +296,7 @@ impl Registry {
         ctx: &Ctx,
         layers: &[Descriptor],
         progress: &Progress,
+        observer: &dyn super::PullObserver,
     ) -> Result<u64, RegistryError> {
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
@@ -302,6 +318,9 @@ impl Registry {
                         break;
                     }
                     let r = self.fetch_blob(store, ctx, &layers[i], &bars[i]);
+                    if r.is_ok() {
+                        observer.layer_ready(i, &layers[i]);
+                    }
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                         bars[i].abandon_with_message("failed");

@@ -639,3 +639,32 @@ fn pull_throughput_50mb() {
         data.len() as f64 / secs / 1e6
     );
 }
+
+#[test]
+fn observer_hears_config_first_then_every_layer() {
+    use std::sync::Mutex;
+    struct Log(Mutex<Vec<String>>);
+    impl super::PullObserver for Log {
+        fn config(&self, config: &[u8], layers: &[oci_spec::image::Descriptor]) {
+            let ok = serde_json::from_slice::<serde_json::Value>(config).is_ok();
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("config {ok} {}", layers.len()));
+        }
+        fn layer_ready(&self, index: usize, _layer: &oci_spec::image::Descriptor) {
+            self.0.lock().unwrap().push(format!("layer {index}"));
+        }
+    }
+    let img = TestImage::new((0..3).map(|i| noise(200_000, i)).collect());
+    let srv = fake(&img, |_| None);
+    let (_d, dst) = store();
+    let reference = Reference::parse(&format!("{}/x/y:t", srv.host)).unwrap();
+    let log = Log(Mutex::new(Vec::new()));
+    registry().pull_observed(&dst, &reference, &log).unwrap();
+    let events = log.0.into_inner().unwrap();
+    assert_eq!(events[0], "config true 3", "{events:?}");
+    let mut layers: Vec<&String> = events[1..].iter().collect();
+    layers.sort();
+    assert_eq!(layers, vec!["layer 0", "layer 1", "layer 2"], "{events:?}");
+}

@@ -1,0 +1,663 @@
+//! rename, top, pause/unpause, stats, cp, system df/prune, info and version
+//! on real containers from the busybox test image.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use berth_integration::{assets, privileged, text, Engine};
+use serde_json::Value;
+
+/// An engine with the busybox test image loaded and tagged `bb`.
+fn engine_with_busybox() -> Engine {
+    let e = Engine::new();
+    let tar = e.busybox_oci_tar();
+    let out = e.ok(&["load", "-i", tar.to_str().unwrap()]);
+    let id = out
+        .split("Loaded image ID: ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    e.ok(&["tag", &id, "bb"]);
+    e
+}
+
+fn inspect(e: &Engine, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&e.ok(&["inspect", name])).unwrap();
+    v[0].clone()
+}
+
+/// Assert a command fails with 125 and one line mentioning `needle`.
+fn fails(e: &Engine, args: &[&str], needle: &str) {
+    let out = e.run(args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "berth {args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "berth {args:?}: {err:?} lacks {needle:?}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+}
+
+fn cleanup(e: &Engine) {
+    let ids = e.ok(&["ps", "-a", "-q", "--no-trunc"]);
+    for id in ids.split_whitespace() {
+        let _ = e.run(&["rm", "-f", id]);
+    }
+}
+
+/// The host path of a running container's root filesystem.
+fn rootfs(e: &Engine, id: &str) -> PathBuf {
+    e.root().join("containers").join(id).join("rootfs")
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn rename_moves_the_name() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    let id = e
+        .ok(&["run", "-d", "--name", "old", "bb", "sleep", "1000"])
+        .trim()
+        .to_string();
+    e.ok(&["create", "--name", "taken", "bb", "true"]);
+    fails(&e, &["rename", "old", "taken"], "already in use");
+    fails(&e, &["rename", "old", "bad/name"], "invalid container name");
+    fails(&e, &["rename", "nosuch", "x1"], "no such container");
+    // Refused attempts changed nothing.
+    assert_eq!(inspect(&e, "old")["Id"], id.as_str());
+
+    e.ok(&["rename", "old", "new"]);
+    assert_eq!(inspect(&e, "new")["Id"], id.as_str());
+    assert_eq!(inspect(&e, "new")["Name"], "/new");
+    fails(&e, &["inspect", "old"], "old");
+    // The renamed container keeps running and answers to its new name.
+    assert_eq!(e.ok(&["exec", "new", "echo", "hi"]), "hi\n");
+    let ps = e.ok(&["ps", "--format", "{{.Names}}"]);
+    assert_eq!(ps.trim(), "new");
+    // The old name is free again.
+    e.ok(&["create", "--name", "old", "bb", "true"]);
+    // Noun form.
+    e.ok(&["container", "rename", "new", "newer"]);
+    assert_eq!(inspect(&e, "newer")["Id"], id.as_str());
+    cleanup(&e);
+}
+
+#[test]
+fn top_lists_the_containers_processes_with_host_pids() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "top1",
+        "bb",
+        "sh",
+        "-c",
+        "sleep 1234 & wait",
+    ]);
+    let init = inspect(&e, "top1")["State"]["Pid"].as_i64().unwrap();
+    let mut out = String::new();
+    wait_for("sleep in top", || {
+        out = e.ok(&["top", "top1"]);
+        out.contains("sleep 1234")
+    });
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["PID", "PPID", "USER", "TIME", "CMD"], "{out}");
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    let pids: Vec<i64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert!(pids.contains(&init), "init {init} in {out}");
+    let sleep = rows.iter().find(|r| r[4] == "sleep").unwrap();
+    // Host pids: the sleep's parent is the init, seen from the host.
+    assert_eq!(sleep[1].parse::<i64>().unwrap(), init, "{out}");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", sleep[0])).unwrap();
+    assert!(text(&cmdline).starts_with("sleep\u{0}1234"), "{out}");
+    assert_eq!(sleep[2], "root");
+    // ps options are accepted.
+    assert!(e
+        .ok(&["container", "top", "top1", "-ef"])
+        .contains("sleep 1234"));
+    // A stopped container has no processes.
+    e.ok(&["create", "--name", "idle", "bb", "true"]);
+    fails(&e, &["top", "idle"], "not running");
+    cleanup(&e);
+}
+
+#[test]
+fn pause_freezes_and_unpause_resumes() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    let id = e
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "pz",
+            "bb",
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; usleep 20000; done",
+        ])
+        .trim()
+        .to_string();
+    let counter = rootfs(&e, &id).join("tmp/n");
+    let read = || -> u64 {
+        std::fs::read_to_string(&counter)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    wait_for("the counter to start", || read() > 2);
+
+    assert_eq!(e.ok(&["pause", "pz"]), "pz\n");
+    let ps = e.ok(&["ps", "--format", "{{.Names}} {{.State}} {{.Status}}"]);
+    assert!(ps.starts_with("pz paused Up "), "{ps}");
+    assert!(ps.trim_end().ends_with("(Paused)"), "{ps}");
+    assert_eq!(
+        e.ok(&["ps", "-q", "--filter", "status=paused"]).trim(),
+        &id[..12]
+    );
+    let state = &inspect(&e, "pz")["State"];
+    assert_eq!(state["Paused"], true);
+    assert_eq!(state["Status"], "paused");
+    assert_eq!(state["Running"], true);
+    let frozen_at = read();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(read(), frozen_at, "a paused container's counter advanced");
+    fails(&e, &["pause", "pz"], "already paused");
+    let info = e.ok(&["info", "--format", "json"]);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["ContainersPaused"], 1, "{info}");
+    assert_eq!(info["ContainersRunning"], 0, "{info}");
+
+    assert_eq!(e.ok(&["unpause", "pz"]), "pz\n");
+    wait_for("the counter to advance", || read() > frozen_at + 3);
+    assert_eq!(inspect(&e, "pz")["State"]["Paused"], false);
+    let ps = e.ok(&["ps", "--format", "{{.State}}"]);
+    assert_eq!(ps.trim(), "running");
+    fails(&e, &["unpause", "pz"], "not paused");
+
+    // A paused container can be removed by force.
+    e.ok(&["container", "pause", "pz"]);
+    e.ok(&["rm", "-f", "pz"]);
+    assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "");
+    e.ok(&["create", "--name", "cc", "bb", "true"]);
+    fails(&e, &["pause", "cc"], "not running");
+    cleanup(&e);
+}
+
+#[test]
+fn stats_show_the_memory_limit_and_pids() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    let id = e
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "st",
+            "--memory",
+            "64m",
+            "bb",
+            "sh",
+            "-c",
+            "sleep 1000 & sleep 1000 & wait",
+        ])
+        .trim()
+        .to_string();
+    e.ok(&["run", "-d", "--name", "un", "bb", "sleep", "1000"]);
+    wait_for("three processes", || {
+        e.ok(&["top", "st"]).lines().count() == 4
+    });
+    let table = e.ok(&["stats", "--no-stream", "st"]);
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().starts_with("CONTAINER ID"), "{table}");
+    let row = lines.next().unwrap();
+    assert!(row.starts_with(&id[..12]), "{table}");
+    assert!(row.contains(" / 64MiB"), "{table}");
+    assert!(row.trim_end().ends_with(" 3"), "pids: {table}");
+
+    let json = e.ok(&["stats", "--no-stream", "--format", "json"]);
+    let rows: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "every running container: {json}");
+    let s = rows.iter().find(|r| r["Name"] == "st").unwrap();
+    assert_eq!(s["ID"], &id[..12]);
+    assert_eq!(s["PIDs"], "3");
+    let usage = s["MemUsage"].as_str().unwrap();
+    assert!(usage.ends_with(" / 64MiB"), "{usage}");
+    assert!(!usage.starts_with("0B"), "some memory is used: {usage}");
+    assert!(s["CPUPerc"].as_str().unwrap().ends_with('%'));
+    // Without --memory the limit is the host's memory, not a huge number.
+    let u = rows.iter().find(|r| r["Name"] == "un").unwrap();
+    assert!(u["MemUsage"].as_str().unwrap().ends_with("GiB"), "{u}");
+    let t = e.ok(&[
+        "container",
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}}:{{.PIDs}}",
+        "un",
+    ]);
+    assert_eq!(t.trim(), "un:1");
+    cleanup(&e);
+}
+
+#[test]
+fn cp_copies_files_and_directories_both_ways() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    let host = e.tmp.path().join("host");
+    std::fs::create_dir_all(host.join("dir/sub")).unwrap();
+    std::fs::write(host.join("file.txt"), "from the host\n").unwrap();
+    std::fs::write(host.join("dir/sub/inner.txt"), "inner\n").unwrap();
+    std::os::unix::fs::symlink("sub/inner.txt", host.join("dir/link")).unwrap();
+    let h = |p: &str| host.join(p).to_str().unwrap().to_string();
+
+    e.ok(&["run", "-d", "--name", "cc", "bb", "sleep", "1000"]);
+    // Host -> container: a file into a directory, a file to a new name, a directory.
+    e.ok(&["cp", &h("file.txt"), "cc:/tmp"]);
+    e.ok(&["cp", &h("file.txt"), "cc:/tmp/renamed.txt"]);
+    e.ok(&["cp", &h("dir"), "cc:/tmp/newdir"]);
+    e.ok(&["cp", &h("dir"), "cc:/tmp"]);
+    let out = e.ok(&[
+        "exec", "cc", "sh", "-c",
+        "cat /tmp/file.txt /tmp/renamed.txt /tmp/newdir/sub/inner.txt /tmp/dir/link; readlink /tmp/dir/link; stat -c %u /tmp/file.txt",
+    ]);
+    assert_eq!(
+        out,
+        "from the host\nfrom the host\ninner\ninner\nsub/inner.txt\n0\n"
+    );
+    // A directory onto a file is refused; a missing parent too.
+    fails(
+        &e,
+        &["cp", &h("dir"), "cc:/tmp/file.txt"],
+        "directory to a file",
+    );
+    fails(
+        &e,
+        &["cp", &h("file.txt"), "cc:/no/such/x"],
+        "no such directory",
+    );
+
+    // Container -> host: a file, a directory, a directory's contents.
+    e.ok(&[
+        "exec",
+        "cc",
+        "sh",
+        "-c",
+        "mkdir -p /data/a && echo made > /data/a/f && echo top > /data/g",
+    ]);
+    e.ok(&["cp", "cc:/data/g", &h("g.txt")]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("g.txt")).unwrap(),
+        "top\n"
+    );
+    e.ok(&["cp", "cc:/data", &h("out")]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("out/a/f")).unwrap(),
+        "made\n"
+    );
+    std::fs::create_dir(host.join("existing")).unwrap();
+    e.ok(&["cp", "cc:/data", &h("existing")]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("existing/data/g")).unwrap(),
+        "top\n"
+    );
+    std::fs::create_dir(host.join("contents")).unwrap();
+    e.ok(&["cp", "cc:/data/.", &h("contents")]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("contents/a/f")).unwrap(),
+        "made\n"
+    );
+    fails(
+        &e,
+        &["cp", "cc:/nope", &h("x")],
+        "could not find the file /nope",
+    );
+
+    // Tar streams both ways.
+    let tar_out = e.command(&["cp", "cc:/data", "-"]).output().unwrap();
+    assert!(tar_out.status.success());
+    let listing = std::process::Command::new("tar")
+        .arg("-t")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&tar_out.stdout)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let names = text(&listing.stdout);
+    assert!(names.contains("data/a/f"), "{names}");
+    let tarball = e.tmp.path().join("in.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(host.join("dir"))
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = e
+        .command(&["cp", "-", "cc:/tmp/newdir"])
+        .stdin(std::fs::File::open(&tarball).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        e.ok(&["exec", "cc", "cat", "/tmp/newdir/sub/inner.txt"]),
+        "inner\n"
+    );
+
+    // A stopped container: its layer is mounted for the copy, then unmounted.
+    e.ok(&["stop", "-t", "0", "cc"]);
+    e.ok(&["cp", "cc:/tmp/renamed.txt", &h("stopped.txt")]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("stopped.txt")).unwrap(),
+        "from the host\n"
+    );
+    e.ok(&["cp", &h("g.txt"), "cc:/while-stopped.txt"]);
+    let root = e.root();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(root.to_str().unwrap()),
+        "cp left a mount: {mounts}"
+    );
+    e.ok(&["start", "cc"]);
+    assert_eq!(e.ok(&["exec", "cc", "cat", "/while-stopped.txt"]), "top\n");
+    cleanup(&e);
+}
+
+#[test]
+fn cp_never_reads_host_files_through_the_container() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    e.ok(&["run", "-d", "--name", "cc", "bb", "sleep", "1000"]);
+    e.ok(&[
+        "exec", "cc", "sh", "-c",
+        "ln -s /etc/shadow /evil; ln -s ../../../../../../etc /up; ln -s /proc/1/root/etc/hostname /magic; echo mine > /etc/marker",
+    ]);
+    let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let host_root_line = host_passwd
+        .lines()
+        .find(|l| l.starts_with("root:"))
+        .unwrap();
+    let container_passwd =
+        std::fs::read_to_string(assets().join("busybox-rootfs/etc/passwd")).unwrap();
+    assert!(!container_passwd.contains("berth-host-marker"));
+
+    let get = |path: &str, extra: &[&str]| -> (Option<i32>, Vec<u8>) {
+        let mut args = vec!["cp"];
+        args.extend_from_slice(extra);
+        args.push(path);
+        args.push("-");
+        let out = e.command(&args).output().unwrap();
+        (out.status.code(), out.stdout)
+    };
+    // `..` is clamped at the container's root: this is the container's passwd.
+    let (code, tar) = get("cc:/etc/../../../etc/passwd", &[]);
+    assert_eq!(code, Some(0));
+    let data = text(&tar);
+    assert!(data.contains("berth test user"), "the container's passwd");
+    if !container_passwd.contains(host_root_line) {
+        assert!(!data.contains(host_root_line), "host passwd leaked");
+    }
+    // A symlink is copied as a symlink...
+    let (code, tar) = get("cc:/evil", &[]);
+    assert_eq!(code, Some(0));
+    assert!(text(&tar).contains("/etc/shadow"), "the link itself");
+    // ...and followed (-L) only inside the container, which has no /etc/shadow.
+    let (code, tar) = get("cc:/evil", &["-L"]);
+    assert_eq!(code, Some(125), "{}", text(&tar));
+    assert!(tar.is_empty());
+    // Symlinks in the middle of a path resolve inside the root too.
+    let (code, tar) = get("cc:/up/shadow", &[]);
+    assert_eq!(code, Some(125));
+    assert!(tar.is_empty());
+    let (code, tar) = get("cc:/up/marker", &[]);
+    assert_eq!(code, Some(0));
+    assert!(text(&tar).contains("mine\n"));
+    // Magic links (/proc/PID/root) are not followed.
+    let (code, _) = get("cc:/magic", &["-L"]);
+    assert_eq!(code, Some(125));
+
+    // Writes through a container symlink stay inside the container.
+    let host = e.tmp.path().join("payload");
+    std::fs::write(&host, "payload\n").unwrap();
+    let target = e.tmp.path().join("victim");
+    e.ok(&[
+        "exec",
+        "cc",
+        "ln",
+        "-s",
+        target.to_str().unwrap(),
+        "/escape",
+    ]);
+    e.ok(&["exec", "cc", "ln", "-s", "/../../../../tmp", "/tmpescape"]);
+    e.ok(&["cp", host.to_str().unwrap(), "cc:/escape"]);
+    assert!(
+        !target.exists(),
+        "cp wrote through a container symlink to the host"
+    );
+    // The dangling link was replaced by the file, as Docker does.
+    assert_eq!(e.ok(&["exec", "cc", "cat", "/escape"]), "payload\n");
+    let marker = format!("berth-cp-{}", std::process::id());
+    let host_marker = e.tmp.path().join(&marker);
+    std::fs::write(&host_marker, "x").unwrap();
+    e.ok(&["cp", host_marker.to_str().unwrap(), "cc:/tmpescape/"]);
+    assert!(!PathBuf::from("/tmp").join(&marker).exists());
+    assert_eq!(e.ok(&["exec", "cc", "cat", &format!("/tmp/{marker}")]), "x");
+    cleanup(&e);
+}
+
+/// `system df` rows by type: (total, active, size, reclaimable).
+fn df(e: &Engine) -> Vec<(String, u64, u64, String, String)> {
+    let out = e.ok(&["system", "df", "--format", "json"]);
+    out.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["Type"].as_str().unwrap().to_string(),
+                v["TotalCount"].as_str().unwrap().parse().unwrap(),
+                v["Active"].as_str().unwrap().parse().unwrap(),
+                v["Size"].as_str().unwrap().to_string(),
+                v["Reclaimable"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn system_df_follows_images_and_containers() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::new();
+    let empty = df(&e);
+    let types: Vec<&str> = empty.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        types,
+        ["Images", "Containers", "Local Volumes", "Build Cache"]
+    );
+    assert_eq!((empty[0].1, empty[0].3.as_str()), (0, "0B"));
+    let table = e.ok(&["system", "df"]);
+    assert!(table.starts_with("TYPE"), "{table}");
+    assert!(table.contains("RECLAIMABLE"), "{table}");
+
+    let tar = e.busybox_oci_tar();
+    let out = e.ok(&["load", "-i", tar.to_str().unwrap()]);
+    let id = out
+        .split("Loaded image ID: ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    e.ok(&["tag", &id, "bb"]);
+    let loaded = df(&e);
+    assert_eq!((loaded[0].1, loaded[0].2), (1, 0), "{loaded:?}");
+    assert_ne!(loaded[0].3, "0B");
+    assert!(loaded[0].4.ends_with("(100%)"), "unused: {loaded:?}");
+    assert_eq!(loaded[1].1, 0);
+
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "run1",
+        "bb",
+        "sh",
+        "-c",
+        "head -c 300000 /dev/zero > /big; sleep 1000",
+    ]);
+    e.ok(&["run", "--name", "done", "bb", "true"]);
+    wait_for("the write", || {
+        df(&e)[1].3 != "0B" && df(&e)[1].3 != loaded[1].3
+    });
+    let used = df(&e);
+    assert_eq!((used[0].1, used[0].2), (1, 1), "{used:?}");
+    assert!(
+        used[0].4.starts_with("0B"),
+        "an image in use is not reclaimable: {used:?}"
+    );
+    assert_eq!((used[1].1, used[1].2), (2, 1), "{used:?}");
+    let info = e.ok(&["info"]);
+    assert!(
+        info.contains(" Containers: 2\n  Running: 1\n  Paused: 0\n  Stopped: 1\n"),
+        "{info}"
+    );
+    assert!(info.contains(" Storage Driver: overlayfs\n"), "{info}");
+    assert!(info.contains(" Images: 1\n"), "{info}");
+    cleanup(&e);
+    let after = df(&e);
+    assert_eq!((after[1].1, after[1].3.as_str()), (0, "0B"), "{after:?}");
+}
+
+#[test]
+fn system_prune_removes_stopped_containers_and_dangling_images() {
+    if !privileged() {
+        return;
+    }
+    let e = engine_with_busybox();
+    // A dangling image: an unnamed import.
+    let dangling = e
+        .ok(&[
+            "import",
+            assets().join("busybox-rootfs.tar").to_str().unwrap(),
+        ])
+        .trim()
+        .to_string();
+    assert!(e.ok(&["images", "-q"]).lines().count() == 2);
+    let running = e
+        .ok(&["run", "-d", "--name", "running", "bb", "sleep", "1000"])
+        .trim()
+        .to_string();
+    let stopped = {
+        e.ok(&[
+            "run",
+            "--name",
+            "stopped",
+            "bb",
+            "sh",
+            "-c",
+            "echo data > /f",
+        ]);
+        inspect(&e, "stopped")["Id"].as_str().unwrap().to_string()
+    };
+    let created = e.ok(&["create", "bb", "true"]).trim().to_string();
+
+    let out = e.ok(&["system", "prune", "-f"]);
+    assert!(out.starts_with("Deleted Containers:\n"), "{out}");
+    assert!(out.contains(&stopped) && out.contains(&created), "{out}");
+    assert!(!out.contains(&running), "{out}");
+    assert!(out.contains("Deleted Images:\n"), "{out}");
+    let short = dangling.trim_start_matches("sha256:");
+    assert!(out.contains(&format!("deleted: sha256:{short}")), "{out}");
+    assert!(out.contains("Total reclaimed space: "), "{out}");
+    assert!(!out.contains("Total reclaimed space: 0B"), "{out}");
+    let left = e.ok(&["ps", "-a", "-q", "--no-trunc"]);
+    assert_eq!(left.trim(), running, "only the running container is left");
+    assert_eq!(e.ok(&["exec", "running", "echo", "alive"]), "alive\n");
+    let images = e.ok(&["images", "--format", "json"]);
+    assert_eq!(images.lines().count(), 1, "{images}");
+    assert!(
+        images.contains("\"bb\""),
+        "the tagged image stays: {images}"
+    );
+
+    // -a: images used by a container stay; the rest go.
+    let out = e.ok(&["system", "prune", "-a", "-f", "--volumes"]);
+    assert!(!out.contains("Deleted Containers"), "{out}");
+    assert_eq!(e.ok(&["images", "-q"]).lines().count(), 1);
+    e.ok(&["rm", "-f", "running"]);
+    let out = e.ok(&["system", "prune", "-a", "-f"]);
+    assert!(out.contains("untagged: bb:latest"), "{out}");
+    assert_eq!(e.ok(&["images", "-q"]).trim(), "");
+    assert!(e.blobs().is_empty(), "blobs left: {:?}", e.blobs());
+    assert!(
+        e.snapshot_dirs().is_empty(),
+        "snapshots left: {:?}",
+        e.snapshot_dirs()
+    );
+    let out = e.ok(&["system", "prune", "-f"]);
+    assert_eq!(out, "Total reclaimed space: 0B\n");
+}
+
+#[test]
+fn version_and_info_and_bad_input() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::new();
+    let v = e.ok(&["version"]);
+    assert!(v.starts_with("Client: berth\n Version:"), "{v}");
+    assert!(v.contains("\nServer: "), "{v}");
+    let j: Value = serde_json::from_str(&e.ok(&["version", "--format", "json"])).unwrap();
+    assert_eq!(j["Client"]["Version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        e.ok(&["version", "--format", "{{.Server.Version}}"]).trim(),
+        env!("CARGO_PKG_VERSION")
+    );
+    let info: Value = serde_json::from_str(&e.ok(&["system", "info", "--format", "json"])).unwrap();
+    assert_eq!(info["Driver"], "overlayfs");
+    assert!(
+        matches!(info["CgroupVersion"].as_u64(), Some(1 | 2)),
+        "{info}"
+    );
+    assert_eq!(info["Containers"], 0);
+    fails(&e, &["cp", "a:/x", "b:/y"], "between containers");
+    fails(&e, &["cp", "/x", "/y"], "at least one container");
+    fails(&e, &["cp", "nosuch:/x", "/tmp"], "no such container");
+    fails(&e, &["pause", "nosuch"], "no such container");
+    fails(&e, &["stats", "--no-stream", "nosuch"], "no such container");
+    let out = e.run(&["rename", "only-one"]);
+    assert_eq!(out.status.code(), Some(125));
+}
