@@ -194,6 +194,17 @@ fn pause_freezes_and_unpause_resumes() {
     assert_eq!(ps.trim(), "running");
     fails(&e, &["unpause", "pz"], "not paused");
 
+    // exec into a paused container is refused; stop thaws it so it can be stopped.
+    e.ok(&["container", "pause", "pz"]);
+    fails(&e, &["exec", "pz", "true"], "paused");
+    let t0 = std::time::Instant::now();
+    e.ok(&["stop", "-t", "2", "pz"]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "a paused container did not stop"
+    );
+    assert_eq!(inspect(&e, "pz")["State"]["Status"], "exited");
+    e.ok(&["start", "pz"]);
     // A paused container can be removed by force.
     e.ok(&["container", "pause", "pz"]);
     e.ok(&["rm", "-f", "pz"]);

@@ -660,6 +660,8 @@ impl Containers {
         let signal = parse_signal(&record.stop_signal)?;
         self.request_stop(&record.id)?;
         let _ = self.runtime.kill(&record.id, signal, false);
+        // A frozen container cannot act on the signal: thaw it, as Docker does.
+        self.thaw_if_paused(&record);
         let timeout = Duration::from_secs(timeout.unwrap_or(record.stop_timeout));
         if let Some(r) = self.wait_not_running(&record.id, timeout)? {
             return Ok(r);
@@ -691,10 +693,20 @@ impl Containers {
         if ends {
             self.request_stop(&record.id)?;
         }
-        match self.runtime.kill(&record.id, signal, false) {
+        let result = match self.runtime.kill(&record.id, signal, false) {
             // Between two runs of a restart policy: the mark alone stops it.
             Err(_) if ends && record.state.restarting => Ok(()),
             other => Ok(other?),
+        };
+        if ends {
+            self.thaw_if_paused(&record);
+        }
+        result
+    }
+
+    fn thaw_if_paused(&self, record: &ContainerRecord) {
+        if self.is_paused(record) {
+            let _ = self.runtime.resume(&record.id);
         }
     }
 
@@ -742,6 +754,12 @@ impl Containers {
         if record.state.status != Status::Running {
             return Err(Error::Conflict(format!(
                 "container {} is not running",
+                record.name
+            )));
+        }
+        if self.is_paused(&record) {
+            return Err(Error::Conflict(format!(
+                "container {} is paused: unpause it first",
                 record.name
             )));
         }
