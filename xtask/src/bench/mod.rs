@@ -7,6 +7,7 @@
 //! - `unpack`: the same image's gzip layers unpacked by berth-snapshotter against GNU tar.
 
 mod pull;
+mod run;
 mod runtime;
 mod unpack;
 
@@ -18,7 +19,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::util;
 
-const USAGE: &str = "usage: cargo xtask bench <runtime | pull | unpack> [--runs N] [--warmup N] [--install-peers (runtime only)]";
+const USAGE: &str = "usage: cargo xtask bench <runtime | pull | unpack | run> [--runs N] [--warmup N] [--install-peers (runtime only)]";
 
 /// Set in the environment of the release build of xtask that the pull and unpack
 /// benchmarks re-run themselves in.
@@ -32,6 +33,7 @@ pub fn main(args: &[String]) -> Result<()> {
     };
     match args.first().map(String::as_str) {
         Some("runtime") => runtime::main(&args[1..]),
+        Some("run") => run::main(&args[1..]),
         Some(which @ ("pull" | "unpack")) => {
             // These time code running inside xtask (berth-snapshotter's apply_layer, the
             // raw sha256 + write loop): an unoptimised build would measure the debug
@@ -46,10 +48,11 @@ pub fn main(args: &[String]) -> Result<()> {
         }
         Some("-h" | "--help") => {
             println!(
-                "{USAGE}\n  {}\n  {}\n  {}",
+                "{USAGE}\n  {}\n  {}\n  {}\n  {}",
                 runtime::USAGE,
                 pull::USAGE,
-                unpack::USAGE
+                unpack::USAGE,
+                run::USAGE
             );
             Ok(())
         }
