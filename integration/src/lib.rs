@@ -136,19 +136,7 @@ impl Env {
     /// Output goes through files, not pipes: a detached container inherits
     /// berth's stdout and would keep a pipe open for as long as it runs.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = tempfile::tempfile().expect("temp file");
-        let err = tempfile::tempfile().expect("temp file");
-        let status = self
-            .berth(args)
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(err.try_clone().expect("dup"))
-            .status()
-            .expect("run berth");
-        Output {
-            status,
-            stdout: read_all(out),
-            stderr: read_all(err),
-        }
+        output_through_files(&mut self.berth(args))
     }
 
     /// `berth runtime run -b BUNDLE ID` in the foreground.
@@ -243,6 +231,23 @@ pub fn host_mounts_containing(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// Run `cmd` to completion with stdout and stderr going to temp files (a
+/// detached container keeps a pipe open for as long as it runs; a file does not block).
+fn output_through_files(cmd: &mut Command) -> Output {
+    let out = tempfile::tempfile().expect("temp file");
+    let err = tempfile::tempfile().expect("temp file");
+    let status = cmd
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(err.try_clone().expect("dup"))
+        .status()
+        .expect("run berth");
+    Output {
+        status,
+        stdout: read_all(out),
+        stderr: read_all(err),
+    }
+}
+
 fn read_all(mut file: std::fs::File) -> Vec<u8> {
     use std::io::{Read, Seek};
     let mut buf = Vec::new();
@@ -309,19 +314,7 @@ impl Engine {
 
     /// Run `berth ARGS...` and collect its output (through files, see [`Env::run`]).
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = tempfile::tempfile().expect("temp file");
-        let err = tempfile::tempfile().expect("temp file");
-        let status = self
-            .command(args)
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(err.try_clone().expect("dup"))
-            .status()
-            .expect("run berth");
-        Output {
-            status,
-            stdout: read_all(out),
-            stderr: read_all(err),
-        }
+        output_through_files(&mut self.command(args))
     }
 
     /// Run and assert success; returns stdout.
@@ -362,6 +355,39 @@ impl Engine {
             .collect();
         out.sort();
         out
+    }
+
+    /// A fresh engine with the busybox test image loaded and tagged `bb`.
+    pub fn with_busybox() -> Engine {
+        let e = Engine::new();
+        let tar = e.busybox_oci_tar();
+        let out = e.ok(&["load", "-i", tar.to_str().expect("utf-8 path")]);
+        let id = out
+            .split("Loaded image ID: ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no image id in {out:?}"))
+            .trim()
+            .to_string();
+        e.ok(&["tag", &id, "bb"]);
+        e
+    }
+
+    /// `berth inspect NAME`, the first object.
+    pub fn inspect(&self, name: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect is JSON");
+        v[0].clone()
+    }
+
+    /// Assert `berth ARGS` fails with exit 125 and one line of stderr naming `needle`.
+    pub fn fails(&self, args: &[&str], needle: &str) {
+        let out = self.run(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "berth {args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "berth {args:?}: {err:?} lacks {needle:?}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
     }
 
     /// The busybox test image as an OCI layout tar in this engine's scratch space.

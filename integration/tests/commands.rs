@@ -8,38 +8,6 @@ use std::time::{Duration, Instant};
 use berth_integration::{assets, privileged, text, Engine};
 use serde_json::Value;
 
-/// An engine with the busybox test image loaded and tagged `bb`.
-fn engine_with_busybox() -> Engine {
-    let e = Engine::new();
-    let tar = e.busybox_oci_tar();
-    let out = e.ok(&["load", "-i", tar.to_str().unwrap()]);
-    let id = out
-        .split("Loaded image ID: ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_string();
-    e.ok(&["tag", &id, "bb"]);
-    e
-}
-
-fn inspect(e: &Engine, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&e.ok(&["inspect", name])).unwrap();
-    v[0].clone()
-}
-
-/// Assert a command fails with 125 and one line mentioning `needle`.
-fn fails(e: &Engine, args: &[&str], needle: &str) {
-    let out = e.run(args);
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(125), "berth {args:?}: {err}");
-    assert!(
-        err.contains(needle),
-        "berth {args:?}: {err:?} lacks {needle:?}"
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
-}
-
 fn cleanup(e: &Engine) {
     let ids = e.ok(&["ps", "-a", "-q", "--no-trunc"]);
     for id in ids.split_whitespace() {
@@ -65,22 +33,22 @@ fn rename_moves_the_name() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     let id = e
         .ok(&["run", "-d", "--name", "old", "bb", "sleep", "1000"])
         .trim()
         .to_string();
     e.ok(&["create", "--name", "taken", "bb", "true"]);
-    fails(&e, &["rename", "old", "taken"], "already in use");
-    fails(&e, &["rename", "old", "bad/name"], "invalid container name");
-    fails(&e, &["rename", "nosuch", "x1"], "no such container");
+    e.fails(&["rename", "old", "taken"], "already in use");
+    e.fails(&["rename", "old", "bad/name"], "invalid container name");
+    e.fails(&["rename", "nosuch", "x1"], "no such container");
     // Refused attempts changed nothing.
-    assert_eq!(inspect(&e, "old")["Id"], id.as_str());
+    assert_eq!(e.inspect("old")["Id"], id.as_str());
 
     e.ok(&["rename", "old", "new"]);
-    assert_eq!(inspect(&e, "new")["Id"], id.as_str());
-    assert_eq!(inspect(&e, "new")["Name"], "/new");
-    fails(&e, &["inspect", "old"], "old");
+    assert_eq!(e.inspect("new")["Id"], id.as_str());
+    assert_eq!(e.inspect("new")["Name"], "/new");
+    e.fails(&["inspect", "old"], "old");
     // The renamed container keeps running and answers to its new name.
     assert_eq!(e.ok(&["exec", "new", "echo", "hi"]), "hi\n");
     let ps = e.ok(&["ps", "--format", "{{.Names}}"]);
@@ -89,7 +57,7 @@ fn rename_moves_the_name() {
     e.ok(&["create", "--name", "old", "bb", "true"]);
     // Noun form.
     e.ok(&["container", "rename", "new", "newer"]);
-    assert_eq!(inspect(&e, "newer")["Id"], id.as_str());
+    assert_eq!(e.inspect("newer")["Id"], id.as_str());
     cleanup(&e);
 }
 
@@ -98,7 +66,7 @@ fn top_lists_the_containers_processes_with_host_pids() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     e.ok(&[
         "run",
         "-d",
@@ -109,7 +77,7 @@ fn top_lists_the_containers_processes_with_host_pids() {
         "-c",
         "sleep 1234 & wait",
     ]);
-    let init = inspect(&e, "top1")["State"]["Pid"].as_i64().unwrap();
+    let init = e.inspect("top1")["State"]["Pid"].as_i64().unwrap();
     let mut out = String::new();
     wait_for("sleep in top", || {
         out = e.ok(&["top", "top1"]);
@@ -134,7 +102,7 @@ fn top_lists_the_containers_processes_with_host_pids() {
         .contains("sleep 1234"));
     // A stopped container has no processes.
     e.ok(&["create", "--name", "idle", "bb", "true"]);
-    fails(&e, &["top", "idle"], "not running");
+    e.fails(&["top", "idle"], "not running");
     cleanup(&e);
 }
 
@@ -143,7 +111,7 @@ fn pause_freezes_and_unpause_resumes() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     let id = e
         .ok(&[
             "run",
@@ -174,14 +142,14 @@ fn pause_freezes_and_unpause_resumes() {
         e.ok(&["ps", "-q", "--filter", "status=paused"]).trim(),
         &id[..12]
     );
-    let state = &inspect(&e, "pz")["State"];
+    let state = &e.inspect("pz")["State"];
     assert_eq!(state["Paused"], true);
     assert_eq!(state["Status"], "paused");
     assert_eq!(state["Running"], true);
     let frozen_at = read();
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(read(), frozen_at, "a paused container's counter advanced");
-    fails(&e, &["pause", "pz"], "already paused");
+    e.fails(&["pause", "pz"], "already paused");
     let info = e.ok(&["info", "--format", "json"]);
     let info: Value = serde_json::from_str(&info).unwrap();
     assert_eq!(info["ContainersPaused"], 1, "{info}");
@@ -189,28 +157,28 @@ fn pause_freezes_and_unpause_resumes() {
 
     assert_eq!(e.ok(&["unpause", "pz"]), "pz\n");
     wait_for("the counter to advance", || read() > frozen_at + 3);
-    assert_eq!(inspect(&e, "pz")["State"]["Paused"], false);
+    assert_eq!(e.inspect("pz")["State"]["Paused"], false);
     let ps = e.ok(&["ps", "--format", "{{.State}}"]);
     assert_eq!(ps.trim(), "running");
-    fails(&e, &["unpause", "pz"], "not paused");
+    e.fails(&["unpause", "pz"], "not paused");
 
     // exec into a paused container is refused; stop thaws it so it can be stopped.
     e.ok(&["container", "pause", "pz"]);
-    fails(&e, &["exec", "pz", "true"], "paused");
+    e.fails(&["exec", "pz", "true"], "paused");
     let t0 = std::time::Instant::now();
     e.ok(&["stop", "-t", "2", "pz"]);
     assert!(
         t0.elapsed() < Duration::from_secs(8),
         "a paused container did not stop"
     );
-    assert_eq!(inspect(&e, "pz")["State"]["Status"], "exited");
+    assert_eq!(e.inspect("pz")["State"]["Status"], "exited");
     e.ok(&["start", "pz"]);
     // A paused container can be removed by force.
     e.ok(&["container", "pause", "pz"]);
     e.ok(&["rm", "-f", "pz"]);
     assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "");
     e.ok(&["create", "--name", "cc", "bb", "true"]);
-    fails(&e, &["pause", "cc"], "not running");
+    e.fails(&["pause", "cc"], "not running");
     cleanup(&e);
 }
 
@@ -219,7 +187,7 @@ fn stats_show_the_memory_limit_and_pids() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     let id = e
         .ok(&[
             "run",
@@ -280,7 +248,7 @@ fn cp_copies_files_and_directories_both_ways() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     let host = e.tmp.path().join("host");
     std::fs::create_dir_all(host.join("dir/sub")).unwrap();
     std::fs::write(host.join("file.txt"), "from the host\n").unwrap();
@@ -303,13 +271,11 @@ fn cp_copies_files_and_directories_both_ways() {
         "from the host\nfrom the host\ninner\ninner\nsub/inner.txt\n0\n"
     );
     // A directory onto a file is refused; a missing parent too.
-    fails(
-        &e,
+    e.fails(
         &["cp", &h("dir"), "cc:/tmp/file.txt"],
         "directory to a file",
     );
-    fails(
-        &e,
+    e.fails(
         &["cp", &h("file.txt"), "cc:/no/such/x"],
         "no such directory",
     );
@@ -344,8 +310,7 @@ fn cp_copies_files_and_directories_both_ways() {
         std::fs::read_to_string(host.join("contents/a/f")).unwrap(),
         "made\n"
     );
-    fails(
-        &e,
+    e.fails(
         &["cp", "cc:/nope", &h("x")],
         "could not find the file /nope",
     );
@@ -411,7 +376,7 @@ fn cp_never_reads_host_files_through_the_container() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     e.ok(&["run", "-d", "--name", "cc", "bb", "sleep", "1000"]);
     e.ok(&[
         "exec", "cc", "sh", "-c",
@@ -577,7 +542,7 @@ fn system_prune_removes_stopped_containers_and_dangling_images() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     // A dangling image: an unnamed import.
     let dangling = e
         .ok(&[
@@ -601,7 +566,7 @@ fn system_prune_removes_stopped_containers_and_dangling_images() {
             "-c",
             "echo data > /f",
         ]);
-        inspect(&e, "stopped")["Id"].as_str().unwrap().to_string()
+        e.inspect("stopped")["Id"].as_str().unwrap().to_string()
     };
     let created = e.ok(&["create", "bb", "true"]).trim().to_string();
 
@@ -664,11 +629,11 @@ fn version_and_info_and_bad_input() {
         "{info}"
     );
     assert_eq!(info["Containers"], 0);
-    fails(&e, &["cp", "a:/x", "b:/y"], "between containers");
-    fails(&e, &["cp", "/x", "/y"], "at least one container");
-    fails(&e, &["cp", "nosuch:/x", "/tmp"], "no such container");
-    fails(&e, &["pause", "nosuch"], "no such container");
-    fails(&e, &["stats", "--no-stream", "nosuch"], "no such container");
+    e.fails(&["cp", "a:/x", "b:/y"], "between containers");
+    e.fails(&["cp", "/x", "/y"], "at least one container");
+    e.fails(&["cp", "nosuch:/x", "/tmp"], "no such container");
+    e.fails(&["pause", "nosuch"], "no such container");
+    e.fails(&["stats", "--no-stream", "nosuch"], "no such container");
     let out = e.run(&["rename", "only-one"]);
     assert_eq!(out.status.code(), Some(125));
 }

@@ -9,26 +9,6 @@ use std::time::{Duration, Instant};
 use berth_integration::{privileged, process_alive, text, Engine};
 use serde_json::Value;
 
-/// An engine with the busybox test image loaded and tagged `bb`.
-fn engine_with_busybox() -> Engine {
-    let e = Engine::new();
-    let tar = e.busybox_oci_tar();
-    let out = e.ok(&["load", "-i", tar.to_str().unwrap()]);
-    let id = out
-        .split("Loaded image ID: ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_string();
-    e.ok(&["tag", &id, "bb"]);
-    e
-}
-
-fn inspect(e: &Engine, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&e.ok(&["inspect", name])).unwrap();
-    v[0].clone()
-}
-
 /// Nothing of the engine's containers is mounted on the host.
 fn assert_no_mounts(e: &Engine) {
     let root = e.root();
@@ -46,7 +26,7 @@ fn run_rm_prints_and_leaves_nothing() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     let out = e.run(&["run", "--rm", "bb", "echo", "hi"]);
     assert_eq!(text(&out.stdout), "hi\n", "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
@@ -81,7 +61,7 @@ fn detached_lifecycle() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     // Ignores SIGTERM, so stop must kill it after -t.
     let id = e
         .ok(&[
@@ -123,7 +103,7 @@ fn detached_lifecycle() {
         took < Duration::from_secs(8),
         "stop killed after -t: {took:?}"
     );
-    let state = inspect(&e, "web");
+    let state = e.inspect("web");
     assert_eq!(state["State"]["Status"], "exited");
     assert_eq!(state["State"]["ExitCode"], 137);
     e.ok(&["start", "web"]);
@@ -154,7 +134,7 @@ fn containers_do_not_see_each_others_writes() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     e.ok(&["run", "-d", "--name", "ca", "bb", "sleep", "1000"]);
     e.ok(&["run", "-d", "--name", "cb", "bb", "sleep", "1000"]);
     e.ok(&["exec", "ca", "sh", "-c", "echo mine > /etc/only-a"]);
@@ -169,7 +149,7 @@ fn parallel_runs_get_unique_ids_and_names() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     let n = 50;
     let children: Vec<_> = (0..n)
         .map(|_| {
@@ -203,9 +183,9 @@ fn killed_monitor_is_reconciled() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     e.ok(&["run", "-d", "--name", "orphan", "bb", "sleep", "1000"]);
-    let state = inspect(&e, "orphan");
+    let state = e.inspect("orphan");
     let pid = state["State"]["Pid"].as_i64().unwrap() as i32;
     let record: Value = serde_json::from_slice(
         &std::fs::read(
@@ -240,7 +220,7 @@ fn killed_foreground_run_leaves_the_container_running() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     let mut child = e
         .command(&["run", "--name", "fg", "bb", "sleep", "1000"])
         .spawn()
@@ -267,7 +247,7 @@ fn bad_input_is_one_line_and_changes_nothing() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     e.ok(&["create", "--name", "taken", "bb", "true"]);
     let cases: &[(&[&str], &str)] = &[
         (&["run", "--no-such-flag", "bb"], "--no-such-flag"),
@@ -298,7 +278,7 @@ fn interactive_tty_session() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = pty.slave.as_raw_fd();
     let mut cmd = e.command(&["run", "-it", "--name", "tty", "bb", "sh"]);
@@ -418,7 +398,7 @@ fn detach_keys_and_reattach() {
         return;
     }
     use std::io::Write;
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     let (mut child, master, rx) = spawn_under_pty(&e, &["run", "-it", "--name", "det", "bb", "sh"]);
     let mut seen = String::new();
     wait_for(&rx, &mut seen, "# ");
@@ -448,7 +428,7 @@ fn logs_follow_tail_and_timestamps() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     e.ok(&[
         "run",
         "-d",
@@ -487,4 +467,42 @@ fn logs_follow_tail_and_timestamps() {
     let err = e.run(&["logs", "talker"]);
     assert_eq!(text(&err.stderr), "oops\n");
     e.ok(&["rm", "talker"]);
+}
+
+#[test]
+fn images_in_use_are_kept() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&["create", "--name", "user", "bb", "echo", "still-runs"]);
+    let out = e.run(&["rmi", "bb"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("must force"),
+        "{}",
+        text(&out.stderr)
+    );
+    e.ok(&["image", "prune", "-a"]);
+    assert!(
+        e.ok(&["images"]).contains("bb"),
+        "prune -a kept the image a container uses"
+    );
+    let out = e.ok(&["rmi", "-f", "bb"]);
+    assert!(out.contains("Untagged: bb"), "{out}");
+    assert!(
+        e.ok(&["images"]).contains("<none>"),
+        "the image stays as a dangling one"
+    );
+    let out = e.run(&["start", "-a", "user"]);
+    assert_eq!(text(&out.stdout), "still-runs\n", "{}", text(&out.stderr));
+    e.ok(&["rm", "user"]);
+    e.ok(&["image", "prune"]);
+    assert_eq!(
+        e.ok(&["images", "-q"]).trim(),
+        "",
+        "the dangling image goes once unused"
+    );
+    assert!(e.blobs().is_empty());
+    assert!(e.snapshot_dirs().is_empty());
 }

@@ -6,29 +6,9 @@ use std::time::{Duration, Instant};
 use berth_integration::{privileged, text, Engine};
 use serde_json::Value;
 
-/// An engine with the busybox test image loaded and tagged `bb`.
-fn engine_with_busybox() -> Engine {
-    let e = Engine::new();
-    let tar = e.busybox_oci_tar();
-    let out = e.ok(&["load", "-i", tar.to_str().unwrap()]);
-    let id = out
-        .split("Loaded image ID: ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_string();
-    e.ok(&["tag", &id, "bb"]);
-    e
-}
-
-fn inspect(e: &Engine, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&e.ok(&["inspect", name])).unwrap();
-    v[0].clone()
-}
-
 /// The engine's record of a container (for fields `inspect` may not show yet).
 fn record(e: &Engine, name: &str) -> Value {
-    let id = inspect(e, name)["Id"].as_str().unwrap().to_string();
+    let id = e.inspect(name)["Id"].as_str().unwrap().to_string();
     let path = e.root().join("containers").join(id).join("container.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -43,7 +23,7 @@ fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn status(e: &Engine, name: &str) -> String {
-    inspect(e, name)["State"]["Status"]
+    e.inspect(name)["State"]["Status"]
         .as_str()
         .unwrap()
         .to_string()
@@ -58,7 +38,7 @@ fn init_is_pid_1_and_passes_exit_codes_through() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     let out = e.ok(&["run", "--rm", "--init", "bb", "ps", "-o", "pid,ppid,comm"]);
     let rows: Vec<Vec<&str>> = out
         .lines()
@@ -108,7 +88,7 @@ fn init_reaps_orphans() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     // The subshell's `sleep 0.1` is orphaned and reparents to pid 1; then
     // pid 1 is (or execs) `sleep 1000`, which never reaps it.
     let script = "(sleep 0.1 &); exec sleep 1000";
@@ -137,14 +117,14 @@ fn init_forwards_the_stop_signal() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     // As pid 1, sleep has no handler and ignores SIGTERM: stop waits -t, then kills.
     e.ok(&["run", "-d", "--name", "plain", "bb", "sleep", "1000"]);
     let t0 = Instant::now();
     e.ok(&["stop", "-t", "2", "plain"]);
     let took = t0.elapsed();
     assert!(took >= Duration::from_millis(1900), "stop waited: {took:?}");
-    assert_eq!(inspect(&e, "plain")["State"]["ExitCode"], 137);
+    assert_eq!(e.inspect("plain")["State"]["ExitCode"], 137);
 
     // With --init, SIGTERM goes through init to sleep, which dies at once.
     e.ok(&[
@@ -154,7 +134,7 @@ fn init_forwards_the_stop_signal() {
     e.ok(&["stop", "-t", "5", "withinit"]);
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(2), "stop took {took:?}");
-    let state = inspect(&e, "withinit");
+    let state = e.inspect("withinit");
     assert_eq!(state["State"]["Status"], "exited");
     assert_eq!(state["State"]["ExitCode"], 143, "128 + SIGTERM");
     e.ok(&["rm", "plain", "withinit"]);
@@ -165,7 +145,7 @@ fn restart_on_failure_retries_n_times() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     e.ok(&[
         "run",
         "-d",
@@ -187,7 +167,7 @@ fn restart_on_failure_retries_n_times() {
         "run\nrun\nrun\n",
         "1 run + 2 restarts"
     );
-    assert_eq!(inspect(&e, "flaky")["State"]["ExitCode"], 1);
+    assert_eq!(e.inspect("flaky")["State"]["ExitCode"], 1);
     let r = record(&e, "flaky");
     assert_eq!(r["state"]["restart_count"], 2);
     assert_eq!(r["restart_policy"]["name"], "on-failure");
@@ -237,7 +217,7 @@ fn restart_always_until_stopped() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     e.ok(&[
         "run",
         "-d",
@@ -250,11 +230,11 @@ fn restart_always_until_stopped() {
         "-c",
         "echo up; sleep 0.3",
     ]);
-    let first_pid = inspect(&e, "svc")["State"]["Pid"].as_i64().unwrap();
+    let first_pid = e.inspect("svc")["State"]["Pid"].as_i64().unwrap();
     assert!(first_pid > 0);
     // Restarted after a clean exit, as a new process.
     wait_until(10, "a restart of svc", || {
-        let s = inspect(&e, "svc");
+        let s = e.inspect("svc");
         let pid = s["State"]["Pid"].as_i64().unwrap();
         log_lines(&e, "svc") >= 2 && pid > 0 && pid != first_pid
     });
@@ -283,7 +263,7 @@ fn restart_always_until_stopped() {
             >= 1
     });
     // rm -f of a restarting container is not undone by its monitor.
-    let id = inspect(&e, "svc")["Id"].as_str().unwrap().to_string();
+    let id = e.inspect("svc")["Id"].as_str().unwrap().to_string();
     let t0 = Instant::now();
     e.ok(&["rm", "-f", "svc"]);
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
@@ -296,7 +276,7 @@ fn kill_with_another_signal_keeps_the_policy() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     e.ok(&[
         "run",
         "-d",
@@ -309,11 +289,11 @@ fn kill_with_another_signal_keeps_the_policy() {
         "sleep",
         "1000",
     ]);
-    let first_pid = inspect(&e, "hup")["State"]["Pid"].as_i64().unwrap();
+    let first_pid = e.inspect("hup")["State"]["Pid"].as_i64().unwrap();
     // SIGHUP through init ends sleep (129); the policy restarts it.
     e.ok(&["kill", "-s", "HUP", "hup"]);
     wait_until(10, "hup to be restarted", || {
-        let s = inspect(&e, "hup");
+        let s = e.inspect("hup");
         let pid = s["State"]["Pid"].as_i64().unwrap();
         pid > 0 && pid != first_pid
     });
@@ -325,7 +305,7 @@ fn kill_with_another_signal_keeps_the_policy() {
     wait_until(10, "hup to exit", || status(&e, "hup") == "exited");
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(status(&e, "hup"), "exited");
-    assert_eq!(inspect(&e, "hup")["State"]["ExitCode"], 137);
+    assert_eq!(e.inspect("hup")["State"]["ExitCode"], 137);
     e.ok(&["rm", "hup"]);
 }
 
@@ -334,7 +314,7 @@ fn restart_flag_errors() {
     if !privileged() {
         return;
     }
-    let e = engine_with_busybox();
+    let e = Engine::with_busybox();
     let out = e.run(&["run", "--rm", "--restart", "always", "bb", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(

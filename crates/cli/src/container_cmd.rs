@@ -98,6 +98,15 @@ pub struct CreateArgs {
     /// Mount a tmpfs (PATH[:OPTIONS]).
     #[arg(long)]
     tmpfs: Vec<String>,
+    /// Bind mount a volume or host path ([NAME|/HOST/PATH:]/PATH[:ro|rw]).
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// Attach a filesystem mount (type=volume|bind|tmpfs,source=,target=,...).
+    #[arg(long)]
+    mount: Vec<String>,
+    /// Mount the volumes of another container (CONTAINER[:ro|rw]).
+    #[arg(long)]
+    volumes_from: Vec<String>,
     /// Run an init inside the container that forwards signals and reaps processes.
     #[arg(long)]
     init: bool,
@@ -183,7 +192,17 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
             vec![e.clone()]
         }
     });
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let mut mounts = Vec::new();
+    for v in &args.volume {
+        mounts.push(berth_engine::volumes::parse_volume_flag(v, &cwd)?);
+    }
+    for m in &args.mount {
+        mounts.push(berth_engine::volumes::parse_mount_flag(m)?);
+    }
     Ok(CreateRequest {
+        mounts,
+        volumes_from: args.volumes_from.clone(),
         image: args.image.clone(),
         name: args.name.clone(),
         auto_remove: args.rm,
@@ -489,11 +508,16 @@ pub fn kill(containers: &Containers, signal: &str, names: &[String]) -> anyhow::
     Ok(0)
 }
 
-/// `rm [-f] NAME...`.
-pub fn rm(containers: &Containers, force: bool, names: &[String]) -> anyhow::Result<i32> {
+/// `rm [-f] [-v] NAME...`.
+pub fn rm(
+    containers: &Containers,
+    force: bool,
+    volumes: bool,
+    names: &[String],
+) -> anyhow::Result<i32> {
     let mut code = 0;
     for n in names {
-        match containers.remove(n, force) {
+        match containers.remove_with_volumes(n, force, volumes) {
             Ok(_) => println!("{n}"),
             Err(e) => {
                 eprintln!("berth: {e}");
@@ -864,9 +888,31 @@ pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json:
             "PidsLimit": r.options.pids_limit,
             "NetworkMode": match &r.options.network { NetworkMode::None => "none".to_string(), NetworkMode::Host => "host".to_string(), NetworkMode::Join(t) => format!("container:{t}") },
         },
-        "Mounts": [],
+        "Mounts": r.mounts.iter().map(|m| mount_json(containers, m)).collect::<Vec<_>>(),
         "NetworkSettings": {"Networks": {}},
     })
+}
+
+/// One entry of inspect's `Mounts`, in Docker's shape.
+fn mount_json(containers: &Containers, m: &berth_engine::volumes::MountSpec) -> serde_json::Value {
+    use berth_engine::volumes::MountKind;
+    let mut v = serde_json::json!({
+        "Type": m.kind.as_str(),
+        "Source": match m.kind {
+            MountKind::Volume => containers.volumes().mountpoint(&m.source).to_string_lossy().into_owned(),
+            MountKind::Bind => m.source.clone(),
+            MountKind::Tmpfs => String::new(),
+        },
+        "Destination": m.target,
+        "Mode": m.mode,
+        "RW": !m.readonly,
+        "Propagation": m.propagation_name(),
+    });
+    if m.kind == MountKind::Volume {
+        v["Name"] = serde_json::Value::from(m.source.clone());
+        v["Driver"] = serde_json::Value::from("local");
+    }
+    v
 }
 
 /// `wait NAME...`: print each exit code.

@@ -84,7 +84,7 @@ pub struct LoadArgs {
 /// `import` flags.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// Dockerfile-style change to the config (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL).
+    /// Dockerfile-style change to the config (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME).
     #[arg(short, long)]
     change: Vec<String>,
     /// Tarball path, or - for stdin.
@@ -232,7 +232,13 @@ fn ago(rfc3339: Option<&str>) -> String {
 }
 
 /// Run an image command; returns the exit code.
-pub fn run(images: &Images, globals: &ImageGlobals, command: ImageCommand) -> anyhow::Result<i32> {
+/// `in_use` holds the ids of images that containers use (rmi and prune keep them).
+pub fn run(
+    images: &Images,
+    in_use: &std::collections::BTreeSet<String>,
+    globals: &ImageGlobals,
+    command: ImageCommand,
+) -> anyhow::Result<i32> {
     let mut out = std::io::stdout().lock();
     match command {
         ImageCommand::Pull(PullArgs { quiet, name }) => {
@@ -264,7 +270,7 @@ pub fn run(images: &Images, globals: &ImageGlobals, command: ImageCommand) -> an
         ImageCommand::Tag(TagArgs { source, target }) => images.tag(&source, &target)?,
         ImageCommand::Rm(args) => {
             for name in &args.names {
-                for line in images.remove(name, args.force)? {
+                for line in images.remove(name, args.force, in_use)? {
                     writeln!(out, "{line}")?;
                 }
             }
@@ -291,7 +297,7 @@ pub fn run(images: &Images, globals: &ImageGlobals, command: ImageCommand) -> an
             }
         }
         ImageCommand::Prune { all, force: _ } => {
-            let (removed, freed) = images.prune(all)?;
+            let (removed, freed) = images.prune(all, in_use)?;
             if !removed.is_empty() {
                 writeln!(out, "Deleted Images:")?;
                 for r in removed {
@@ -460,11 +466,22 @@ fn parse_changes(changes: &[String]) -> anyhow::Result<oci_spec::image::Config> 
                 config.set_user(Some(rest.to_string()));
             }
             "EXPOSE" => ports.extend(rest.split_whitespace().map(|p| if p.contains('/') { p.to_string() } else { format!("{p}/tcp") })),
+            "VOLUME" => {
+                let paths: Vec<String> = if rest.starts_with('[') {
+                    serde_json::from_str(rest)
+                        .with_context(|| format!("--change {change:?}: invalid JSON array"))?
+                } else {
+                    rest.split_whitespace().map(str::to_string).collect()
+                };
+                let mut all = config.volumes().clone().unwrap_or_default();
+                all.extend(paths);
+                config.set_volumes(Some(all));
+            }
             "LABEL" => {
                 let (k, v) = rest.split_once('=').with_context(|| format!("--change {change:?}: LABEL needs KEY=VALUE"))?;
                 labels.insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
             }
-            other => bail!("--change {change:?}: {other} is not supported (use CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE or LABEL)"),
+            other => bail!("--change {change:?}: {other} is not supported (use CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL or VOLUME)"),
         }
     }
     if !env.is_empty() {

@@ -4,6 +4,7 @@ mod container_cmd;
 mod image_cmd;
 mod runtime_cmd;
 mod system_cmd;
+mod volume_cmd;
 
 use std::path::PathBuf;
 
@@ -89,6 +90,11 @@ enum Command {
         /// Names or ids.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Manage volumes.
+    Volume {
+        #[command(subcommand)]
+        command: volume_cmd::VolumeCommand,
     },
     /// Manage containers.
     Container {
@@ -200,7 +206,7 @@ enum ContainerCommand {
 enum SystemCommand {
     /// Show disk usage.
     Df(system_cmd::DfArgs),
-    /// Remove stopped containers and dangling (with -a: unused) images.
+    /// Remove stopped containers, dangling (with -a: unused) images and, with --volumes, unused anonymous (with -a: all unused) volumes.
     Prune(system_cmd::PruneArgs),
     /// Show system-wide information.
     Info(system_cmd::InfoArgs),
@@ -234,7 +240,7 @@ struct RmContainerArgs {
     /// Kill running containers first.
     #[arg(short, long)]
     force: bool,
-    /// Remove anonymous volumes too (none exist yet).
+    /// Remove the container's anonymous volumes too (never named ones).
     #[arg(short, long)]
     volumes: bool,
     /// Containers.
@@ -356,8 +362,7 @@ fn engine_command(
         | Command::Container {
             command: ContainerCommand::Rm(a),
         } => {
-            let _ = a.volumes;
-            return container_cmd::rm(&containers()?, a.force, &a.containers);
+            return container_cmd::rm(&containers()?, a.force, a.volumes, &a.containers);
         }
         Command::Ps(a)
         | Command::Container {
@@ -414,6 +419,7 @@ fn engine_command(
             command: SystemCommand::Info(a),
         } => return system_cmd::info(&containers()?, root, run_root, a),
         Command::Version(a) => return system_cmd::version(a),
+        Command::Volume { command } => return volume_cmd::run(&containers()?, command),
         Command::Container {
             command: ContainerCommand::Prune { force: _ },
         } => {
@@ -467,6 +473,7 @@ fn engine_command(
         Command::Load(a) => ImageCommand::Load(a),
         Command::Import(a) => ImageCommand::Import(a),
     };
-    let images = berth_engine::images::Images::open(root)?;
-    image_cmd::run(&images, globals, image)
+    let containers = containers()?;
+    let in_use = containers.images_in_use()?;
+    image_cmd::run(containers.images(), &in_use, globals, image)
 }

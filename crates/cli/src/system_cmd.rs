@@ -47,7 +47,7 @@ fn significant4(v: f64) -> String {
     }
 }
 
-fn template(fmt: &str, fields: &[(&str, String)]) -> String {
+pub(crate) fn template(fmt: &str, fields: &[(&str, String)]) -> String {
     let mut out = fmt.replace("\\t", "\t").replace("\\n", "\n");
     for (k, v) in fields {
         out = out.replace(&format!("{{{{.{k}}}}}"), v);
@@ -56,7 +56,7 @@ fn template(fmt: &str, fields: &[(&str, String)]) -> String {
     out
 }
 
-fn json_line(fields: &[(&str, String)]) -> String {
+pub(crate) fn json_line(fields: &[(&str, String)]) -> String {
     let map: serde_json::Map<String, serde_json::Value> = fields
         .iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.clone())))
@@ -408,7 +408,7 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation.
     #[arg(short, long)]
     force: bool,
-    /// Prune anonymous volumes too (berth has no volumes yet).
+    /// Prune unused anonymous volumes too (with -a: every unused volume).
     #[arg(long)]
     volumes: bool,
 }
@@ -422,7 +422,11 @@ pub fn prune(containers: &Containers, args: PruneArgs) -> anyhow::Result<i32> {
             "all dangling images"
         };
         let volumes = if args.volumes {
-            "\n  - all anonymous volumes not used by at least one container"
+            if args.all {
+                "\n  - all volumes not used by at least one container"
+            } else {
+                "\n  - all anonymous volumes not used by at least one container"
+            }
         } else {
             ""
         };
@@ -435,12 +439,19 @@ pub fn prune(containers: &Containers, args: PruneArgs) -> anyhow::Result<i32> {
             return Ok(0);
         }
     }
-    let report = containers.system_prune(args.all)?;
+    let report = containers.system_prune(args.all, args.volumes)?;
     let mut out = std::io::stdout().lock();
     if !report.containers.is_empty() {
         writeln!(out, "Deleted Containers:")?;
         for id in &report.containers {
             writeln!(out, "{id}")?;
+        }
+        writeln!(out)?;
+    }
+    if !report.volumes.is_empty() {
+        writeln!(out, "Deleted Volumes:")?;
+        for name in &report.volumes {
+            writeln!(out, "{name}")?;
         }
         writeln!(out)?;
     }

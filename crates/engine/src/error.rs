@@ -60,6 +60,9 @@ pub enum Error {
     /// The run options are invalid.
     #[error(transparent)]
     Spec(#[from] crate::spec::SpecError),
+    /// A volume or mount failed.
+    #[error(transparent)]
+    Volume(#[from] berth_volumes::Error),
 }
 
 /// Shorthand for engine results.

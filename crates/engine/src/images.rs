@@ -318,7 +318,16 @@ impl Images {
 
     /// `rmi`: untag by name; by id remove every tag (with `force` when there are several).
     /// Returns Docker's "Untagged: ..." and "Deleted: ..." lines.
-    pub fn remove(&self, name_or_id: &str, force: bool) -> Result<Vec<String>> {
+    ///
+    /// `in_use` holds the ids of images containers use: removing the last name
+    /// of such an image needs `force`, and then the image stays as a dangling
+    /// one (`<none>`) so its containers keep working, as Docker does.
+    pub fn remove(
+        &self,
+        name_or_id: &str,
+        force: bool,
+        in_use: &BTreeSet<String>,
+    ) -> Result<Vec<String>> {
         let _lock = self.lock(true)?;
         let matches = self.find(name_or_id)?;
         let by_name = !name_or_id.starts_with(DANGLING)
@@ -330,12 +339,38 @@ impl Images {
                 id: matches[0].1.config_digest.hex()[..12].to_string(),
             });
         }
+        let image = &matches[0].1;
+        let id = image.config_digest.to_string();
+        let names_left = self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|r| !matches.iter().any(|(m, _)| m.name == r.name))
+            .filter(|r| {
+                self.image_of(r)
+                    .is_ok_and(|i| i.config_digest == image.config_digest)
+            })
+            .count();
+        let keep_dangling = in_use.contains(&id) && names_left == 0;
+        if keep_dangling && !force {
+            return Err(Error::Conflict(format!(
+                "conflict: unable to remove {name_or_id} (must force): a container is using its image {}",
+                &image.config_digest.hex()[..12]
+            )));
+        }
         let mut lines = Vec::new();
         for (record, _) in &matches {
             self.store.remove(&record.name)?;
             if !record.name.starts_with(DANGLING) {
                 lines.push(format!("Untagged: {}", familiar(&record.name)));
             }
+        }
+        if keep_dangling {
+            self.store.put(ImageRecord {
+                name: dangling_name(&image.config_digest),
+                target: matches[0].0.target.clone(),
+                created: now(),
+            })?;
         }
         let (deleted, _) = self.collect_garbage()?;
         lines.extend(deleted.into_iter().map(|d| format!("Deleted: {d}")));
@@ -513,16 +548,25 @@ impl Images {
         Ok((deleted, freed))
     }
 
-    /// `image prune`: with `all`, remove every image (no container uses one yet);
-    /// always remove blobs nothing references. Returns removed names and bytes freed.
-    pub fn prune(&self, all: bool) -> Result<(Vec<String>, u64)> {
+    /// `image prune`: remove dangling images, with `all` every image, but never
+    /// one in `in_use` (image ids containers use); then the blobs and snapshots
+    /// nothing references. Returns removed names and bytes freed.
+    pub fn prune(&self, all: bool, in_use: &BTreeSet<String>) -> Result<(Vec<String>, u64)> {
         let _lock = self.lock(true)?;
         let mut removed = Vec::new();
-        if all {
-            for record in self.store.list()? {
-                self.store.remove(&record.name)?;
-                removed.push(familiar(&record.name));
+        for record in self.store.list()? {
+            if !all && !record.name.starts_with(DANGLING) {
+                continue;
             }
+            let used = self
+                .image_of(&record)
+                .map(|i| in_use.contains(&i.config_digest.to_string()))
+                .unwrap_or(false);
+            if used {
+                continue;
+            }
+            self.store.remove(&record.name)?;
+            removed.push(familiar(&record.name));
         }
         let (_, freed) = self.collect_garbage()?;
         Ok((removed, freed))

@@ -11,4 +11,5 @@ pub mod error;
 pub mod images;
 pub mod spec;
 
+pub use berth_volumes as volumes;
 pub use error::{Error, Result};

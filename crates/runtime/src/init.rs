@@ -87,14 +87,7 @@ fn init(args: InitArgs, channel: &mut Channel) -> Result<Infallible> {
         nix::unistd::chroot(&args.rootfs).ctx(|| "chroot (no mount namespace)".into())?;
         nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
     }
-    let pty = if process.terminal().unwrap_or(false) {
-        let size = process
-            .console_size()
-            .map(|b| (b.height() as u16, b.width() as u16));
-        Some(tty::open_pty(size)?)
-    } else {
-        None
-    };
+    let pty = open_terminal(&process)?;
     rootfs::finish(spec, pty.as_ref().map(|p| p.slave_path.as_str()))?;
     let cwd = process.cwd();
     if !cwd.as_os_str().is_empty() && !cwd.is_dir() {
@@ -102,14 +95,7 @@ fn init(args: InitArgs, channel: &mut Channel) -> Result<Infallible> {
     }
     process::apply_rlimits(process.rlimits().as_ref())?;
     let exe = process::resolve_executable(&process)?;
-    report_ready(channel, pty.as_ref())?;
-    match &pty {
-        Some(p) => tty::make_controlling(&p.slave)?,
-        None => {
-            nix::unistd::setsid().ctx(|| "setsid".into())?;
-        }
-    }
-    drop(pty);
+    report_ready_and_take_terminal(channel, pty)?;
     // Wait for `start`.
     let (stream, _) = args.start.accept().ctx(|| "wait for start".into())?;
     drop(args.start);
@@ -128,12 +114,29 @@ fn has_mount_join(join: &[(CloneFlags, OwnedFd)]) -> bool {
     join.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWNS)
 }
 
-fn report_ready(channel: &mut Channel, pty: Option<&tty::Pty>) -> Result<()> {
-    channel.send(&Msg::Ready { pty: pty.is_some() })?;
-    if let Some(p) = pty {
-        channel.send_fd(p.master.as_fd())?;
+/// A pty for the process if its spec asks for a terminal (opened through the
+/// `/dev/ptmx` the process sees).
+fn open_terminal(process: &Process) -> Result<Option<tty::Pty>> {
+    if !process.terminal().unwrap_or(false) {
+        return Ok(None);
     }
-    Ok(())
+    let size = process
+        .console_size()
+        .map(|b| (b.height() as u16, b.width() as u16));
+    tty::open_pty(size).map(Some)
+}
+
+/// Tell the runtime we are ready (handing over the pty master), then start a
+/// new session, with the pty slave as controlling terminal and stdio if any.
+fn report_ready_and_take_terminal(channel: &mut Channel, pty: Option<tty::Pty>) -> Result<()> {
+    channel.send(&Msg::Ready { pty: pty.is_some() })?;
+    match &pty {
+        Some(p) => {
+            channel.send_fd(p.master.as_fd())?;
+            tty::make_controlling(&p.slave)
+        }
+        None => nix::unistd::setsid().map(drop).ctx(|| "setsid".into()),
+    }
 }
 
 /// Descriptors the caller of the runtime leaked to us must not reach the
@@ -179,23 +182,9 @@ fn exec_setup(args: ExecArgs, channel: &mut Channel) -> Result<Infallible> {
     }
     nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
     let process = args.process;
-    let pty = if process.terminal().unwrap_or(false) {
-        let size = process
-            .console_size()
-            .map(|b| (b.height() as u16, b.width() as u16));
-        Some(tty::open_pty(size)?)
-    } else {
-        None
-    };
+    let pty = open_terminal(&process)?;
     process::apply_rlimits(process.rlimits().as_ref())?;
     let exe = process::resolve_executable(&process)?;
-    report_ready(channel, pty.as_ref())?;
-    match &pty {
-        Some(p) => tty::make_controlling(&p.slave)?,
-        None => {
-            nix::unistd::setsid().ctx(|| "setsid".into())?;
-        }
-    }
-    drop(pty);
+    report_ready_and_take_terminal(channel, pty)?;
     process::become_process(&process, &exe, args.seccomp.as_ref())
 }

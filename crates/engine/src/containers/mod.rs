@@ -11,6 +11,7 @@ pub mod logs;
 pub mod monitor;
 pub mod ops;
 pub mod record;
+pub mod volumes;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -19,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_runtime::Runtime;
+use berth_volumes::{MountSpec, VolumeStore};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Process;
 
@@ -63,6 +65,10 @@ pub struct CreateRequest {
     pub stop_timeout: Option<u64>,
     /// `--restart`.
     pub restart: RestartPolicy,
+    /// `-v` and `--mount`, parsed (see [`berth_volumes::parse_volume_flag`]).
+    pub mounts: Vec<MountSpec>,
+    /// `--volumes-from CONTAINER[:ro|rw]`.
+    pub volumes_from: Vec<String>,
 }
 
 /// The container half of the engine.
@@ -72,6 +78,7 @@ pub struct Containers {
     store: RecordStore,
     runtime: Runtime,
     images: Images,
+    volumes: VolumeStore,
 }
 
 /// RFC 3339 now, nanoseconds, UTC.
@@ -147,6 +154,7 @@ impl Containers {
             store: RecordStore::open(root)?,
             runtime: Runtime::new(run_root.join("runtime")),
             images: Images::open(root)?,
+            volumes: VolumeStore::open(&root.join("volumes"))?,
         })
     }
 
@@ -243,6 +251,7 @@ impl Containers {
             .into_iter()
             .next()
             .ok_or_else(|| Error::NoSuchImage(req.image.clone()))?;
+        let planned = self.plan_mounts(req, &image.config)?;
         self.images.unpack(&image)?;
         let id = random_id()?;
         let dir = self.paths(&id).dir;
@@ -259,7 +268,9 @@ impl Containers {
             }
             None => self.generate_name(&id)?,
         };
+        let mut created_volumes = Vec::new();
         let result = (|| {
+            let mounts = self.materialize_mounts(planned, &mut created_volumes)?;
             let snapshot = format!("container-{id}");
             let parent = self.images.top_snapshot(&image);
             self.images
@@ -301,6 +312,7 @@ impl Containers {
                 stop_timeout: req.stop_timeout.unwrap_or(10),
                 stop_signal,
                 restart_policy: req.restart,
+                mounts,
                 state: State {
                     status: Status::Created,
                     pid: 0,
@@ -320,6 +332,9 @@ impl Containers {
             Ok(record)
         })();
         if result.is_err() {
+            for v in &created_volumes {
+                let _ = self.volumes.remove(v, &[]);
+            }
             let _ = self.images.snapshotter().remove(&format!("container-{id}"));
             self.store.release_name(&name);
             let _ = std::fs::remove_dir_all(&dir);
@@ -378,6 +393,11 @@ impl Containers {
                 }
             }
             let extra_mounts = self.write_etc_files(record, &paths)?;
+            // After the rootfs mount (copy-up reads the image through it),
+            // before the runtime mounts the volumes over it.
+            options
+                .binds
+                .extend(self.volume_mounts(record, &paths.rootfs)?);
             let host_env = |_: &str| None;
             let init_path = if options.init {
                 Some(self.init_helper()?)
@@ -488,8 +508,10 @@ impl Containers {
         Ok(mounts)
     }
 
-    /// Unmount the container's rootfs if mounted.
+    /// Unmount the container's rootfs if mounted, and let go of its
+    /// volumes (a driver mount without users left is unmounted).
     fn unmount_rootfs(&self, id: &str) {
+        self.volumes.release(id);
         let rootfs = self.paths(id).rootfs;
         let mounted = std::fs::read_to_string("/proc/self/mountinfo")
             .map(|m| {
@@ -502,8 +524,9 @@ impl Containers {
         }
     }
 
-    /// Remove a stopped container's files: snapshot, name, directories.
-    fn remove_files(&self, record: &ContainerRecord) -> Result<()> {
+    /// Remove a stopped container's files: snapshot, name, directories;
+    /// with `volumes`, its anonymous volumes no other container uses.
+    fn remove_files(&self, record: &ContainerRecord, volumes: bool) -> Result<()> {
         self.unmount_rootfs(&record.id);
         match self.images.snapshotter().remove(&record.snapshot) {
             Ok(()) | Err(berth_snapshotter::Error::NotFound(_)) => {}
@@ -513,7 +536,11 @@ impl Containers {
         let paths = self.paths(&record.id);
         let _ = std::fs::remove_dir_all(&paths.run_dir);
         std::fs::remove_dir_all(&paths.dir)
-            .map_err(Error::io(format!("remove {}", paths.dir.display())))
+            .map_err(Error::io(format!("remove {}", paths.dir.display())))?;
+        if volumes {
+            self.remove_anonymous_volumes(record);
+        }
+        Ok(())
     }
 
     fn monitor_command(&self, id: &str, wait_attach: bool) -> Result<Command> {
@@ -712,6 +739,17 @@ impl Containers {
 
     /// Remove a container; a running one only with `force` (it is killed).
     pub fn remove(&self, name_or_id: &str, force: bool) -> Result<String> {
+        self.remove_with_volumes(name_or_id, force, false)
+    }
+
+    /// `rm [-f] [-v]`: as [`Containers::remove`]; with `volumes` its
+    /// anonymous volumes go too (never named ones).
+    pub fn remove_with_volumes(
+        &self,
+        name_or_id: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<String> {
         let record = self.get(name_or_id)?;
         if record.state.status == Status::Running {
             if !force {
@@ -727,7 +765,7 @@ impl Containers {
         let record = self.update(&record.id, |r| r.state.status = Status::Removing)?;
         // A monitor finishing a --rm may have removed it meanwhile.
         if self.paths(&record.id).dir.exists() {
-            self.remove_files(&record)?;
+            self.remove_files(&record, volumes)?;
         }
         Ok(record.id)
     }
@@ -803,6 +841,17 @@ impl Containers {
             }
         }
         Ok(removed)
+    }
+
+    /// Ids (config digests) of the images that containers use.
+    pub fn images_in_use(&self) -> Result<std::collections::BTreeSet<String>> {
+        let mut ids = std::collections::BTreeSet::new();
+        for id in self.store.ids()? {
+            if let Ok(r) = self.store.load(&id) {
+                ids.insert(r.image_id);
+            }
+        }
+        Ok(ids)
     }
 
     /// The image half, for commands that need both.

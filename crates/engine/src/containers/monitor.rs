@@ -345,7 +345,7 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
     // Remove before telling the client, so `berth run --rm` returns with the
     // container already gone.
     let removed = if record.auto_remove {
-        containers.remove_files(&record)
+        containers.remove_files(&record, true)
     } else {
         Ok(())
     };
@@ -559,7 +559,7 @@ fn fail(containers: &Containers, id: &str, err: &Error, clients: &mut Vec<Client
         .unwrap_or(false);
     if auto_remove {
         if let Ok(record) = containers.store.load(id) {
-            let _ = containers.remove_files(&record);
+            let _ = containers.remove_files(&record, true);
         }
     }
     let mut payload = code.to_le_bytes().to_vec();

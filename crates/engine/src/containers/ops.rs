@@ -79,7 +79,7 @@ pub struct DiskUsage {
     pub images: UsageRow,
     /// Containers: their writable layers.
     pub containers: UsageRow,
-    /// Named volumes (none yet).
+    /// Volumes: their data; active when some container uses them.
     pub volumes: UsageRow,
     /// Build cache (none yet).
     pub build_cache: UsageRow,
@@ -92,6 +92,8 @@ pub struct PruneReport {
     pub containers: Vec<String>,
     /// Docker's `untagged: ...` / `deleted: ...` lines.
     pub images: Vec<String>,
+    /// Names of removed volumes.
+    pub volumes: Vec<String>,
     /// Bytes freed on disk.
     pub reclaimed: u64,
 }
@@ -472,6 +474,17 @@ impl Containers {
             },
             ..DiskUsage::default()
         };
+        let used = self.volumes_in_use()?;
+        for v in self.volumes.list()? {
+            let bytes = self.volumes.size(&v.name);
+            usage.volumes.total += 1;
+            usage.volumes.size += bytes;
+            if used.contains(&v.name) {
+                usage.volumes.active += 1;
+            } else {
+                usage.volumes.reclaimable += bytes;
+            }
+        }
         for r in &containers {
             let bytes = self.snapshot_bytes(&r.snapshot);
             usage.containers.total += 1;
@@ -485,14 +498,22 @@ impl Containers {
         Ok(usage)
     }
 
-    /// `system prune`: stopped containers, then dangling images (with `all`,
-    /// every image no container uses).
-    pub fn system_prune(&self, all: bool) -> Result<PruneReport> {
+    /// `system prune`: stopped containers, with `volumes` the unused
+    /// anonymous volumes (with `all`, every unused volume), then dangling
+    /// images (with `all`, every image no container uses).
+    pub fn system_prune(&self, all: bool, volumes: bool) -> Result<PruneReport> {
         let before = self.disk_total()?;
         let mut report = PruneReport {
             containers: self.prune()?,
             ..PruneReport::default()
         };
+        let mut volume_bytes = 0;
+        if volumes {
+            for (name, bytes) in self.prune_volumes(all)? {
+                report.volumes.push(name);
+                volume_bytes += bytes;
+            }
+        }
         let used: BTreeSet<String> = self.list()?.into_iter().map(|r| r.image_id).collect();
         let mut seen = BTreeSet::new();
         for image in self.images.list()? {
@@ -501,7 +522,7 @@ impl Containers {
                 continue;
             }
             if all || image.repository == "<none>" {
-                let lines = match self.images.remove(image.id.hex(), true) {
+                let lines = match self.images.remove(image.id.hex(), true, &used) {
                     Ok(lines) => lines,
                     Err(Error::NoSuchImage(_)) => continue,
                     Err(e) => return Err(e),
@@ -512,7 +533,7 @@ impl Containers {
                 }));
             }
         }
-        report.reclaimed = before.saturating_sub(self.disk_total()?);
+        report.reclaimed = before.saturating_sub(self.disk_total()?) + volume_bytes;
         Ok(report)
     }
 

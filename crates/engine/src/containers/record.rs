@@ -198,6 +198,10 @@ pub struct ContainerRecord {
     /// `--restart`.
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+    /// Volumes, binds and tmpfs mounts (`-v`, `--mount`, `--volumes-from`,
+    /// the image's `VOLUME`s), anonymous volumes already named.
+    #[serde(default)]
+    pub mounts: Vec<berth_volumes::MountSpec>,
     /// Runtime state.
     pub state: State,
 }
