@@ -101,13 +101,14 @@ fn named_volume_outlives_containers_and_prunes_without_volumes() {
     e.ok(&["container", "prune", "-f"]);
     e.ok(&["system", "prune", "-f"]);
     assert_eq!(volumes(&e), vec!["data"]);
-    // --volumes without -a takes only anonymous volumes (Docker 23+).
+    // `system prune --volumes` takes every unused volume, named or anonymous.
     e.ok(&["create", "--name", "anon", "-v", "/anon", "bb", "true"]);
     assert_eq!(volumes(&e).len(), 2);
     e.ok(&["rm", "anon"]);
     let out = e.ok(&["system", "prune", "-f", "--volumes"]);
     assert!(out.contains("Deleted Volumes:"), "{out}");
-    assert_eq!(volumes(&e), vec!["data"]);
+    assert!(volumes(&e).is_empty(), "{out}");
+    e.ok(&["volume", "create", "data"]);
     // In use (even by a stopped container): neither prune -a nor rm takes it.
     e.ok(&["create", "--name", "user", "-v", "data:/data", "bb", "true"]);
     e.ok(&["volume", "prune", "-a", "-f"]);
@@ -124,9 +125,11 @@ fn named_volume_outlives_containers_and_prunes_without_volumes() {
     assert!(out.contains("data"), "{out}");
     assert!(volumes(&e).is_empty());
     assert!(!std::path::Path::new(&mountpoint).exists());
-    // system prune -a --volumes takes unused named volumes too.
+    // `volume prune` without -a keeps named volumes (Docker 23+), -a takes them.
     e.ok(&["volume", "create", "again"]);
-    e.ok(&["system", "prune", "-a", "-f", "--volumes"]);
+    e.ok(&["volume", "prune", "-f"]);
+    assert_eq!(volumes(&e), vec!["again"]);
+    e.ok(&["system", "prune", "-f", "--volumes"]);
     assert!(volumes(&e).is_empty());
     assert_no_mounts(&e);
 }

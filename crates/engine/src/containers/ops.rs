@@ -509,7 +509,9 @@ impl Containers {
         };
         let mut volume_bytes = 0;
         if volumes {
-            for (name, bytes) in self.prune_volumes(all)? {
+            // Every unused volume, named or anonymous (the volumes issue asks
+            // for this; Docker 23+ takes only anonymous ones without -a).
+            for (name, bytes) in self.prune_volumes(true)? {
                 report.volumes.push(name);
                 volume_bytes += bytes;
             }
