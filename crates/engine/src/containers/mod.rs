@@ -370,7 +370,14 @@ impl Containers {
             .map_err(Error::io(format!("create {}", paths.rootfs.display())))?;
         std::fs::create_dir_all(&paths.bundle)
             .map_err(Error::io(format!("create {}", paths.bundle.display())))?;
-        let mounts = self.images.snapshotter().mounts(&record.snapshot)?;
+        let mut mounts = self.images.snapshotter().mounts(&record.snapshot)?;
+        if record.auto_remove {
+            // A --rm container's layer is thrown away: no syncs for it, not even the
+            // one unmounting an overlay costs (a sync of the whole upper filesystem).
+            for m in mounts.iter_mut().filter(|m| m.typ == "overlay") {
+                m.options.push("volatile".into());
+            }
+        }
         berth_snapshotter::mount_all(&mounts, &paths.rootfs)?;
         let result = (|| {
             let matches = self.images.find(&record.image_id)?;
