@@ -222,6 +222,8 @@ fn test(args: &[String]) -> Result<()> {
             ("apache2-utils", "/usr/bin/htpasswd"),
             ("skopeo", "/usr/bin/skopeo"),
             ("umoci", "/usr/bin/umoci"),
+            ("nftables", "/usr/sbin/nft"),
+            ("iproute2", "/usr/sbin/ip"),
         ])?;
         images::build(&target_dir())?;
         build_berth(false)?;
