@@ -378,6 +378,13 @@ impl Engine {
         v[0].clone()
     }
 
+    /// Assert nothing under this engine's root is mounted on the host.
+    pub fn assert_no_mounts(&self) {
+        let root = self.root();
+        let mounts = host_mounts_containing(path_str(&root));
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    }
+
     /// Assert `berth ARGS` fails with exit 125 and one line of stderr naming `needle`.
     pub fn fails(&self, args: &[&str], needle: &str) {
         let out = self.run(args);

@@ -9,18 +9,6 @@ use std::time::{Duration, Instant};
 use berth_integration::{privileged, process_alive, text, Engine};
 use serde_json::Value;
 
-/// Nothing of the engine's containers is mounted on the host.
-fn assert_no_mounts(e: &Engine) {
-    let root = e.root();
-    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(root.to_str().unwrap()))
-        .map(str::to_string)
-        .collect();
-    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
-}
-
 #[test]
 fn run_rm_prints_and_leaves_nothing() {
     if !privileged() {
@@ -35,7 +23,7 @@ fn run_rm_prints_and_leaves_nothing() {
         "",
         "--rm leaves no container"
     );
-    assert_no_mounts(&e);
+    e.assert_no_mounts();
     let runtime_state = e.tmp.path().join("run/runtime");
     let left: Vec<_> = std::fs::read_dir(&runtime_state)
         .into_iter()
@@ -124,7 +112,7 @@ fn detached_lifecycle() {
         !e.root().join("containers").join(&id).exists(),
         "the container layer is gone"
     );
-    assert_no_mounts(&e);
+    e.assert_no_mounts();
     let out = e.run(&["exec", "web", "true"]);
     assert_eq!(out.status.code(), Some(125));
 }
@@ -175,7 +163,7 @@ fn parallel_runs_get_unique_ids_and_names() {
     args.extend(all.iter().map(String::as_str));
     e.ok(&args);
     assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "");
-    assert_no_mounts(&e);
+    e.assert_no_mounts();
 }
 
 #[test]
@@ -212,7 +200,7 @@ fn killed_monitor_is_reconciled() {
     assert_eq!(ps.trim(), "orphan exited", "{ps}");
     assert!(!process_alive(pid), "the container's process was stopped");
     e.ok(&["rm", "orphan"]);
-    assert_no_mounts(&e);
+    e.assert_no_mounts();
 }
 
 #[test]

@@ -55,18 +55,6 @@ fn volumes(e: &Engine) -> Vec<String> {
         .collect()
 }
 
-/// Nothing under the engine's root is mounted on the host.
-fn assert_no_mounts(e: &Engine) {
-    let root = e.root();
-    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(root.to_str().unwrap()))
-        .map(str::to_string)
-        .collect();
-    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
-}
-
 #[test]
 fn named_volume_outlives_containers_and_prunes_without_volumes() {
     if !privileged() {
@@ -131,7 +119,7 @@ fn named_volume_outlives_containers_and_prunes_without_volumes() {
     assert_eq!(volumes(&e), vec!["again"]);
     e.ok(&["system", "prune", "-f", "--volumes"]);
     assert!(volumes(&e).is_empty());
-    assert_no_mounts(&e);
+    e.assert_no_mounts();
 }
 
 #[test]
@@ -244,7 +232,7 @@ fn bind_mounts_rw_ro_and_files() {
     assert_eq!(m["Source"], missing.to_str().unwrap());
     assert_eq!(m["Propagation"], "rprivate");
     e.ok(&["rm", "cb"]);
-    assert_no_mounts(&e);
+    e.assert_no_mounts();
 }
 
 #[test]
@@ -451,7 +439,7 @@ fn tmpfs_mounts_have_a_size_and_forget_on_restart() {
     ]);
     assert!(text(&out.stderr).contains("No space left on device"));
     e.ok(&["rm", "-f", "tt", "uu"]);
-    assert_no_mounts(&e);
+    e.assert_no_mounts();
 }
 
 #[test]
