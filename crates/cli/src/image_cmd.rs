@@ -177,9 +177,45 @@ pub struct LoginArgs {
     server: Option<String>,
 }
 
+/// Registries named insecure in a berth config file: `/etc/berth/config.json`
+/// and `$XDG_CONFIG_HOME/berth/config.json` (or `~/.config/berth/config.json`),
+/// key `"insecure-registries"` as in Docker's daemon.json.
+fn configured_insecure_registries() -> anyhow::Result<Vec<String>> {
+    let mut files = vec![PathBuf::from("/etc/berth/config.json")];
+    match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) => files.push(PathBuf::from(dir).join("berth/config.json")),
+        None => {
+            if let Some(home) = std::env::var_os("HOME") {
+                files.push(PathBuf::from(home).join(".config/berth/config.json"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
+        };
+        out.extend(insecure_from_config(&text).with_context(|| format!("{}", file.display()))?);
+    }
+    Ok(out)
+}
+
+fn insecure_from_config(text: &str) -> anyhow::Result<Vec<String>> {
+    let value: serde_json::Value = serde_json::from_str(text).context("invalid JSON")?;
+    match value.get("insecure-registries") {
+        None => Ok(Vec::new()),
+        Some(list) => serde_json::from_value(list.clone())
+            .context("\"insecure-registries\" must be a list of host[:port] strings"),
+    }
+}
+
 fn registry_options(globals: &ImageGlobals, quiet: bool) -> anyhow::Result<RegistryOptions> {
+    let mut insecure = globals.insecure_registries.clone();
+    insecure.extend(configured_insecure_registries()?);
     Ok(RegistryOptions {
-        insecure_registries: globals.insecure_registries.clone(),
+        insecure_registries: insecure,
         credentials: Credentials::load_default()?,
         max_concurrent: 4,
         progress: !quiet && std::io::stderr().is_terminal(),
@@ -539,6 +575,18 @@ pub fn logout(server: Option<String>) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insecure_registries_from_config() {
+        assert_eq!(
+            insecure_from_config(r#"{"insecure-registries": ["reg.lan:5000", "10.0.0.9"]}"#)
+                .unwrap(),
+            vec!["reg.lan:5000".to_string(), "10.0.0.9".to_string()]
+        );
+        assert!(insecure_from_config("{}").unwrap().is_empty());
+        assert!(insecure_from_config(r#"{"insecure-registries": "x"}"#).is_err());
+        assert!(insecure_from_config("{").is_err());
+    }
 
     #[test]
     fn sizes_print_like_docker() {
