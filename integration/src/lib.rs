@@ -271,9 +271,63 @@ pub fn process_alive(pid: i32) -> bool {
 }
 
 /// An isolated engine state (`berth --root`) and config dir for image and container tests.
+///
+/// Each engine gets its own host-global network names in `<root>/config.json`
+/// (default bridge device, user-network bridge prefix, nftables table,
+/// default subnet) made from the pid and a counter, so parallel tests never
+/// share (or touch a user's) `berth0` and `ip berth`; dropping the engine
+/// deletes whatever bridges and table are left.
 pub struct Engine {
     /// Holds the state root, config and scratch files; removed on drop.
     pub tmp: tempfile::TempDir,
+    /// This engine's number in the process (names, subnets).
+    pub index: usize,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Containers a failed test left running hold veths on the bridges.
+        if self.root().join("containers").exists() {
+            let ids = self.run(&["ps", "-a", "-q"]);
+            for id in text(&ids.stdout).split_whitespace() {
+                let _ = self.run(&["rm", "-f", id]);
+            }
+        }
+        let names = self.net_names();
+        for link in host_links() {
+            if link == names.0 || link.starts_with(&names.1) {
+                let _ = Command::new("ip").args(["link", "del", &link]).status();
+            }
+        }
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &names.2])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Names of the host's network interfaces (`ip -br link`, `@peer` suffix cut).
+pub fn host_links() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-br", "link"])
+        .output()
+        .expect("run ip");
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+/// `nft list tables` of the host, one table a line.
+pub fn host_nft_tables() -> Vec<String> {
+    let out = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("run nft");
+    let mut v: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    v.sort();
+    v
 }
 
 impl Default for Engine {
@@ -285,12 +339,44 @@ impl Default for Engine {
 impl Engine {
     /// A fresh engine state in `TMPDIR`.
     pub fn new() -> Engine {
-        Engine {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let e = Engine {
             tmp: tempfile::Builder::new()
                 .prefix("berth-engine-")
                 .tempdir()
                 .expect("create temp dir"),
-        }
+            index: N.fetch_add(1, Ordering::Relaxed),
+        };
+        assert!(e.index < 256, "too many engines in one test process");
+        let (bridge, prefix, table) = e.net_names();
+        std::fs::create_dir_all(e.root()).expect("create root");
+        write_json(
+            &e.root().join("config.json"),
+            &serde_json::json!({
+                "bridge": bridge,
+                "bridge-prefix": prefix,
+                "nft-table": table,
+                "default-subnet": format!("10.201.{}.0/24", e.index),
+            }),
+        );
+        e
+    }
+
+    /// (default bridge device, user-network bridge prefix, nftables table).
+    pub fn net_names(&self) -> (String, String, String) {
+        let tag = format!("{:x}x{:x}", std::process::id(), self.index);
+        (
+            format!("bt{tag}"),
+            format!("bu{tag}"),
+            format!("berth_t{}", tag.replace('x', "_")),
+        )
+    }
+
+    /// A subnet of this engine's own for test network `k` (0..40):
+    /// `10.(202+k).<index>.0/24`, never used by another engine of this process.
+    pub fn subnet(&self, k: usize) -> String {
+        assert!(k < 40);
+        format!("10.{}.{}.0/24", 202 + k, self.index)
     }
 
     /// The `--root` directory.

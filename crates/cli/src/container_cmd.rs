@@ -50,9 +50,24 @@ pub struct CreateArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
-    /// Network: none, host or container:NAME.
-    #[arg(long, default_value = "none")]
+    /// Network: bridge (default), none, host, container:NAME or a network's name.
+    #[arg(long, alias = "net", default_value = "bridge")]
     network: String,
+    /// Static IPv4 address on the network.
+    #[arg(long)]
+    ip: Option<String>,
+    /// MAC address of the container's interface.
+    #[arg(long)]
+    mac_address: Option<String>,
+    /// Another name the container is known by on its (user-defined) network.
+    #[arg(long = "network-alias", alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// Publish a port: [hostip:][hostport:]containerport[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish every exposed port on a random host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     /// Memory limit (e.g. 64m).
     #[arg(short, long)]
     memory: Option<String>,
@@ -163,9 +178,11 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
     let network = match args.network.as_str() {
         "none" => NetworkMode::None,
         "host" => NetworkMode::Host,
+        "" | "default" => NetworkMode::Bridge("bridge".into()),
         other => match other.strip_prefix("container:") {
             Some(target) if !target.is_empty() => NetworkMode::Join(target.to_string()),
-            _ => bail!("invalid --network {other:?}: use none, host or container:NAME (bridge networks are not available yet)"),
+            Some(_) => bail!("invalid --network {other:?}: use container:NAME"),
+            None => NetworkMode::Bridge(other.to_string()),
         },
     };
     let mut seccomp = None;
@@ -203,6 +220,7 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
     Ok(CreateRequest {
         mounts,
         volumes_from: args.volumes_from.clone(),
+        publish_all: args.publish_all,
         image: args.image.clone(),
         name: args.name.clone(),
         auto_remove: args.rm,
@@ -229,6 +247,10 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
             seccomp,
             no_new_privileges,
             network,
+            ip: args.ip.clone(),
+            mac_address: args.mac_address.clone(),
+            network_aliases: args.network_alias.clone(),
+            publish: args.publish.clone(),
             stop_signal: args.stop_signal.clone(),
             labels: args.labels.clone(),
             sysctls: args.sysctl.clone(),
@@ -658,7 +680,7 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
             ("Status", status.clone()),
             ("State", containers.state_name(r)),
             ("Names", r.name.clone()),
-            ("Ports", String::new()),
+            ("Ports", ports_text(containers, &r.id)),
         ];
         if args.quiet {
             writeln!(out, "{id}")?;
@@ -689,7 +711,7 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
                     format!("\"{command}\""),
                     format!("{} ago", since(Some(&r.created))),
                     status,
-                    "",
+                    ports_text(containers, &r.id),
                     r.name
                 )?;
             }
@@ -886,11 +908,103 @@ pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json:
             "Memory": r.options.memory.as_deref().and_then(|m| berth_engine::spec::parse_bytes(m).ok()).unwrap_or(0),
             "NanoCpus": r.options.cpus.as_deref().and_then(|c| c.parse::<f64>().ok()).map(|c| (c * 1e9) as i64).unwrap_or(0),
             "PidsLimit": r.options.pids_limit,
-            "NetworkMode": match &r.options.network { NetworkMode::None => "none".to_string(), NetworkMode::Host => "host".to_string(), NetworkMode::Join(t) => format!("container:{t}") },
+            "NetworkMode": match &r.options.network { NetworkMode::None => "none".to_string(), NetworkMode::Host => "host".to_string(), NetworkMode::Join(t) => format!("container:{t}"), NetworkMode::Bridge(n) => n.clone() },
+            "PortBindings": port_bindings(&r.options.publish),
         },
         "Mounts": r.mounts.iter().map(|m| mount_json(containers, m)).collect::<Vec<_>>(),
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": network_settings(containers, r),
     })
+}
+
+/// Docker's `PORTS` column: `0.0.0.0:8080->80/tcp, ...`.
+fn ports_text(containers: &Containers, id: &str) -> String {
+    containers
+        .ports_of(id)
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn port_bindings(publish: &[String]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for p in publish
+        .iter()
+        .filter_map(|s| berth_netns_bridge::parse_port_spec(s).ok())
+    {
+        let key = format!("{}/{}", p.container_port, p.proto);
+        let entry = map.entry(key).or_insert_with(|| serde_json::json!([]));
+        if let Some(a) = entry.as_array_mut() {
+            a.push(serde_json::json!({
+                "HostIp": if p.host_ip.is_unspecified() { String::new() } else { p.host_ip.to_string() },
+                "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() },
+            }));
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+/// inspect's `NetworkSettings`: one entry per attached network, and the
+/// published ports as Docker shows them.
+fn network_settings(containers: &Containers, r: &ContainerRecord) -> serde_json::Value {
+    let mut networks = serde_json::Map::new();
+    let mut ports = serde_json::Map::new();
+    for (net, ep) in containers.endpoints_of(&r.id) {
+        networks.insert(
+            net.name.clone(),
+            serde_json::json!({
+                "NetworkID": net.id,
+                "EndpointID": ep.host_veth,
+                "Aliases": ep.aliases,
+                "IPAddress": ep.ip.to_string(),
+                "IPPrefixLen": net.subnet.prefix(),
+                "Gateway": net.gateway.to_string(),
+                "MacAddress": ep.mac,
+            }),
+        );
+        for p in &ep.ports {
+            let key = format!("{}/{}", p.container_port, p.proto);
+            let entry = ports.entry(key).or_insert_with(|| serde_json::json!([]));
+            if let Some(a) = entry.as_array_mut() {
+                a.push(serde_json::json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}));
+            }
+        }
+    }
+    let first = networks.values().next().cloned().unwrap_or_default();
+    serde_json::json!({
+        "Networks": networks,
+        "Ports": ports,
+        "IPAddress": first.get("IPAddress").cloned().unwrap_or_else(|| "".into()),
+        "Gateway": first.get("Gateway").cloned().unwrap_or_else(|| "".into()),
+        "MacAddress": first.get("MacAddress").cloned().unwrap_or_else(|| "".into()),
+    })
+}
+
+/// `port CONTAINER [PRIVATE_PORT[/PROTO]]`.
+pub fn port(containers: &Containers, name: &str, private: Option<&str>) -> anyhow::Result<i32> {
+    let r = containers.get(name)?;
+    let ports = containers.ports_of(&r.id);
+    if let Some(want) = private {
+        let (num, proto) = want.split_once('/').unwrap_or((want, "tcp"));
+        let matching: Vec<_> = ports
+            .iter()
+            .filter(|p| p.container_port.to_string() == num && p.proto.to_string() == proto)
+            .collect();
+        if matching.is_empty() {
+            bail!("no public port '{num}/{proto}' published for {}", r.name);
+        }
+        for p in matching {
+            println!("{}:{}", p.host_ip, p.host_port);
+        }
+        return Ok(0);
+    }
+    for p in ports {
+        println!(
+            "{}/{} -> {}:{}",
+            p.container_port, p.proto, p.host_ip, p.host_port
+        );
+    }
+    Ok(0)
 }
 
 /// One entry of inspect's `Mounts`, in Docker's shape.

@@ -2,6 +2,7 @@
 
 mod container_cmd;
 mod image_cmd;
+mod network_cmd;
 mod runtime_cmd;
 mod system_cmd;
 mod volume_cmd;
@@ -95,6 +96,18 @@ enum Command {
     Volume {
         #[command(subcommand)]
         command: volume_cmd::VolumeCommand,
+    },
+    /// Manage networks.
+    Network {
+        #[command(subcommand)]
+        command: network_cmd::NetworkCommand,
+    },
+    /// List a container's published ports.
+    Port {
+        /// The container.
+        container: String,
+        /// Only this private port (PORT[/PROTO]).
+        private_port: Option<String>,
     },
     /// Manage containers.
     Container {
@@ -199,6 +212,13 @@ enum ContainerCommand {
     Wait(WaitArgs),
     /// Attach to a running container.
     Attach(AttachArgs),
+    /// List a container's published ports.
+    Port {
+        /// The container.
+        container: String,
+        /// Only this private port (PORT[/PROTO]).
+        private_port: Option<String>,
+    },
 }
 
 /// `berth system <verb>`.
@@ -420,6 +440,18 @@ fn engine_command(
         } => return system_cmd::info(&containers()?, root, run_root, a),
         Command::Version(a) => return system_cmd::version(a),
         Command::Volume { command } => return volume_cmd::run(&containers()?, command),
+        Command::Network { command } => return network_cmd::run(&containers()?, command),
+        Command::Port {
+            container,
+            private_port,
+        }
+        | Command::Container {
+            command:
+                ContainerCommand::Port {
+                    container,
+                    private_port,
+                },
+        } => return container_cmd::port(&containers()?, &container, private_port.as_deref()),
         Command::Container {
             command: ContainerCommand::Prune { force: _ },
         } => {

@@ -431,7 +431,7 @@ pub fn prune(containers: &Containers, args: PruneArgs) -> anyhow::Result<i32> {
             ""
         };
         eprint!(
-            "WARNING! This will remove:\n  - all stopped containers{volumes}\n  - {images}\n\nAre you sure you want to continue? [y/N] "
+            "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container{volumes}\n  - {images}\n\nAre you sure you want to continue? [y/N] "
         );
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
@@ -445,6 +445,13 @@ pub fn prune(containers: &Containers, args: PruneArgs) -> anyhow::Result<i32> {
         writeln!(out, "Deleted Containers:")?;
         for id in &report.containers {
             writeln!(out, "{id}")?;
+        }
+        writeln!(out)?;
+    }
+    if !report.networks.is_empty() {
+        writeln!(out, "Deleted Networks:")?;
+        for name in &report.networks {
+            writeln!(out, "{name}")?;
         }
         writeln!(out)?;
     }

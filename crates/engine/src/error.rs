@@ -12,6 +12,10 @@ pub enum Error {
     /// The snapshotter failed.
     #[error(transparent)]
     Snapshot(#[from] berth_snapshotter::Error),
+
+    /// A networking error (networks, IPAM, ports, firewall).
+    #[error(transparent)]
+    Network(#[from] berth_netns_bridge::Error),
     /// No image matches the name or id.
     #[error("no such image: {0}")]
     NoSuchImage(String),

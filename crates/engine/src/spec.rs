@@ -138,6 +138,19 @@ pub struct RunOptions {
     pub no_new_privileges: bool,
     /// `--network`.
     pub network: NetworkMode,
+    /// `--ip`: a static address on the network (bridge modes only).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// `--mac-address`.
+    #[serde(default)]
+    pub mac_address: Option<String>,
+    /// `--network-alias`: more names the container's peers resolve it by.
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
+    /// `-p`/`--publish` (and `-P`, resolved at create): Docker's
+    /// `[hostip:][hostport:]containerport[/proto]`.
+    #[serde(default)]
+    pub publish: Vec<String>,
     /// `--init`: run berth's init helper as pid 1.
     pub init: bool,
     /// `--stop-signal`.
@@ -166,6 +179,10 @@ pub enum NetworkMode {
     Host,
     /// Join this network namespace path (e.g. `/proc/PID/ns/net`).
     Join(String),
+    /// A new network namespace that the engine attaches to this berth
+    /// network (`bridge` or a user-defined one) once it exists; for the
+    /// spec it is the same as [`NetworkMode::None`].
+    Bridge(String),
 }
 
 /// Everything [`build_spec`] needs besides the options.
@@ -419,7 +436,7 @@ pub fn build_spec(opts: &RunOptions, inputs: &SpecInputs<'_>) -> Result<Spec, Sp
         namespaces.push(ns);
     }
     match &opts.network {
-        NetworkMode::None => {
+        NetworkMode::None | NetworkMode::Bridge(_) => {
             let mut ns = LinuxNamespace::default();
             ns.set_typ(LinuxNamespaceType::Network);
             namespaces.push(ns);
@@ -508,11 +525,13 @@ pub fn validate(opts: &RunOptions) -> Result<(), SpecError> {
         }
     }
     if let NetworkMode::Join(path) = &opts.network {
-        if !path.starts_with('/') {
+        // An absolute netns path, or a container's name (the engine
+        // resolves `container:NAME` to its netns at start).
+        if path.is_empty() {
             return Err(invalid(
                 "network namespace path",
                 path,
-                "use an absolute path such as /proc/PID/ns/net",
+                "use an absolute path such as /proc/PID/ns/net or container:NAME",
             ));
         }
     }
@@ -1595,7 +1614,7 @@ fn build_sysctls(
                         "net.* sysctls cannot be set in a network namespace joined from another container",
                     ))
                 }
-                NetworkMode::None => {}
+                NetworkMode::None | NetworkMode::Bridge(_) => {}
             }
         } else if !(IPC_SYSCTLS.contains(&key.as_str()) || key.starts_with("fs.mqueue.")) {
             return Err(invalid(
@@ -1606,7 +1625,7 @@ fn build_sysctls(
         }
         out.insert(key, val.to_string());
     }
-    if *network == NetworkMode::None {
+    if matches!(network, NetworkMode::None | NetworkMode::Bridge(_)) {
         out.entry("net.ipv4.ip_unprivileged_port_start".into())
             .or_insert_with(|| "0".into());
         out.entry("net.ipv4.ping_group_range".into())

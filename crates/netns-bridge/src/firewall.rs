@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::ports::PortMapping;
 use crate::subnet::Subnet;
 
-/// Name of berth's table (family `ip`).
+/// Default name of berth's table (family `ip`); a store can use another
+/// one (see `Names`).
 pub const TABLE: &str = "berth";
 const FAMILY: &str = "ip";
 
@@ -84,9 +85,9 @@ fn prefix(net: &Subnet) -> Value {
     json!({"prefix": {"addr": net.addr().to_string(), "len": net.prefix()}})
 }
 
-fn rule(chain: &str, comment: &str, expr: Vec<Value>) -> Value {
+fn rule(table: &str, chain: &str, comment: &str, expr: Vec<Value>) -> Value {
     json!({"add": {"rule": {
-        "family": FAMILY, "table": TABLE, "chain": chain, "comment": comment, "expr": expr
+        "family": FAMILY, "table": table, "chain": chain, "comment": comment, "expr": expr
     }}})
 }
 
@@ -101,15 +102,15 @@ pub fn ctr_tag(net_id: &str, container: &str) -> String {
 }
 
 /// Creates the table and its base chains (idempotent).
-pub fn ensure_table() -> Result<()> {
+pub fn ensure_table(table: &str) -> Result<()> {
     let chain = |name: &str, ty: &str, hook: &str, prio: i32| {
         json!({"add": {"chain": {
-            "family": FAMILY, "table": TABLE, "name": name,
+            "family": FAMILY, "table": table, "name": name,
             "type": ty, "hook": hook, "prio": prio, "policy": "accept"
         }}})
     };
     apply(vec![
-        json!({"add": {"table": {"family": FAMILY, "name": TABLE}}}),
+        json!({"add": {"table": {"family": FAMILY, "name": table}}}),
         chain("forward", "filter", "forward", 0),
         chain("prerouting", "nat", "prerouting", -100),
         chain("output", "nat", "output", -100),
@@ -118,20 +119,20 @@ pub fn ensure_table() -> Result<()> {
 }
 
 /// Whether berth's table exists.
-pub fn table_exists() -> Result<bool> {
+pub fn table_exists(table: &str) -> Result<bool> {
     let out = nft(&["list", "tables"], None)?;
     let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
     Ok(v["nftables"].as_array().is_some_and(|a| {
         a.iter()
-            .any(|e| e["table"]["name"] == TABLE && e["table"]["family"] == FAMILY)
+            .any(|e| e["table"]["name"] == table && e["table"]["family"] == FAMILY)
     }))
 }
 
 /// Deletes berth's whole table if it exists.
-pub fn delete_table() -> Result<()> {
-    if table_exists()? {
+pub fn delete_table(table: &str) -> Result<()> {
+    if table_exists(table)? {
         apply(vec![
-            json!({"delete": {"table": {"family": FAMILY, "name": TABLE}}}),
+            json!({"delete": {"table": {"family": FAMILY, "name": table}}}),
         ])?;
     }
     Ok(())
@@ -141,6 +142,7 @@ pub fn delete_table() -> Result<()> {
 /// elsewhere (isolation), masquerade for traffic leaving the subnet, and for
 /// `internal` networks no way out at all.
 pub fn add_network_rules(
+    table: &str,
     net_id: &str,
     bridge: &str,
     subnet: &Subnet,
@@ -157,18 +159,19 @@ pub fn add_network_rules(
     let mut e = into_bridge();
     e.push(json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}));
     e.push(json!({"accept": null}));
-    cmds.push(rule("forward", &tag, e));
+    cmds.push(rule(table, "forward", &tag, e));
     if !internal {
         let mut e = into_bridge();
         e.push(json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}));
         e.push(json!({"accept": null}));
-        cmds.push(rule("forward", &tag, e));
+        cmds.push(rule(table, "forward", &tag, e));
     }
     let mut e = into_bridge();
     e.push(json!({"drop": null}));
-    cmds.push(rule("forward", &tag, e));
+    cmds.push(rule(table, "forward", &tag, e));
     if internal {
         cmds.push(rule(
+            table,
             "forward",
             &tag,
             vec![
@@ -179,6 +182,7 @@ pub fn add_network_rules(
         ));
     } else {
         cmds.push(rule(
+            table,
             "postrouting",
             &tag,
             vec![
@@ -192,6 +196,7 @@ pub fn add_network_rules(
     // hairpin traffic from a member of the same bridge: masquerade so
     // replies come back through the host.
     cmds.push(rule(
+        table,
         "postrouting",
         &tag,
         vec![
@@ -206,6 +211,7 @@ pub fn add_network_rules(
         ],
     ));
     cmds.push(rule(
+        table,
         "postrouting",
         &tag,
         vec![
@@ -221,6 +227,7 @@ pub fn add_network_rules(
 /// Installs DNAT rules for a container's published ports (external traffic
 /// in `prerouting`, the host's own traffic including 127.0.0.1 in `output`).
 pub fn add_port_rules(
+    table: &str,
     net_id: &str,
     container: &str,
     ip: Ipv4Addr,
@@ -242,7 +249,7 @@ pub fn add_port_rules(
                 json!(p.host_port),
             ));
             e.push(json!({"dnat": {"addr": ip.to_string(), "port": p.container_port}}));
-            cmds.push(rule(chain, &tag, e));
+            cmds.push(rule(table, chain, &tag, e));
         }
     }
     apply(cmds)
@@ -250,11 +257,11 @@ pub fn add_port_rules(
 
 /// Deletes every rule whose comment is `tag` or starts with `tag` followed by
 /// a space (so a network tag also removes its containers' rules).
-pub fn delete_rules(tag: &str) -> Result<()> {
-    if !table_exists()? {
+pub fn delete_rules(table: &str, tag: &str) -> Result<()> {
+    if !table_exists(table)? {
         return Ok(());
     }
-    let out = nft(&["list", "table", FAMILY, TABLE], None)?;
+    let out = nft(&["list", "table", FAMILY, table], None)?;
     let v: Value = serde_json::from_str(&out)
         .map_err(|e| Error::Firewall(format!("cannot parse nft listing: {e}")))?;
     let spaced = format!("{tag} ");
@@ -270,7 +277,7 @@ pub fn delete_rules(tag: &str) -> Result<()> {
                 .is_some_and(|c| c == tag || c.starts_with(&spaced))
         })
         .map(|r| {
-            json!({"delete": {"rule": {"family": FAMILY, "table": TABLE,
+            json!({"delete": {"rule": {"family": FAMILY, "table": table,
                 "chain": r["chain"], "handle": r["handle"]}}})
         })
         .collect();

@@ -162,10 +162,80 @@ struct State {
     networks: BTreeMap<String, Network>,
 }
 
+/// Host-global names a store uses: the default network's bridge device,
+/// the prefix of user-defined networks' bridges and the nftables table.
+/// Two stores on one host (a test's engine next to a user's berth) must use
+/// different names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// Bridge device of the default network (`berth0`).
+    pub default_bridge: String,
+    /// Prefix of user-defined networks' bridges (`berth-`); the rest of the
+    /// 15-character interface name is hex digits of the network id.
+    pub bridge_prefix: String,
+    /// nftables table (family `ip`) holding the store's rules (`berth`).
+    pub nft_table: String,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            default_bridge: DEFAULT_BRIDGE.into(),
+            bridge_prefix: "berth-".into(),
+            nft_table: firewall::TABLE.into(),
+        }
+    }
+}
+
+impl Names {
+    /// Checks the names: interface names of at most 15 characters, a
+    /// prefix leaving room for at least 4 hex digits, a table name of
+    /// `[a-zA-Z0-9_]`.
+    pub fn validate(&self) -> Result<()> {
+        let ifname_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 15
+                && n.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+        };
+        if !ifname_ok(&self.default_bridge) {
+            return Err(Error::InvalidName(format!(
+                "bridge device {:?} (1-15 characters of [a-zA-Z0-9_.-])",
+                self.default_bridge
+            )));
+        }
+        if self.bridge_prefix.len() > 11 || !ifname_ok(&format!("{}0", self.bridge_prefix)) {
+            return Err(Error::InvalidName(format!(
+                "bridge prefix {:?} (at most 11 characters of [a-zA-Z0-9_.-])",
+                self.bridge_prefix
+            )));
+        }
+        if self.nft_table.is_empty()
+            || self.nft_table.len() > 64
+            || !self
+                .nft_table
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        {
+            return Err(Error::InvalidName(format!(
+                "nftables table {:?} (1-64 characters of [a-zA-Z0-9_])",
+                self.nft_table
+            )));
+        }
+        Ok(())
+    }
+
+    fn user_bridge(&self, id: &str) -> String {
+        let n = 15 - self.bridge_prefix.len();
+        format!("{}{}", self.bridge_prefix, &id[..n.min(id.len())])
+    }
+}
+
 /// Persistent networks and IPAM, plus the kernel work behind them.
 #[derive(Debug, Clone)]
 pub struct NetworkStore {
     dir: PathBuf,
+    names: Names,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -247,12 +317,24 @@ impl NetworkStore {
     /// Opens (creating if needed) the store under `state_dir`
     /// (e.g. `<root>/networks`).
     pub fn open(state_dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(state_dir, Names::default())
+    }
+
+    /// Like [`open`](Self::open) with other host-global names (bridge
+    /// devices, nftables table), so several stores can share a host.
+    pub fn open_with(state_dir: impl AsRef<Path>, names: Names) -> Result<Self> {
+        names.validate()?;
         let dir = state_dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|source| Error::State {
             path: dir.clone(),
             source,
         })?;
-        Ok(NetworkStore { dir })
+        Ok(NetworkStore { dir, names })
+    }
+
+    /// The host-global names this store uses.
+    pub fn names(&self) -> &Names {
+        &self.names
     }
 
     fn state_path(&self) -> PathBuf {
@@ -343,10 +425,11 @@ impl NetworkStore {
         if config.name == DEFAULT_NETWORK {
             return Err(Error::NetworkExists(config.name));
         }
-        self.update(|st| Self::create_locked(st, config, None))
+        self.update(|st| self.create_locked(st, config, None))
     }
 
     fn create_locked(
+        &self,
         st: &mut State,
         config: NetworkConfig,
         bridge: Option<&str>,
@@ -402,7 +485,7 @@ impl NetworkStore {
         }
         let id = random_hex(32);
         let net = Network {
-            bridge: bridge.map_or_else(|| format!("berth-{}", &id[..9]), str::to_string),
+            bridge: bridge.map_or_else(|| self.names.user_bridge(&id), str::to_string),
             id,
             name: config.name.clone(),
             subnet,
@@ -435,7 +518,7 @@ impl NetworkStore {
                 subnet,
                 ..Default::default()
             };
-            Self::create_locked(st, cfg, Some(DEFAULT_BRIDGE))
+            self.create_locked(st, cfg, Some(&self.names.default_bridge))
         })
     }
 
@@ -464,10 +547,10 @@ impl NetworkStore {
             }
             let net = net.clone();
             Netlink::new()?.delete_link_by_name(&net.bridge)?;
-            firewall::delete_rules(&firewall::net_tag(&net.id))?;
+            firewall::delete_rules(&self.names.nft_table, &firewall::net_tag(&net.id))?;
             st.networks.remove(&net.name);
             if st.networks.is_empty() {
-                firewall::delete_table()?;
+                firewall::delete_table(&self.names.nft_table)?;
             }
             Ok(())
         })
@@ -499,7 +582,7 @@ impl NetworkStore {
     }
 
     /// Sets up the bridge, its address and rules if the bridge is missing.
-    fn ensure_bridge(nl: &mut Netlink, net: &Network) -> Result<u32> {
+    fn ensure_bridge(&self, nl: &mut Netlink, net: &Network) -> Result<u32> {
         if let Some(i) = nl.link_index(&net.bridge)? {
             return Ok(i);
         }
@@ -512,9 +595,10 @@ impl NetworkStore {
                 &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", net.bridge),
                 "1",
             )?;
-            firewall::ensure_table()?;
-            firewall::delete_rules(&firewall::net_tag(&net.id))?;
-            firewall::add_network_rules(&net.id, &net.bridge, &net.subnet, net.internal)
+            let table = &self.names.nft_table;
+            firewall::ensure_table(table)?;
+            firewall::delete_rules(table, &firewall::net_tag(&net.id))?;
+            firewall::add_network_rules(table, &net.id, &net.bridge, &net.subnet, net.internal)
         })();
         if let Err(e) = setup {
             let _ = nl.delete_link(idx);
@@ -651,7 +735,7 @@ impl NetworkStore {
                 source,
             })?;
             let mut nl = Netlink::new()?;
-            let bridge = Self::ensure_bridge(&mut nl, net)?;
+            let bridge = self.ensure_bridge(&mut nl, net)?;
             let host_veth = format!("vb{}", random_hex(5));
             let mut ns_nl = Netlink::in_netns(&ns)?;
             let names = ns_nl.link_names()?;
@@ -676,10 +760,13 @@ impl NetworkStore {
                 if !ns_nl.routes()?.iter().any(|r| r.dst.prefix() == 0) {
                     ns_nl.add_default_route(idx, net.gateway)?;
                 }
-                firewall::add_port_rules(&net.id, container_id, ip, &ports)
+                firewall::add_port_rules(&self.names.nft_table, &net.id, container_id, ip, &ports)
             })();
             if let Err(e) = setup {
-                let _ = firewall::delete_rules(&firewall::ctr_tag(&net.id, container_id));
+                let _ = firewall::delete_rules(
+                    &self.names.nft_table,
+                    &firewall::ctr_tag(&net.id, container_id),
+                );
                 let _ = nl.delete_link(host_idx);
                 return Err(e);
             }
@@ -727,7 +814,10 @@ impl NetworkStore {
                 });
             };
             Netlink::new()?.delete_link_by_name(&ep.host_veth)?;
-            firewall::delete_rules(&firewall::ctr_tag(&net.id, container_id))?;
+            firewall::delete_rules(
+                &self.names.nft_table,
+                &firewall::ctr_tag(&net.id, container_id),
+            )?;
             net.endpoints.remove(container_id);
             Ok(())
         })

@@ -9,6 +9,7 @@
 pub mod attach;
 pub mod logs;
 pub mod monitor;
+pub mod network;
 pub mod ops;
 pub mod record;
 pub mod volumes;
@@ -69,6 +70,8 @@ pub struct CreateRequest {
     pub mounts: Vec<MountSpec>,
     /// `--volumes-from CONTAINER[:ro|rw]`.
     pub volumes_from: Vec<String>,
+    /// `-P`: publish every port the image EXPOSEs on a random host port.
+    pub publish_all: bool,
 }
 
 /// The container half of the engine.
@@ -79,6 +82,8 @@ pub struct Containers {
     runtime: Runtime,
     images: Images,
     volumes: VolumeStore,
+    networks: berth_netns_bridge::NetworkStore,
+    config: network::EngineConfig,
 }
 
 /// RFC 3339 now, nanoseconds, UTC.
@@ -148,7 +153,13 @@ fn pid_alive(pid: i32, start: u64) -> bool {
 impl Containers {
     /// Open the container state under `root` and `run_root`.
     pub fn open(root: &Path, run_root: &Path) -> Result<Containers> {
+        let config = network::EngineConfig::load(root)?;
         Ok(Containers {
+            networks: berth_netns_bridge::NetworkStore::open_with(
+                root.join("networks"),
+                config.names(),
+            )?,
+            config,
             root: root.to_path_buf(),
             run_root: run_root.to_path_buf(),
             store: RecordStore::open(root)?,
@@ -204,6 +215,7 @@ impl Containers {
                 && !pid_alive(record.state.monitor_pid, record.state.monitor_start)
             {
                 let _ = self.runtime.delete(&id, true);
+                self.detach_networks(&id);
                 self.unmount_rootfs(&id);
                 let _ = std::fs::remove_dir_all(self.paths(&id).run_dir);
                 record.state.status = Status::Exited;
@@ -252,6 +264,9 @@ impl Containers {
             .next()
             .ok_or_else(|| Error::NoSuchImage(req.image.clone()))?;
         let planned = self.plan_mounts(req, &image.config)?;
+        let mut options = req.options.clone();
+        options.publish =
+            self.check_network_options(&req.options, req.publish_all, &image.config)?;
         self.images.unpack(&image)?;
         let id = random_id()?;
         let dir = self.paths(&id).dir;
@@ -305,7 +320,7 @@ impl Containers {
                 image_top: parent,
                 snapshot,
                 created: now(),
-                options: req.options.clone(),
+                options: options.clone(),
                 auto_remove: req.auto_remove,
                 labels,
                 command,
@@ -313,6 +328,7 @@ impl Containers {
                 stop_signal,
                 restart_policy: req.restart,
                 mounts,
+                connected: Vec::new(),
                 state: State {
                     status: Status::Created,
                     pid: 0,
@@ -490,9 +506,19 @@ impl Containers {
         };
         let hosts = match record.options.network {
             NetworkMode::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+            NetworkMode::Bridge(_) => self.hosts_content(record),
             _ => "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string(),
         };
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = match record.options.network {
+            NetworkMode::Host => host_resolv,
+            _ => network::container_resolv_conf(
+                &host_resolv,
+                std::fs::read_to_string("/run/systemd/resolve/resolv.conf")
+                    .ok()
+                    .as_deref(),
+            ),
+        };
         let mut mounts = Vec::new();
         for (file, content, dest) in [
             ("hostname", format!("{hostname}\n"), "/etc/hostname"),
@@ -534,6 +560,7 @@ impl Containers {
     /// Remove a stopped container's files: snapshot, name, directories;
     /// with `volumes`, its anonymous volumes no other container uses.
     fn remove_files(&self, record: &ContainerRecord, volumes: bool) -> Result<()> {
+        self.detach_networks(&record.id);
         self.unmount_rootfs(&record.id);
         match self.images.snapshotter().remove(&record.snapshot) {
             Ok(()) | Err(berth_snapshotter::Error::NotFound(_)) => {}

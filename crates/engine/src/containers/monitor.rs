@@ -165,11 +165,18 @@ fn start_once(
     drop(stdin_r);
     drop(stdout_w);
     drop(stderr_w);
-    let created = match created.and_then(|c| containers.runtime.start(id).map(|_| c)) {
+    // The init exists (so does its network namespace) but has not run yet:
+    // attach it to its networks now, then let it go.
+    let created = match created.map_err(Error::from).and_then(|c| {
+        containers.attach_networks(record, c.pid)?;
+        containers.runtime.start(id).map_err(Error::from)?;
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             let _ = containers.runtime.delete(id, true);
-            return Err(Error::from(e));
+            containers.detach_networks(id);
+            return Err(e);
         }
     };
     Ok(Run {
@@ -273,6 +280,7 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
         let _ = log.flush();
         let oom = containers.runtime.oom_killed(id).unwrap_or(false);
         let _ = containers.runtime.delete(id, true);
+        containers.detach_networks(id);
         // Decide under the record's lock, so a concurrent stop either sees
         // the container exited or leaves its mark before we look.
         let restart = {
@@ -540,6 +548,7 @@ fn set_winsize(master: &File, rows: u16, cols: u16) {
 
 /// A start that failed: record the error, undo the mount, tell attached clients.
 fn fail(containers: &Containers, id: &str, err: &Error, clients: &mut Vec<Client>) {
+    containers.detach_networks(id);
     containers.unmount_rootfs(id);
     let code = err.exit_code();
     let auto_remove = containers

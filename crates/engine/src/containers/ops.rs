@@ -94,6 +94,8 @@ pub struct PruneReport {
     pub images: Vec<String>,
     /// Names of removed volumes.
     pub volumes: Vec<String>,
+    /// Names of removed (unused, user-defined) networks.
+    pub networks: Vec<String>,
     /// Bytes freed on disk.
     pub reclaimed: u64,
 }
@@ -507,6 +509,7 @@ impl Containers {
             containers: self.prune()?,
             ..PruneReport::default()
         };
+        report.networks = self.network_prune()?;
         let mut volume_bytes = 0;
         if volumes {
             // Every unused volume, named or anonymous (the volumes issue asks

@@ -202,6 +202,10 @@ pub struct ContainerRecord {
     /// the image's `VOLUME`s), anonymous volumes already named.
     #[serde(default)]
     pub mounts: Vec<berth_volumes::MountSpec>,
+    /// Networks joined with `network connect` (besides `--network`),
+    /// attached again at each start.
+    #[serde(default)]
+    pub connected: Vec<super::network::ConnectedNetwork>,
     /// Runtime state.
     pub state: State,
 }

@@ -1,0 +1,237 @@
+//! `berth network create|ls|inspect|rm|prune|connect|disconnect`, with
+//! Docker's flags and output.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::{bail, Context};
+use berth_engine::containers::Containers;
+use berth_netns_bridge::{Network, NetworkConfig, Subnet};
+use clap::{Args, Subcommand};
+
+/// `berth network <verb>`.
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Show networks as JSON.
+    Inspect {
+        /// Network names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (never one in use, nor `bridge`).
+    #[command(alias = "remove")]
+    Rm {
+        /// Network names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every user-defined network without containers.
+    Prune {
+        /// Do not prompt (berth never prompts).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Connect a running container to a network.
+    Connect(ConnectArgs),
+    /// Disconnect a container from a network.
+    Disconnect {
+        /// Accepted for Docker compatibility.
+        #[arg(short, long)]
+        force: bool,
+        /// Network.
+        network: String,
+        /// Container.
+        container: String,
+    },
+}
+
+/// `network create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Subnet in CIDR form (default: a free /16 from 10.123.0.0/16 upward).
+    #[arg(long)]
+    subnet: Option<String>,
+    /// Gateway (default: the subnet's first address).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// No route to the outside.
+    #[arg(long)]
+    internal: bool,
+    /// Set a label (KEY=VALUE).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Driver (only `bridge`).
+    #[arg(short, long, default_value = "bridge")]
+    driver: String,
+    /// Network name.
+    name: String,
+}
+
+/// `network ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Only ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show full ids.
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+/// `network connect`.
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Static IPv4 address.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Another name for the container on this network.
+    #[arg(long)]
+    alias: Vec<String>,
+    /// Network.
+    network: String,
+    /// Container.
+    container: String,
+}
+
+fn inspect_json(c: &Containers, n: &Network) -> serde_json::Value {
+    let mut members = serde_json::Map::new();
+    for (id, ep) in &n.endpoints {
+        let name = c.get(id).map(|r| r.name).unwrap_or_default();
+        members.insert(
+            id.clone(),
+            serde_json::json!({
+                "Name": name,
+                "EndpointID": ep.host_veth,
+                "MacAddress": ep.mac,
+                "IPv4Address": format!("{}/{}", ep.ip, n.subnet.prefix()),
+                "IPv6Address": "",
+            }),
+        );
+    }
+    serde_json::json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": humantime::format_rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(n.created)).to_string(),
+        "Scope": "local",
+        "Driver": "bridge",
+        "EnableIPv6": false,
+        "IPAM": {
+            "Driver": "default",
+            "Options": {},
+            "Config": [{"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()}],
+        },
+        "Internal": n.internal,
+        "Attachable": false,
+        "Containers": members,
+        "Options": {"com.docker.network.bridge.name": n.bridge},
+        "Labels": n.labels,
+    })
+}
+
+/// Runs a `network` subcommand.
+pub fn run(c: &Containers, command: NetworkCommand) -> anyhow::Result<i32> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        NetworkCommand::Create(a) => {
+            if a.driver != "bridge" {
+                bail!("invalid driver {:?}: only bridge is supported", a.driver);
+            }
+            let subnet = a
+                .subnet
+                .as_deref()
+                .map(|s| s.parse::<Subnet>())
+                .transpose()?;
+            let gateway = a
+                .gateway
+                .as_deref()
+                .map(|g| {
+                    g.parse()
+                        .with_context(|| format!("invalid gateway {g:?}: not an IPv4 address"))
+                })
+                .transpose()?;
+            let mut labels = BTreeMap::new();
+            for l in &a.labels {
+                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                labels.insert(k.to_string(), v.to_string());
+            }
+            // The default network exists before any user-defined one, so
+            // that it keeps its configured subnet.
+            c.network("bridge")?;
+            let n = c.networks().create(NetworkConfig {
+                name: a.name,
+                subnet,
+                gateway,
+                internal: a.internal,
+                labels,
+            })?;
+            writeln!(out, "{}", n.id)?;
+        }
+        NetworkCommand::Ls(a) => {
+            c.network("bridge")?;
+            let nets = c.networks().list()?;
+            if !a.quiet {
+                writeln!(
+                    out,
+                    "{:<14}{:<20}{:<10}SCOPE",
+                    "NETWORK ID", "NAME", "DRIVER"
+                )?;
+            }
+            for n in nets {
+                let id = if a.no_trunc { &n.id[..] } else { &n.id[..12] };
+                if a.quiet {
+                    writeln!(out, "{id}")?;
+                } else {
+                    writeln!(out, "{:<14}{:<20}{:<10}local", id, n.name, "bridge")?;
+                }
+            }
+        }
+        NetworkCommand::Inspect { names } => {
+            let mut all = Vec::new();
+            for name in &names {
+                all.push(inspect_json(c, &c.network(name)?));
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+        }
+        NetworkCommand::Rm { names } => {
+            let mut failed: Option<berth_engine::Error> = None;
+            for name in &names {
+                match c.network_remove(name) {
+                    Ok(_) => writeln!(out, "{name}")?,
+                    Err(e) => {
+                        if let Some(prev) = failed.replace(e) {
+                            eprintln!("berth: {prev}");
+                        }
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+        }
+        NetworkCommand::Prune { force: _ } => {
+            let removed = c.network_prune()?;
+            if !removed.is_empty() {
+                writeln!(out, "Deleted Networks:")?;
+                for n in removed {
+                    writeln!(out, "{n}")?;
+                }
+            }
+        }
+        NetworkCommand::Connect(a) => {
+            c.network_connect(&a.network, &a.container, a.ip.as_deref(), &a.alias)?;
+        }
+        NetworkCommand::Disconnect {
+            force: _,
+            network,
+            container,
+        } => {
+            c.network_disconnect(&network, &container)?;
+        }
+    }
+    Ok(0)
+}
