@@ -104,6 +104,11 @@ fn push_pull_round_trip_shares_layers() {
     let name = format!("{}/test/busybox:1", registry.addr);
     local.ok(&["tag", &id, &name]);
     let digest = pushed_digest(&local.ok(&["push", "-q", &name]));
+    // The same image under another repository of that registry: its blobs are
+    // mounted from test/busybox, and the manifest digest is the same.
+    let copy = format!("{}/test/copy:1", registry.addr);
+    local.ok(&["tag", &name, &copy]);
+    assert_eq!(pushed_digest(&local.ok(&["push", "-q", &copy])), digest);
     // A second image with the same layer and another config.
     let second = second_image_tar(&local);
     let out = local.ok(&["load", "-i", second.to_str().unwrap()]);

@@ -182,8 +182,23 @@ impl Images {
             .store
             .get(&reference.full())?
             .ok_or_else(|| Error::NoSuchImage(reference.familiar()))?;
+        // Another name of the same image in the same registry is a source for
+        // cross-repository blob mounts (the registry then copies nothing).
+        let mount_from = self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|r| r.target.digest() == record.target.digest())
+            .filter_map(|r| Reference::parse(&r.name).ok())
+            .find(|r| r.registry == reference.registry && r.repository != reference.repository)
+            .map(|r| r.repository);
         let registry = Registry::new(opts)?;
-        Ok(registry.push(&self.content, &record.target, &reference, None)?)
+        Ok(registry.push(
+            &self.content,
+            &record.target,
+            &reference,
+            mount_from.as_deref(),
+        )?)
     }
 
     fn image_of(&self, record: &ImageRecord) -> Result<Image> {
