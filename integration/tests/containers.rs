@@ -409,6 +409,38 @@ fn detach_keys_and_reattach() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(4), "{seen}");
     e.ok(&["rm", "det"]);
+
+    // --detach-keys replaces the sequence: ctrl-p ctrl-q then reaches the shell.
+    let (mut child, master, rx) = spawn_under_pty(
+        &e,
+        &[
+            "run",
+            "-it",
+            "--detach-keys",
+            "ctrl-a,d",
+            "--name",
+            "det2",
+            "bb",
+            "sh",
+        ],
+    );
+    let mut seen = String::new();
+    wait_for(&rx, &mut seen, "# ");
+    (&master)
+        .write_all(b"\x10\x11echo still-$((1+1))\r")
+        .unwrap();
+    wait_for(&rx, &mut seen, "still-2");
+    (&master).write_all(b"\x01d").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        e.ok(&["ps", "--format", "{{.Names}} {{.State}}"]).trim(),
+        "det2 running"
+    );
+    e.fails(
+        &["attach", "--detach-keys", "ctrl-1", "det2"],
+        "invalid --detach-keys",
+    );
+    e.ok(&["rm", "-f", "det2"]);
 }
 
 #[test]

@@ -144,6 +144,9 @@ pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short, long)]
     detach: bool,
+    /// Key sequence that detaches from a `-it` container (default ctrl-p,ctrl-q).
+    #[arg(long, default_value = DEFAULT_DETACH_KEYS)]
+    detach_keys: String,
     #[command(flatten)]
     create: CreateArgs,
 }
@@ -272,6 +275,7 @@ pub fn create(containers: &Containers, args: CreateArgs) -> anyhow::Result<i32> 
 
 /// `run`: create and start; in the foreground, relay stdio and exit with the container's code.
 pub fn run(containers: &Containers, args: RunArgs) -> anyhow::Result<i32> {
+    let detach_keys = parse_detach_keys(&args.detach_keys)?;
     let req = request(&args.create)?;
     let record = containers.create(&req)?;
     if args.detach {
@@ -289,7 +293,12 @@ pub fn run(containers: &Containers, args: RunArgs) -> anyhow::Result<i32> {
         }
     } else {
         let stream = containers.start_attached(&record.id)?;
-        relay(stream, req.options.tty, req.options.stdin_open)
+        relay(
+            stream,
+            req.options.tty,
+            req.options.stdin_open,
+            &detach_keys,
+        )
     }
 }
 
@@ -323,7 +332,13 @@ extern "C" fn on_winch(_: libc::c_int) {
 
 /// Relay an attach stream to our stdio until the container exits (or the
 /// user detaches with ctrl-p ctrl-q); returns the exit code.
-fn relay(stream: UnixStream, tty: bool, interactive: bool) -> anyhow::Result<i32> {
+fn relay(
+    stream: UnixStream,
+    tty: bool,
+    interactive: bool,
+    detach_keys: &[u8],
+) -> anyhow::Result<i32> {
+    let detach_keys = detach_keys.to_vec();
     use nix::sys::termios;
     let stdin_is_tty = std::io::stdin().is_terminal();
     let saved = if tty && stdin_is_tty {
@@ -382,7 +397,7 @@ fn relay(stream: UnixStream, tty: bool, interactive: bool) -> anyhow::Result<i32
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             let mut stdin = std::io::stdin().lock();
-            let mut last_ctrl_p = false;
+            let mut matched = 0usize;
             loop {
                 let n = match stdin.read(&mut buf) {
                     Ok(0) | Err(_) => {
@@ -391,14 +406,18 @@ fn relay(stream: UnixStream, tty: bool, interactive: bool) -> anyhow::Result<i32
                     }
                     Ok(n) => n,
                 };
-                if tty {
-                    // ctrl-p ctrl-q detaches.
+                if tty && !detach_keys.is_empty() {
+                    // The detach sequence (ctrl-p ctrl-q by default) ends the session.
                     for &b in &buf[..n] {
-                        if last_ctrl_p && b == 0x11 {
+                        matched = if b == detach_keys[matched] {
+                            matched + 1
+                        } else {
+                            usize::from(b == detach_keys[0])
+                        };
+                        if matched == detach_keys.len() {
                             let _ = shutdown.shutdown(std::net::Shutdown::Both);
                             return;
                         }
-                        last_ctrl_p = b == 0x10;
                     }
                 }
                 if WINCH.swap(0, Ordering::Relaxed) == 1 {
@@ -461,6 +480,9 @@ pub struct StartArgs {
     /// Attach stdout/stderr and exit with the container's code.
     #[arg(short, long)]
     attach: bool,
+    /// Key sequence that detaches (default ctrl-p,ctrl-q).
+    #[arg(long, default_value = DEFAULT_DETACH_KEYS)]
+    detach_keys: String,
     /// Attach stdin.
     #[arg(short, long)]
     interactive: bool,
@@ -472,12 +494,14 @@ pub struct StartArgs {
 /// `start`.
 pub fn start(containers: &Containers, args: StartArgs) -> anyhow::Result<i32> {
     if args.attach || args.interactive {
+        let keys = parse_detach_keys(&args.detach_keys)?;
         let record = containers.get(&args.containers[0])?;
         let stream = containers.start_attached(&record.id)?;
         return relay(
             stream,
             record.options.tty,
             args.interactive && record.options.stdin_open,
+            &keys,
         );
     }
     for c in &args.containers {
@@ -488,10 +512,40 @@ pub fn start(containers: &Containers, args: StartArgs) -> anyhow::Result<i32> {
 }
 
 /// `attach NAME`.
-pub fn attach(containers: &Containers, name: &str) -> anyhow::Result<i32> {
+pub fn attach(containers: &Containers, name: &str, detach_keys: &str) -> anyhow::Result<i32> {
+    let keys = parse_detach_keys(detach_keys)?;
     let record = containers.get(name)?;
     let stream = containers.attach(&record.id)?;
-    relay(stream, record.options.tty, record.options.stdin_open)
+    relay(stream, record.options.tty, record.options.stdin_open, &keys)
+}
+
+/// Docker's default detach sequence.
+pub const DEFAULT_DETACH_KEYS: &str = "ctrl-p,ctrl-q";
+
+/// Parse Docker's `--detach-keys` format: comma-separated `ctrl-<c>` (c one of
+/// `a-z @ [ \ ] ^ _`) or single characters; empty disables detaching.
+fn parse_detach_keys(spec: &str) -> anyhow::Result<Vec<u8>> {
+    if spec.is_empty() {
+        return Ok(Vec::new());
+    }
+    spec.split(',')
+        .map(|key| {
+            let bad = || anyhow::anyhow!("invalid --detach-keys {spec:?}: {key:?} is not ctrl-<a-z@[\\]^_> or one character");
+            match key.strip_prefix("ctrl-") {
+                Some(c) if c.len() == 1 => {
+                    let b = c.as_bytes()[0].to_ascii_lowercase();
+                    match b {
+                        b'a'..=b'z' => Ok(b - b'a' + 1),
+                        b'@' => Ok(0),
+                        b'[' | b'\\' | b']' | b'^' | b'_' => Ok(b - b'@'),
+                        _ => Err(bad()),
+                    }
+                }
+                None if key.len() == 1 => Ok(key.as_bytes()[0]),
+                _ => Err(bad()),
+            }
+        })
+        .collect()
 }
 
 /// `stop [-t N] NAME...`.
@@ -1035,4 +1089,25 @@ pub fn wait(containers: &Containers, names: &[String]) -> anyhow::Result<i32> {
         println!("{}", containers.wait(n)?);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_parse_like_docker() {
+        assert_eq!(
+            parse_detach_keys("ctrl-p,ctrl-q").unwrap(),
+            vec![0x10, 0x11]
+        );
+        assert_eq!(parse_detach_keys("ctrl-a,x").unwrap(), vec![0x01, b'x']);
+        assert_eq!(
+            parse_detach_keys("ctrl-@,ctrl-_,ctrl-\\").unwrap(),
+            vec![0, 0x1f, 0x1c]
+        );
+        assert!(parse_detach_keys("").unwrap().is_empty());
+        assert!(parse_detach_keys("ctrl-1").is_err());
+        assert!(parse_detach_keys("xy").is_err());
+    }
 }

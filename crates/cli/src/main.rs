@@ -271,6 +271,9 @@ struct RmContainerArgs {
 /// `attach`.
 #[derive(clap::Args, Debug)]
 struct AttachArgs {
+    /// Key sequence that detaches (default ctrl-p,ctrl-q).
+    #[arg(long, default_value = container_cmd::DEFAULT_DETACH_KEYS)]
+    detach_keys: String,
     /// Container.
     container: String,
 }
@@ -399,7 +402,7 @@ fn engine_command(
         Command::Attach(a)
         | Command::Container {
             command: ContainerCommand::Attach(a),
-        } => return container_cmd::attach(&containers()?, &a.container),
+        } => return container_cmd::attach(&containers()?, &a.container, &a.detach_keys),
         Command::Wait(a)
         | Command::Container {
             command: ContainerCommand::Wait(a),
