@@ -143,7 +143,7 @@ pub fn hash_sources(
 }
 
 /// Lists all non-excluded paths under `context/rel`, relative to the context.
-fn walk(
+pub(crate) fn walk(
     context: &Path,
     rel: &str,
     ignore: &DockerIgnore,

@@ -4,11 +4,13 @@
 //! line/column errors ([`parse`]), expands variables with Docker's rules
 //! ([`expand`], [`StageScope`]), plans multi-stage builds ([`plan`]), matches
 //! `.dockerignore` patterns ([`DockerIgnore`]) and computes cache keys
-//! ([`cache_key`], [`hash_sources`]). The executor and the cache store are not
-//! built yet; see `docs/build.md`.
+//! ([`cache_key`], [`hash_sources`]), and holds the engine-independent half of
+//! the executor: the cache store ([`CacheStore`]), COPY/ADD tars ([`copy_tar`])
+//! and config updates ([`apply_metadata`]); see `docs/build.md`.
 
 mod cache;
 mod error;
+mod executor;
 mod expand;
 mod ignore;
 mod parse;
@@ -17,6 +19,10 @@ mod scope;
 
 pub use cache::{cache_key, hash_sources, SourceHashError};
 pub use error::ParseError;
+pub use executor::{
+    apply_metadata, command_argv, copy_tar, parse_chmod, resolve_path, shell_of, CacheEntry,
+    CacheStore, CachedLayer, CopyError, CopySpec,
+};
 pub use expand::{expand, ExpandError};
 pub use ignore::{DockerIgnore, IgnoreError};
 pub use parse::{

@@ -1,5 +1,6 @@
 //! `berth`: a daemonless, Docker-compatible container engine.
 
+mod build_cmd;
 mod container_cmd;
 mod image_cmd;
 mod network_cmd;
@@ -148,6 +149,13 @@ enum Command {
     Load(LoadArgs),
     /// Import a rootfs tarball as an image.
     Import(ImportArgs),
+    /// Build an image from a Dockerfile.
+    Build(build_cmd::BuildArgs),
+    /// Manage the build cache.
+    Builder {
+        #[command(subcommand)]
+        command: build_cmd::BuilderCommand,
+    },
     /// Log in to a registry.
     Login(LoginArgs),
     /// Log out from a registry.
@@ -495,6 +503,8 @@ fn engine_command(
             println!("{}", serde_json::to_string_pretty(&all)?);
             return Ok(0);
         }
+        Command::Build(a) => return build_cmd::build(root, run_root, a),
+        Command::Builder { command } => return build_cmd::builder(root, command),
         Command::Login(args) => return image_cmd::login(globals, args),
         Command::Logout { server } => return image_cmd::logout(server),
         Command::Image { command } => command,

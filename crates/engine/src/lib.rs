@@ -6,6 +6,7 @@
 //! `/run/berth`), does its work under file locks, and returns. Nothing runs in
 //! the background.
 
+pub mod build;
 pub mod containers;
 pub mod error;
 pub mod images;

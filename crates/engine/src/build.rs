@@ -1,0 +1,864 @@
+//! `berth build`: runs a planned Dockerfile (crates/builder) step by step.
+//!
+//! Metadata instructions change the image config; RUN runs in a temporary
+//! container (the runtime directly, network `none`) on a snapshot prepared on
+//! the current layer chain; COPY/ADD apply a tar of the sources onto such a
+//! snapshot mounted. The snapshot's diff becomes a gzip layer blob and is
+//! committed as the snapshot of its chain id. Every step's result is cached
+//! under its key (`<root>/builder/cache.json`); a hit runs nothing.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use berth_builder::{
+    apply_metadata, cache_key, command_argv, copy_tar, hash_sources, parse_chmod, parse_named,
+    plan, resolve_path, shell_of, CacheEntry, CacheStore, CachedLayer, CopySource, CopySpec,
+    DockerIgnore, Instruction, Node, StageRef, StageScope,
+};
+use berth_image_store::digest::Digest;
+use berth_image_store::images::{now_rfc3339, ImageRecord, ImageStore};
+use berth_image_store::manifest::{
+    MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
+};
+use berth_image_store::reference::Reference;
+use berth_snapshotter::Kind;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::images::{chain_ids, Images};
+use crate::spec::{self, NetworkMode, RunOptions, SpecInputs};
+
+/// Where the build context comes from.
+pub enum Context {
+    /// A directory.
+    Dir(PathBuf),
+    /// A tar stream (`-`: stdin), plain or compressed.
+    Tar(Box<dyn Read>),
+}
+
+/// `berth build` options.
+pub struct BuildOptions {
+    /// The context.
+    pub context: Context,
+    /// `-f`: the Dockerfile (default `<context>/Dockerfile`; for a tar context, a path inside it).
+    pub dockerfile: Option<PathBuf>,
+    /// `-t` names.
+    pub tags: Vec<String>,
+    /// `--build-arg`s.
+    pub build_args: BTreeMap<String, String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `-q`: no progress, no RUN output.
+    pub quiet: bool,
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
+}
+
+/// A stage being built: the full image config plus its layers.
+#[derive(Clone)]
+struct State {
+    config: Value,
+    layers: Vec<Value>,
+    diff_ids: Vec<String>,
+    history: Vec<Value>,
+    key: String,
+}
+
+impl State {
+    fn top(&self) -> Option<String> {
+        chain_ids(&self.diff_ids).pop()
+    }
+    fn workdir(&self) -> String {
+        self.config["config"]["WorkingDir"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("/")
+            .to_string()
+    }
+}
+
+fn platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    format!("linux/{arch}")
+}
+
+/// Removes a directory tree when dropped.
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Points fds 0 (and 1, 2 when quiet) at /dev/null until dropped.
+struct Stdio(Vec<(i32, i32)>);
+impl Stdio {
+    fn redirect(quiet: bool) -> Stdio {
+        let mut saved = Vec::new();
+        if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+            use std::os::fd::AsRawFd;
+            let fds: &[i32] = if quiet { &[0, 1, 2] } else { &[0] };
+            for &fd in fds {
+                // SAFETY: plain fd duplication on this process's own descriptors.
+                let copy = unsafe { libc::dup(fd) };
+                if copy >= 0 {
+                    // SAFETY: as above; `null` outlives the call.
+                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                    saved.push((fd, copy));
+                }
+            }
+        }
+        Stdio(saved)
+    }
+}
+impl Drop for Stdio {
+    fn drop(&mut self) {
+        for (fd, copy) in self.0.drain(..) {
+            // SAFETY: restores the descriptors saved in `redirect`.
+            unsafe {
+                libc::dup2(copy, fd);
+                libc::close(copy);
+            }
+        }
+    }
+}
+
+struct Builder<'a> {
+    images: Images,
+    cache: CacheStore,
+    run_root: PathBuf,
+    work: PathBuf,
+    context: PathBuf,
+    ignore: DockerIgnore,
+    opts: &'a BuildOptions,
+    out: &'a mut dyn Write,
+    seq: usize,
+}
+
+/// Runs a build; returns the image id (config digest).
+pub fn build(
+    root: &Path,
+    run_root: &Path,
+    opts: BuildOptions,
+    out: &mut dyn Write,
+) -> Result<Digest> {
+    let images = Images::open(root)?;
+    // Held shared for the whole build: no prune removes our new blobs meanwhile.
+    let gc = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("gc.lock"))
+        .map_err(Error::io("open gc.lock"))?;
+    gc.lock_shared().map_err(Error::io("lock gc.lock"))?;
+    let work = run_root.join("build").join(std::process::id().to_string());
+    std::fs::create_dir_all(&work).map_err(Error::io(format!("create {}", work.display())))?;
+    let _work_guard = TempDir(work.clone());
+    let mut opts = opts;
+    let (context, _ctx_guard, df_path) =
+        match std::mem::replace(&mut opts.context, Context::Dir(PathBuf::new())) {
+            Context::Dir(d) => {
+                let df = opts
+                    .dockerfile
+                    .clone()
+                    .unwrap_or_else(|| d.join("Dockerfile"));
+                (d, None, df)
+            }
+            Context::Tar(r) => {
+                let dir = root
+                    .join("builder")
+                    .join(format!("context-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir)
+                    .map_err(Error::io(format!("create {}", dir.display())))?;
+                let guard = TempDir(dir.clone());
+                berth_snapshotter::apply_layer(&dir, std::io::BufReader::new(r))
+                    .map_err(|e| invalid(format!("reading the context tar: {e}")))?;
+                let df = dir.join(
+                    opts.dockerfile
+                        .clone()
+                        .unwrap_or_else(|| "Dockerfile".into()),
+                );
+                (dir, Some(guard), df)
+            }
+        };
+    let text = std::fs::read_to_string(&df_path)
+        .map_err(|e| invalid(format!("cannot read Dockerfile {}: {e}", df_path.display())))?;
+    let name = df_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into());
+    let df = parse_named(&name, &text).map_err(|e| invalid(e.to_string()))?;
+    let plan =
+        plan(&df, opts.target.as_deref(), &opts.build_args).map_err(|e| invalid(e.to_string()))?;
+    let ignore =
+        DockerIgnore::for_context(&context, Some(&df_path)).map_err(|e| invalid(e.to_string()))?;
+    let cache = CacheStore::open(&root.join("builder")).map_err(Error::io("open build cache"))?;
+    let mut b = Builder {
+        images,
+        cache,
+        run_root: run_root.to_path_buf(),
+        work,
+        context,
+        ignore,
+        opts: &opts,
+        out,
+        seq: 0,
+    };
+    let total: usize = plan
+        .needed
+        .iter()
+        .map(|i| plan.stages[*i].nodes.len() + 1)
+        .sum();
+    let mut step = 0;
+    let mut built: BTreeMap<usize, State> = BTreeMap::new();
+    for &i in &plan.needed {
+        let stage = &plan.stages[i];
+        step += 1;
+        b.say(&format!(
+            "Step {step}/{total} : {}",
+            first_line(&stage.from.text)
+        ));
+        let mut state = match &stage.base {
+            StageRef::Stage(s) => built
+                .get(s)
+                .cloned()
+                .ok_or_else(|| invalid(format!("stage {s} was not built")))?,
+            StageRef::Image(name) => b.base(name)?,
+        };
+        let env = env_of(&state.config);
+        let mut scope = StageScope::new(&plan.global_args, &opts.build_args, df.escape, env);
+        for node in &stage.nodes {
+            step += 1;
+            b.say(&format!("Step {step}/{total} : {}", first_line(&node.text)));
+            b.step(&df.file, node, &mut scope, &mut state, &built, &plan.stages)?;
+        }
+        built.insert(i, state);
+    }
+    let state = built
+        .remove(&plan.target)
+        .ok_or_else(|| invalid("the target stage was not built"))?;
+    let id = b.commit_image(state)?;
+    Ok(id)
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim()
+}
+
+fn env_of(config: &Value) -> Vec<(String, String)> {
+    config["config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str())
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.to_string(), String::new()),
+        })
+        .collect()
+}
+
+fn loc(file: &str, node: &Node) -> String {
+    format!("{file}:{}:{}", node.span.line, node.span.column)
+}
+
+impl Builder<'_> {
+    fn say(&mut self, line: &str) {
+        if !self.opts.quiet {
+            let _ = writeln!(self.out, "{line}");
+            let _ = self.out.flush();
+        }
+    }
+
+    fn next_key(&mut self, what: &str) -> String {
+        self.seq += 1;
+        format!("build-{}-{}-{what}", std::process::id(), self.seq)
+    }
+
+    /// The state of `FROM name` (an image, unpacked; or scratch).
+    fn base(&mut self, name: &str) -> Result<State> {
+        if name.eq_ignore_ascii_case("scratch") {
+            let arch = platform().trim_start_matches("linux/").to_string();
+            return Ok(State {
+                config: json!({"architecture": arch, "os": "linux", "config": {},
+                    "rootfs": {"type": "layers", "diff_ids": []}, "history": []}),
+                layers: vec![],
+                diff_ids: vec![],
+                history: vec![],
+                key: "scratch".into(),
+            });
+        }
+        let (_, image) = self
+            .images
+            .find(name)
+            .map_err(|e| match e {
+                Error::NoSuchImage(_) => invalid(format!(
+                    "FROM {name}: no such image (berth build uses local images only; pull it first)"
+                )),
+                e => e,
+            })?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NoSuchImage(name.into()))?;
+        self.images.unpack(&image)?;
+        let config = serde_json::to_value(&image.config)
+            .map_err(|e| invalid(format!("image config: {e}")))?;
+        Ok(State {
+            history: config["history"].as_array().cloned().unwrap_or_default(),
+            diff_ids: image.config.rootfs().diff_ids().clone(),
+            layers: image
+                .layers
+                .iter()
+                .map(|l| serde_json::to_value(l).unwrap_or(Value::Null))
+                .collect(),
+            config,
+            key: image.config_digest.to_string(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        file: &str,
+        node: &Node,
+        scope: &mut StageScope<'_>,
+        state: &mut State,
+        built: &BTreeMap<usize, State>,
+        stages: &[berth_builder::Stage],
+    ) -> Result<()> {
+        let at = loc(file, node);
+        let ins = scope
+            .evaluate(&node.instruction)
+            .map_err(|e| invalid(format!("{at}: {e}")))?;
+        // Where COPY/ADD read from, and the content part of the key.
+        let mut from_root: Option<String> = None; // the --from snapshot chain
+        let content = match &ins {
+            Instruction::Copy(a) | Instruction::Add(a) => {
+                let mut paths = Vec::new();
+                for s in &a.sources {
+                    match s {
+                        CopySource::Path(p) => {
+                            if p.contains("://") || p.starts_with("git@") {
+                                return Err(invalid(format!(
+                                    "{at}: ADD of URLs is not supported offline: {p}"
+                                )));
+                            }
+                            paths.push(p.clone());
+                        }
+                        CopySource::Heredoc(_) => {
+                            return Err(invalid(format!(
+                                "{at}: {} with a here-document is not supported yet",
+                                ins.keyword()
+                            )))
+                        }
+                    }
+                }
+                match &a.from {
+                    None => Some(
+                        hash_sources(&self.context, &paths, &self.ignore)
+                            .map_err(|e| invalid(format!("{at}: {e}")))?,
+                    ),
+                    Some(from) => {
+                        let src = match stage_index(stages, from) {
+                            Some(i) => built
+                                .get(&i)
+                                .cloned()
+                                .ok_or_else(|| invalid(format!("{at}: stage {from} not built")))?,
+                            None => self.base(from)?,
+                        };
+                        let chain = src.top();
+                        from_root = Some(chain.clone().unwrap_or_default());
+                        // The source stage's layers identify its files.
+                        Some(format!("{}|{}", src.key, chain.unwrap_or_default()))
+                    }
+                }
+            }
+            _ => None,
+        };
+        let args = scope.args();
+        let key = cache_key(
+            &state.key,
+            &ins.cache_text(),
+            &args,
+            &platform(),
+            content.as_deref(),
+        );
+        if !self.opts.no_cache {
+            if let Some(entry) = self
+                .cache
+                .get(&key)
+                .map_err(Error::io("read build cache"))?
+            {
+                if self.usable(&entry) {
+                    self.say(" ---> Using cache");
+                    self.ensure_snapshot(state, &entry)?;
+                    let _ = self.cache.touch(std::slice::from_ref(&key));
+                    self.apply(state, entry, key);
+                    return Ok(());
+                }
+            }
+        }
+        let created_by = first_line(&node.text).to_string();
+        let mut inner = state.config["config"].clone();
+        let layer = match &ins {
+            Instruction::Run { command, .. } => {
+                let argv = command_argv(command, &shell_of(&inner));
+                let env = scope.run_env();
+                Some(self.run_step(state, &argv, &env, &created_by)?)
+            }
+            Instruction::Copy(a) | Instruction::Add(a) => {
+                let extract = matches!(ins, Instruction::Add(_));
+                let sources: Vec<String> = a
+                    .sources
+                    .iter()
+                    .filter_map(|s| match s {
+                        CopySource::Path(p) => Some(p.clone()),
+                        CopySource::Heredoc(_) => None,
+                    })
+                    .collect();
+                let dest = resolve_path(&state.workdir(), &a.dest);
+                let mode = a
+                    .chmod
+                    .as_deref()
+                    .map(parse_chmod)
+                    .transpose()
+                    .map_err(|e| invalid(format!("{at}: {e}")))?;
+                Some(self.copy_step(
+                    state,
+                    &at,
+                    &sources,
+                    &dest,
+                    a.chown.as_deref(),
+                    mode,
+                    extract && a.from.is_none(),
+                    from_root.as_deref(),
+                )?)
+            }
+            Instruction::Workdir(_) => {
+                apply_metadata(&mut inner, &ins, scope.env());
+                let dir = inner["WorkingDir"].as_str().unwrap_or("/").to_string();
+                self.workdir_step(state, &dir)?
+            }
+            _ => {
+                apply_metadata(&mut inner, &ins, scope.env());
+                None
+            }
+        };
+        let mut history = json!({"created": now_rfc3339(), "created_by": created_by});
+        if layer.is_none() {
+            history["empty_layer"] = json!(true);
+        }
+        let entry = CacheEntry {
+            layer,
+            config: inner,
+            history,
+            last_used: 0,
+        };
+        self.cache
+            .put(&key, entry.clone())
+            .map_err(Error::io("write build cache"))?;
+        self.apply(state, entry, key);
+        Ok(())
+    }
+
+    fn usable(&self, entry: &CacheEntry) -> bool {
+        match &entry.layer {
+            None => true,
+            Some(l) => Digest::parse(&l.digest)
+                .ok()
+                .and_then(|d| self.images.content().info(&d).ok().flatten())
+                .is_some(),
+        }
+    }
+
+    fn apply(&self, state: &mut State, entry: CacheEntry, key: String) {
+        if let Some(l) = &entry.layer {
+            state
+                .layers
+                .push(json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size}));
+            state.diff_ids.push(l.diff_id.clone());
+        }
+        state.config["config"] = entry.config;
+        state.history.push(entry.history);
+        state.key = key;
+    }
+
+    /// Makes sure the snapshot of a cached layer exists (unpacks the blob if not).
+    fn ensure_snapshot(&mut self, state: &State, entry: &CacheEntry) -> Result<()> {
+        let Some(l) = &entry.layer else {
+            return Ok(());
+        };
+        let parent = state.top();
+        let mut ids = state.diff_ids.clone();
+        ids.push(l.diff_id.clone());
+        let chain = chain_ids(&ids).pop().unwrap_or_default();
+        let snaps = self.images.snapshotter();
+        if snaps.stat(&chain).is_ok_and(|i| i.kind == Kind::Committed) {
+            return Ok(());
+        }
+        let key = self.next_key("unpack");
+        let snaps = self.images.snapshotter();
+        snaps.prepare(&key, parent.as_deref())?;
+        let res = (|| -> Result<()> {
+            let d = Digest::parse(&l.digest)?;
+            let blob = self.images.content().read(&d)?;
+            let stats = snaps.apply(&key, std::io::BufReader::new(blob))?;
+            if stats.digest != l.diff_id {
+                return Err(invalid(format!(
+                    "cached layer {} does not match its diff id",
+                    l.digest
+                )));
+            }
+            Ok(())
+        })();
+        self.finish_snapshot(res.map(|_| ()), &key, &chain)
+    }
+
+    fn finish_snapshot(&self, res: Result<()>, key: &str, chain: &str) -> Result<()> {
+        let snaps = self.images.snapshotter();
+        if let Err(e) = res {
+            let _ = snaps.remove(key);
+            return Err(e);
+        }
+        match snaps.commit(chain, key) {
+            Ok(()) => Ok(()),
+            Err(berth_snapshotter::Error::AlreadyExists(_)) => Ok(snaps.remove(key)?),
+            Err(e) => {
+                let _ = snaps.remove(key);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Prepares a snapshot on the state's top layer, mounts it, runs `f` on
+    /// the mounted root; if `f` returns true, the diff becomes a layer.
+    fn layer_step(
+        &mut self,
+        state: &State,
+        what: &str,
+        f: impl FnOnce(&mut Self, &Path) -> Result<bool>,
+    ) -> Result<Option<CachedLayer>> {
+        let key = self.next_key(what);
+        let parent = state.top();
+        let mounts = self.images.snapshotter().prepare(&key, parent.as_deref())?;
+        let target = self.work.join(&key);
+        let res = (|| -> Result<bool> {
+            std::fs::create_dir_all(&target)
+                .map_err(Error::io(format!("create {}", target.display())))?;
+            berth_snapshotter::mount_all(&mounts, &target)?;
+            let r = f(self, &target);
+            let u = berth_snapshotter::unmount(&target);
+            let changed = r?;
+            u?;
+            Ok(changed)
+        })();
+        let _ = std::fs::remove_dir(&target);
+        let changed = match res {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.images.snapshotter().remove(&key);
+                return Err(e);
+            }
+        };
+        if !changed {
+            self.images.snapshotter().remove(&key)?;
+            return Ok(None);
+        }
+        let layer = (|| -> Result<CachedLayer> {
+            let ingest = format!("{key}-layer");
+            let mut w = self.images.content().writer(&ingest, None)?;
+            w.truncate()?;
+            let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
+            let stats = self.images.snapshotter().diff(&key, &mut gz)?;
+            let w = gz.finish().map_err(Error::io("compress layer"))?;
+            let size = w.written();
+            let digest = w.commit()?;
+            Ok(CachedLayer {
+                digest: digest.to_string(),
+                size,
+                media_type: MEDIA_TYPE_OCI_LAYER_GZIP.into(),
+                diff_id: stats.digest,
+            })
+        })();
+        let layer = match layer {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = self.images.snapshotter().remove(&key);
+                return Err(e);
+            }
+        };
+        let mut ids = state.diff_ids.clone();
+        ids.push(layer.diff_id.clone());
+        let chain = chain_ids(&ids).pop().unwrap_or_default();
+        self.finish_snapshot(Ok(()), &key, &chain)?;
+        Ok(Some(layer))
+    }
+
+    fn run_step(
+        &mut self,
+        state: &State,
+        argv: &[String],
+        env: &[(String, String)],
+        text: &str,
+    ) -> Result<CachedLayer> {
+        let image: oci_spec::image::ImageConfiguration =
+            serde_json::from_value(state.config.clone())
+                .map_err(|e| invalid(format!("image config: {e}")))?;
+        let user = state.config["config"]["User"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(str::to_string);
+        let workdir = state.workdir();
+        let quiet = self.opts.quiet;
+        let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let layer = self.layer_step(state, "run", |b, rootfs| {
+            let id = format!("build-{}-{}", std::process::id(), b.seq);
+            b.say(&format!(" ---> Running in {id}"));
+            let opts = RunOptions {
+                entrypoint: Some(argv.to_vec()),
+                env,
+                workdir: Some(workdir),
+                user,
+                network: NetworkMode::None,
+                ..Default::default()
+            };
+            let host_env = |_: &str| None;
+            let inputs = SpecInputs {
+                image: &image,
+                rootfs,
+                container_id: &id,
+                host_env: &host_env,
+                init_path: None,
+                cgroups_path: Some(format!("berth/{id}")),
+                extra_mounts: vec![],
+            };
+            let mut spec = spec::build_spec(&opts, &inputs)?;
+            let mut root = spec.root().clone().unwrap_or_default();
+            root.set_path(rootfs.to_path_buf());
+            root.set_readonly(Some(false));
+            spec.set_root(Some(root));
+            let bundle = b.work.join(format!("{id}-bundle"));
+            std::fs::create_dir_all(&bundle).map_err(Error::io("create bundle"))?;
+            let json =
+                serde_json::to_vec(&spec).map_err(|e| invalid(format!("encode spec: {e}")))?;
+            std::fs::write(bundle.join("config.json"), json).map_err(Error::io("write bundle"))?;
+            let runtime = berth_runtime::Runtime::new(b.run_root.join("runtime"));
+            let exit = {
+                let _stdio = Stdio::redirect(quiet);
+                runtime.run(
+                    &berth_runtime::CreateOptions {
+                        id: id.clone(),
+                        bundle: bundle.clone(),
+                        console_socket: None,
+                        pid_file: None,
+                    },
+                    false,
+                )
+            };
+            let _ = std::fs::remove_dir_all(&bundle);
+            let code = exit?.map(|e| e.code).unwrap_or(0);
+            if code != 0 {
+                return Err(invalid(format!(
+                    "step `{text}` returned a non-zero code: {code}"
+                )));
+            }
+            Ok(true)
+        })?;
+        layer.ok_or_else(|| invalid("RUN made no layer"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_step(
+        &mut self,
+        state: &State,
+        at: &str,
+        sources: &[String],
+        dest: &str,
+        chown: Option<&str>,
+        mode: Option<u32>,
+        extract: bool,
+        from: Option<&str>,
+    ) -> Result<CachedLayer> {
+        // The `--from` root, mounted read-only for the copy.
+        let view = match from {
+            Some(chain) => {
+                let key = self.next_key("from");
+                let target = self.work.join(&key);
+                let parent = (!chain.is_empty()).then_some(chain);
+                let mounts = self.images.snapshotter().view(&key, parent)?;
+                std::fs::create_dir_all(&target).map_err(Error::io("create view dir"))?;
+                if let Err(e) = berth_snapshotter::mount_all(&mounts, &target) {
+                    let _ = self.images.snapshotter().remove(&key);
+                    return Err(e.into());
+                }
+                Some((key, target))
+            }
+            None => None,
+        };
+        let src_root = view
+            .as_ref()
+            .map(|v| v.1.clone())
+            .unwrap_or_else(|| self.context.clone());
+        let tarfile = self.work.join(format!("copy-{}.tar", self.seq));
+        let res = self.layer_step(state, "copy", |b, rootfs| {
+            let rel = dest.trim_start_matches('/');
+            let dest_is_dir = rel.is_empty() || rootfs.join(rel).is_dir();
+            let owner = match chown {
+                Some(c) => {
+                    let (u, g) = spec::resolve_user(rootfs, c)
+                        .map_err(|e| invalid(format!("{at}: --chown={c}: {e}")))?;
+                    Some((u64::from(u), u64::from(g)))
+                }
+                None => None,
+            };
+            let spec = CopySpec {
+                root: &src_root,
+                sources,
+                dest,
+                dest_is_dir,
+                ignore: from.is_none().then_some(&b.ignore),
+                owner,
+                keep_owner: from.is_some(),
+                mode,
+                extract,
+            };
+            let mut f = File::options()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&tarfile)
+                .map_err(Error::io("create copy tar"))?;
+            copy_tar(&spec, std::io::BufWriter::new(&mut f))
+                .map_err(|e| invalid(format!("{at}: {e}")))?;
+            f.rewind().map_err(Error::io("read copy tar"))?;
+            berth_snapshotter::apply_layer(rootfs, std::io::BufReader::new(f))?;
+            Ok(true)
+        });
+        let _ = std::fs::remove_file(&tarfile);
+        if let Some((key, target)) = view {
+            let _ = berth_snapshotter::unmount(&target);
+            let _ = std::fs::remove_dir(&target);
+            let _ = self.images.snapshotter().remove(&key);
+        }
+        res?.ok_or_else(|| invalid("COPY made no layer"))
+    }
+
+    /// WORKDIR: a layer creating the directory, only if it is missing.
+    fn workdir_step(&mut self, state: &State, dir: &str) -> Result<Option<CachedLayer>> {
+        let rel = dir
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_string();
+        if rel.is_empty() {
+            return Ok(None);
+        }
+        self.layer_step(state, "workdir", |_, rootfs| {
+            if std::fs::symlink_metadata(rootfs.join(&rel)).is_ok() {
+                return Ok(false);
+            }
+            let mut t = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_size(0);
+            h.set_mtime(0);
+            t.append_data(&mut h, format!("{rel}/"), std::io::empty())
+                .map_err(Error::io("workdir tar"))?;
+            let data = t.into_inner().map_err(Error::io("workdir tar"))?;
+            berth_snapshotter::apply_layer(rootfs, &data[..])?;
+            Ok(true)
+        })
+    }
+
+    /// Writes config and manifest, records the names; returns the image id.
+    fn commit_image(&mut self, state: State) -> Result<Digest> {
+        let mut config = state.config;
+        let created = state
+            .history
+            .last()
+            .and_then(|h| h["created"].as_str().map(str::to_string))
+            .unwrap_or_else(now_rfc3339);
+        config["created"] = json!(created);
+        config["rootfs"] = json!({"type": "layers", "diff_ids": state.diff_ids});
+        config["history"] = json!(state.history);
+        if let Some(obj) = config.as_object_mut() {
+            obj.remove("container");
+            obj.remove("container_config");
+        }
+        let cfg = serde_json::to_vec(&config).map_err(|e| invalid(format!("config: {e}")))?;
+        let content = self.images.content();
+        let cfg_digest = content.write_blob(&cfg)?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+            "config": {"mediaType": MEDIA_TYPE_OCI_CONFIG, "digest": cfg_digest, "size": cfg.len()},
+            "layers": state.layers,
+        });
+        let mbytes =
+            serde_json::to_vec(&manifest).map_err(|e| invalid(format!("manifest: {e}")))?;
+        let md = content.write_blob(&mbytes)?;
+        let desc = oci_spec::image::Descriptor::new(
+            oci_spec::image::MediaType::ImageManifest,
+            mbytes.len() as u64,
+            md.to_oci(),
+        );
+        let store = ImageStore::open(&self.images_root())?;
+        let mut names = Vec::new();
+        for t in &self.opts.tags {
+            let r = Reference::parse(t)?;
+            names.push((r.full(), r.familiar()));
+        }
+        if names.is_empty() {
+            names.push((format!("dangling:{cfg_digest}"), String::new()));
+        }
+        for (full, _) in &names {
+            store.put(ImageRecord::new(full.clone(), desc.clone()))?;
+        }
+        self.say(&format!("Successfully built {}", cfg_digest.short()));
+        for (_, shown) in &names {
+            if !shown.is_empty() {
+                self.say(&format!("Successfully tagged {shown}"));
+            }
+        }
+        Ok(cfg_digest)
+    }
+
+    fn images_root(&self) -> PathBuf {
+        self.images
+            .content()
+            .root()
+            .parent()
+            .map(|p| p.join("images"))
+            .unwrap_or_default()
+    }
+}
+
+/// The index of the stage `from` names (name or number), if it is one.
+fn stage_index(stages: &[berth_builder::Stage], from: &str) -> Option<usize> {
+    let lower = from.to_ascii_lowercase();
+    stages
+        .iter()
+        .find(|s| s.name.as_deref() == Some(lower.as_str()))
+        .map(|s| s.index)
+        .or_else(|| from.parse::<usize>().ok().filter(|i| *i < stages.len()))
+}
+
+/// Empties the build cache (`berth builder prune`); returns the entries removed.
+pub fn prune(root: &Path) -> Result<usize> {
+    let cache = CacheStore::open(&root.join("builder")).map_err(Error::io("open build cache"))?;
+    cache.clear().map_err(Error::io("clear build cache"))
+}
