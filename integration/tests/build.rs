@@ -149,14 +149,18 @@ fn build_errors() {
     }
     let e = Engine::with_busybox();
     let bad = context(&e, "bad", "FROM bb\nRUN true\nFROMM bb\n");
-    e.fails(&["build", "-t", "bad", p(&bad)], "Dockerfile:3:");
+    build_fails(&e, &["build", "-t", "bad", p(&bad)], "Dockerfile:3:");
     assert!(!e.ok(&["images"]).contains("bad"));
 
     let url = context(&e, "url", "FROM bb\nADD http://example.com/x /x\n");
-    e.fails(&["build", p(&url)], "ADD of URLs is not supported offline");
+    build_fails(
+        &e,
+        &["build", p(&url)],
+        "ADD of URLs is not supported offline",
+    );
 
     let fail = context(&e, "fail", "FROM bb\nRUN echo ok\nRUN exit 3\n");
-    e.fails(&["build", "-t", "failed", p(&fail)], "non-zero code: 3");
+    build_fails(&e, &["build", "-t", "failed", p(&fail)], "non-zero code: 3");
     assert!(!e.ok(&["images"]).contains("failed"));
     e.assert_no_mounts();
     assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "");
@@ -175,4 +179,16 @@ fn build_errors() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// A failed build: exit 1 (as `docker build`), one line on stderr naming `needle`.
+fn build_fails(e: &Engine, args: &[&str], needle: &str) {
+    let out = e.run(args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "berth {args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "berth {args:?}: {err:?} lacks {needle:?}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
 }

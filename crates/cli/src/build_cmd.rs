@@ -64,7 +64,14 @@ pub fn build(
         quiet: a.quiet,
     };
     let mut out = std::io::stdout();
-    let id = berth_engine::build::build(root, run_root, opts, &mut out)?;
+    let id = match berth_engine::build::build(root, run_root, opts, &mut out) {
+        Ok(id) => id,
+        // A failed build exits 1, as `docker build` does.
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return Ok(1);
+        }
+    };
     if a.quiet {
         println!("{id}");
     }
