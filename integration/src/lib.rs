@@ -347,7 +347,7 @@ impl Engine {
                 .expect("create temp dir"),
             index: N.fetch_add(1, Ordering::Relaxed),
         };
-        assert!(e.index < 256, "too many engines in one test process");
+
         let (bridge, prefix, table) = e.net_names();
         std::fs::create_dir_all(e.root()).expect("create root");
         write_json(
@@ -356,7 +356,7 @@ impl Engine {
                 "bridge": bridge,
                 "bridge-prefix": prefix,
                 "nft-table": table,
-                "default-subnet": format!("10.201.{}.0/24", e.index),
+                "default-subnet": e.subnet_in(201),
             }),
         );
         e
@@ -373,10 +373,26 @@ impl Engine {
     }
 
     /// A subnet of this engine's own for test network `k` (0..40):
-    /// `10.(202+k).<index>.0/24`, never used by another engine of this process.
+    /// `10.(202+k).X.0/24`, X made of this engine's index and the process id, so
+    /// neither another engine of this process nor (almost surely) a test suite
+    /// running at the same time in another process uses it.
     pub fn subnet(&self, k: usize) -> String {
         assert!(k < 40);
-        format!("10.{}.{}.0/24", 202 + k, self.index)
+        self.subnet_in(202 + k)
+    }
+
+    fn subnet_in(&self, second_octet: usize) -> String {
+        format!("10.{second_octet}.{}.0/24", self.third_octet())
+    }
+
+    fn third_octet(&self) -> usize {
+        assert!(self.index < 32, "too many engines in one test process");
+        (std::process::id() as usize % 8) * 32 + self.index
+    }
+
+    /// The first three octets of this engine's default-bridge subnet, e.g. `10.201.37`.
+    pub fn default_subnet_prefix(&self) -> String {
+        format!("10.201.{}", self.third_octet())
     }
 
     /// The `--root` directory.

@@ -182,10 +182,10 @@ fn default_bridge_ping_masquerade_and_cleanup() {
     assert_ne!(ip_a, ip_b);
     assert!(ip_a
         .to_string()
-        .starts_with(&format!("10.201.{}.", e.index)));
+        .starts_with(&format!("{}.", e.default_subnet_prefix())));
     let v = e.inspect("ca");
     let net = &v["NetworkSettings"]["Networks"]["bridge"];
-    assert_eq!(net["Gateway"], format!("10.201.{}.1", e.index));
+    assert_eq!(net["Gateway"], format!("{}.1", e.default_subnet_prefix()));
     assert_eq!(net["IPPrefixLen"], 24);
     assert!(net["MacAddress"].as_str().unwrap().starts_with("02:42:"));
     assert_eq!(v["HostConfig"]["NetworkMode"], "bridge");
@@ -459,6 +459,18 @@ fn network_modes_none_host_and_container() {
         "/sys/class/net",
     ]);
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    // ... and lo is up: a server on 127.0.0.1 answers.
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "bb",
+        "sh",
+        "-c",
+        "echo pong | nc -l -p 7777 & sleep 0.3; nc 127.0.0.1 7777 </dev/null",
+    ]);
+    assert_eq!(out.trim(), "pong");
     let out = e.ok(&[
         "run",
         "--rm",

@@ -835,6 +835,18 @@ impl NetworkStore {
     }
 }
 
+/// Bring `lo` up in the network namespace at `netns` (e.g. `/proc/PID/ns/net`):
+/// what a `--network none` container gets, as Docker gives it.
+pub fn loopback_up(netns: &Path) -> Result<()> {
+    let ns =
+        std::fs::File::open(netns).map_err(error::io_err(format!("open {}", netns.display())))?;
+    let mut nl = netlink::Netlink::in_netns(&ns)?;
+    if let Some(index) = nl.link_index("lo")? {
+        nl.set_up(index)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,10 @@
 //! - `pull`: a ~200 MB, 4-layer image pulled from a local registry by berth and
 //!   skopeo (docker / podman where installed), against the raw limit on the same bytes.
 //! - `unpack`: the same image's gzip layers unpacked by berth-snapshotter against GNU tar.
+//! - `network`: `berth run` on the bridge against `--network none`, and container-to-container
+//!   throughput over a bridge against the host's loopback.
 
+mod network;
 mod pull;
 mod run;
 mod runtime;
@@ -19,7 +22,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::util;
 
-const USAGE: &str = "usage: cargo xtask bench <runtime | pull | unpack | run> [--runs N] [--warmup N] [--install-peers (runtime only)]";
+const USAGE: &str = "usage: cargo xtask bench <runtime | pull | unpack | run | network> [--runs N] [--warmup N] [--install-peers (runtime only)]";
 
 /// Set in the environment of the release build of xtask that the pull and unpack
 /// benchmarks re-run themselves in.
@@ -34,6 +37,7 @@ pub fn main(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("runtime") => runtime::main(&args[1..]),
         Some("run") => run::main(&args[1..]),
+        Some("network") => network::main(&args[1..]),
         Some(which @ ("pull" | "unpack")) => {
             // These time code running inside xtask (berth-snapshotter's apply_layer, the
             // raw sha256 + write loop): an unoptimised build would measure the debug
@@ -48,11 +52,12 @@ pub fn main(args: &[String]) -> Result<()> {
         }
         Some("-h" | "--help") => {
             println!(
-                "{USAGE}\n  {}\n  {}\n  {}\n  {}",
+                "{USAGE}\n  {}\n  {}\n  {}\n  {}\n  {}",
                 runtime::USAGE,
                 pull::USAGE,
                 unpack::USAGE,
-                run::USAGE
+                run::USAGE,
+                network::USAGE
             );
             Ok(())
         }

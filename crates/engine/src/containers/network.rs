@@ -265,6 +265,10 @@ impl Containers {
     /// /etc/hosts and its peers'. All or nothing.
     pub(super) fn attach_networks(&self, record: &ContainerRecord, pid: i32) -> Result<()> {
         let Some(primary) = primary_network(&record.options.network) else {
+            if record.options.network == NetworkMode::None {
+                // Only `lo`, but up, as Docker's none mode.
+                berth_netns_bridge::loopback_up(Path::new(&format!("/proc/{pid}/ns/net")))?;
+            }
             return Ok(());
         };
         let netns = format!("/proc/{pid}/ns/net");
