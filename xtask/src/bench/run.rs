@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::{
-    date_utc, find_in_path, first_lines, git_describe, loadavg, machine, write_section, Options,
-    Stats, TempDir,
+    date_utc, engine_peer, find_in_path, git_describe, loadavg, loaded_reference, machine,
+    mounts_under, version_of, write_section, Options, Stats, TempDir,
 };
 use crate::{images, util};
 
@@ -205,70 +205,6 @@ impl Drop for Cleanup<'_> {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
     }
-}
-
-/// Mount points at or under `dir`, from /proc/self/mountinfo, in mount order.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
-        .map(String::from)
-        .collect()
-}
-
-fn version_of(bin: &Path, args: &[&str]) -> String {
-    match util::run(Command::new(bin).args(args)) {
-        Ok(v) => first_lines(&v, 2),
-        Err(e) => format!("unknown ({e:#})"),
-    }
-}
-
-/// The image reference a `load` printed (`Loaded image: NAME` or `Loaded image ID: ID`).
-fn loaded_reference(output: &str) -> Option<String> {
-    output
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .rsplit_once(": ")
-                .map(|(_, r)| r.trim().to_string())
-        })
-        .rfind(|r| !r.is_empty())
-}
-
-/// A working docker or podman (`docker version` talks to the daemon), with the busybox test
-/// image loaded into it; `Err` says why it is skipped.
-fn engine_peer(
-    name: &str,
-    archive: &Path,
-) -> std::result::Result<(PathBuf, String, String), String> {
-    let bin = find_in_path(name).ok_or_else(|| format!("{name} is not installed"))?;
-    let probe: &[&str] = if name == "docker" {
-        &["version", "--format", "{{.Server.Version}}"]
-    } else {
-        &["info", "--format", "{{.Host.OCIRuntime.Name}}"]
-    };
-    if let Err(e) = util::run(Command::new(&bin).args(probe)) {
-        let e = format!("{e:#}");
-        let why = if name == "docker" && e.contains("Cannot connect to the Docker daemon") {
-            "no Docker daemon".to_string()
-        } else {
-            format!("{name} does not work here")
-        };
-        return Err(format!(
-            "{why} (`{name} {}`: {})",
-            probe.join(" "),
-            e.replace('\n', " ")
-        ));
-    }
-    let version = version_of(&bin, &["--version"]);
-    let out = util::run(Command::new(&bin).arg("load").arg("-i").arg(archive))
-        .map_err(|e| format!("`{name} load` of the busybox test image failed: {e:#}"))?;
-    let image = loaded_reference(&out)
-        .ok_or_else(|| format!("`{name} load` printed no image: {}", out.trim()))?;
-    Ok((bin, version, image))
 }
 
 fn bench(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
