@@ -432,7 +432,22 @@ impl Engine {
         text(&out.stdout)
     }
 
-    /// Blobs in the content store: (digest hex, verified).
+    /// Names of the snapshots in the snapshotter's metadata, sorted.
+    pub fn snapshots(&self) -> Vec<String> {
+        let meta = self.root().join("snapshots/metadata.json");
+        let v: serde_json::Value = std::fs::read(&meta)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut out: Vec<String> = v["snapshots"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// The content store's blobs (hex) and whether each one's bytes match its name.
     pub fn blobs(&self) -> Vec<(String, bool)> {
         let dir = self.root().join("content/blobs/sha256");
         let mut out = Vec::new();

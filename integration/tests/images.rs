@@ -292,6 +292,12 @@ fn bad_registry_answers_fail_cleanly() {
             e.blobs()
         );
         assert_eq!(e.ok(&["images", "-q"]).trim(), "", "{name}: image recorded");
+        // Layers are unpacked while they download: a failed download leaves no snapshot.
+        assert_eq!(
+            e.snapshots(),
+            Vec::<String>::new(),
+            "{name}: snapshots left"
+        );
     }
 }
 

@@ -16,7 +16,7 @@ use berth_image_store::content::ContentStore;
 use berth_image_store::digest::Digest;
 use berth_image_store::images::{referenced_blobs, resolve_image, Image, ImageRecord, ImageStore};
 use berth_image_store::reference::Reference;
-use berth_image_store::registry::{Registry, RegistryOptions};
+use berth_image_store::registry::{Follower, Registry, RegistryOptions};
 use berth_snapshotter::{Kind, Snapshotter};
 use serde::Serialize;
 
@@ -43,9 +43,29 @@ pub struct ImageSummary {
 enum PullEvent {
     /// The config bytes and the manifest's layers.
     Config(Vec<u8>, Vec<oci_spec::image::Descriptor>),
+    /// Layer N started downloading: a reader of it as it arrives.
+    Stream(usize, Follower),
     /// Layer N is in the content store.
     Layer(usize),
+    /// Layer N was unpacked into the parentless snapshot named (`None`: its
+    /// snapshot existed already), or failed to unpack.
+    Unpacked(usize, Result<Option<String>>),
+    /// The download part of the pull is over (successfully or not).
+    Done,
 }
+
+/// Layers unpacked at once during a pull: as many as download at once (the
+/// default of the cli), since an unpack that follows a download mostly waits.
+const UNPACK_WORKERS: usize = 4;
+
+/// One unpack job: the layer, its diff id, its chain id, and a reader of its blob
+/// while it downloads (`None`: read the blob from the store).
+type Job = (
+    oci_spec::image::Descriptor,
+    String,
+    String,
+    Option<Follower>,
+);
 
 /// Forwards a pull's progress to the unpacking thread.
 struct Pipeline(std::sync::Mutex<std::sync::mpsc::Sender<PullEvent>>);
@@ -60,6 +80,12 @@ impl berth_image_store::registry::PullObserver for Pipeline {
     fn layer_ready(&self, index: usize, _layer: &oci_spec::image::Descriptor) {
         if let Ok(tx) = self.0.lock() {
             let _ = tx.send(PullEvent::Layer(index));
+        }
+    }
+
+    fn layer_stream(&self, index: usize, _layer: &oci_spec::image::Descriptor, f: Follower) {
+        if let Ok(tx) = self.0.lock() {
+            let _ = tx.send(PullEvent::Stream(index, f));
         }
     }
 }
@@ -136,12 +162,16 @@ impl Images {
         let _lock = self.lock(false)?;
         let registry = Registry::new(opts)?;
         let before: BTreeSet<Digest> = self.content.list()?.into_iter().map(|(d, _)| d).collect();
-        // Layers are unpacked on another thread as they arrive, in order.
+        // Layers are unpacked on other threads as they arrive, committed in order.
         let (pulled, unpacked) = std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::channel();
-            let worker = scope.spawn(move || self.unpack_as_ready(rx));
+            let results = tx.clone();
+            let worker = scope.spawn(move || self.unpack_as_ready(rx, results));
             let observer = Pipeline(std::sync::Mutex::new(tx));
             let pulled = registry.pull_observed(&self.content, &reference, &observer);
+            if let Ok(tx) = observer.0.lock() {
+                let _ = tx.send(PullEvent::Done);
+            }
             drop(observer);
             let unpacked = worker
                 .join()
@@ -435,21 +465,45 @@ impl Images {
         chain: &str,
         parent: Option<&str>,
     ) -> Result<()> {
+        match self.unpack_detached(layer, diff_id, chain, None)? {
+            Some(key) => self.commit_unpacked(&key, chain, parent),
+            None => Ok(()),
+        }
+    }
+
+    /// Unpack one layer blob (from `stream` while it downloads, or else from the
+    /// store) into a new parentless active snapshot and check its uncompressed digest;
+    /// returns the snapshot's key, or `None` when the committed snapshot `chain`
+    /// already exists. Parentless because a layer's unpacking reads nothing below it:
+    /// layers unpack side by side and commit in order later.
+    fn unpack_detached(
+        &self,
+        layer: &oci_spec::image::Descriptor,
+        diff_id: &str,
+        chain: &str,
+        stream: Option<Follower>,
+    ) -> Result<Option<String>> {
         if self
             .snapshots
             .stat(chain)
             .is_ok_and(|i| i.kind == Kind::Committed)
         {
-            return Ok(());
+            return Ok(None);
         }
         let key = format!("unpack-{}-{}", std::process::id(), chain);
-        self.snapshots.prepare(&key, parent)?;
+        self.snapshots.prepare(&key, None)?;
         let digest = Digest::parse(layer.digest().as_ref())?;
-        let applied = self
-            .content
-            .read(&digest)
-            .map_err(Error::from)
-            .and_then(|blob| Ok(self.snapshots.apply(&key, std::io::BufReader::new(blob))?));
+        let applied = match stream {
+            Some(f) => self
+                .snapshots
+                .apply(&key, std::io::BufReader::new(f))
+                .map_err(Error::from),
+            None => self
+                .content
+                .read(&digest)
+                .map_err(Error::from)
+                .and_then(|blob| Ok(self.snapshots.apply(&key, std::io::BufReader::new(blob))?)),
+        };
         let stats = match applied {
             Ok(stats) => stats,
             Err(e) => {
@@ -464,49 +518,133 @@ impl Images {
                 stats.digest
             )));
         }
-        match self.snapshots.commit(chain, &key) {
+        Ok(Some(key))
+    }
+
+    /// Commit the unpacked parentless snapshot `key` as `chain` on `parent`.
+    fn commit_unpacked(&self, key: &str, chain: &str, parent: Option<&str>) -> Result<()> {
+        match self.snapshots.commit_onto(chain, key, parent) {
             Ok(()) => Ok(()),
             // Another process unpacked the same layer meanwhile: use theirs.
-            Err(berth_snapshotter::Error::AlreadyExists(_)) => Ok(self.snapshots.remove(&key)?),
+            Err(berth_snapshotter::Error::AlreadyExists(_)) => Ok(self.snapshots.remove(key)?),
             Err(e) => {
-                let _ = self.snapshots.remove(&key);
+                let _ = self.snapshots.remove(key);
                 Err(e.into())
             }
         }
     }
 
-    /// Unpack layers in order as a pull reports them downloaded.
-    fn unpack_as_ready(&self, events: std::sync::mpsc::Receiver<PullEvent>) -> Result<()> {
-        let mut plan: Option<(Vec<oci_spec::image::Descriptor>, Vec<String>, Vec<String>)> = None;
-        let mut ready = BTreeSet::new();
-        let mut next = 0;
-        for event in events {
-            match event {
-                PullEvent::Config(config, layers) => {
-                    let config: oci_spec::image::ImageConfiguration =
-                        serde_json::from_slice(&config)
-                            .map_err(|e| Error::Invalid(format!("image config: {e}")))?;
-                    let diff_ids = config.rootfs().diff_ids().clone();
-                    if diff_ids.len() != layers.len() {
-                        // `unpack` after the pull reports this properly.
-                        return Ok(());
+    /// Unpack layers as a pull downloads them, several at once ([`UNPACK_WORKERS`]),
+    /// each while it downloads when the pull offers a reader of it, and commit them
+    /// bottom first.
+    fn unpack_as_ready(
+        &self,
+        events: std::sync::mpsc::Receiver<PullEvent>,
+        results: std::sync::mpsc::Sender<PullEvent>,
+    ) -> Result<()> {
+        type Plan = (Vec<oci_spec::image::Descriptor>, Vec<String>, Vec<String>);
+        let workers = UNPACK_WORKERS;
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<(usize, Job)>();
+        let jobs_rx = std::sync::Mutex::new(jobs_rx);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let (jobs_rx, results) = (&jobs_rx, results.clone());
+                scope.spawn(move || loop {
+                    let job = jobs_rx
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|r| r.recv().map_err(|_| ()));
+                    let Ok((i, (layer, diff_id, chain, stream))) = job else {
+                        break;
+                    };
+                    let r = self.unpack_detached(&layer, &diff_id, &chain, stream);
+                    let _ = results.send(PullEvent::Unpacked(i, r));
+                });
+            }
+            drop(results);
+            let mut plan: Option<Plan> = None;
+            // Layers to unpack (with a reader while they download), and those queued.
+            let mut ready: std::collections::BTreeMap<usize, Option<Follower>> =
+                std::collections::BTreeMap::new();
+            let mut scheduled = BTreeSet::new();
+            let (mut queued, mut next) = (0usize, 0usize);
+            let mut unpacked: std::collections::BTreeMap<usize, Option<String>> =
+                std::collections::BTreeMap::new();
+            let mut pulled = false;
+            let mut failed: Option<Error> = None;
+            let mut jobs_tx = Some(jobs_tx);
+            for event in &events {
+                match event {
+                    PullEvent::Config(config, layers) => {
+                        let config: std::result::Result<oci_spec::image::ImageConfiguration, _> =
+                            serde_json::from_slice(&config);
+                        match config {
+                            // `unpack` after the pull reports a mismatch properly.
+                            Ok(c) if c.rootfs().diff_ids().len() == layers.len() => {
+                                let diff_ids = c.rootfs().diff_ids().clone();
+                                let chains = chain_ids(&diff_ids);
+                                plan = Some((layers, diff_ids, chains));
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                failed.get_or_insert(Error::Invalid(format!("image config: {e}")));
+                            }
+                        }
                     }
-                    let chains = chain_ids(&diff_ids);
-                    plan = Some((layers, diff_ids, chains));
+                    PullEvent::Stream(i, f) => {
+                        ready.insert(i, Some(f));
+                    }
+                    PullEvent::Layer(i) => {
+                        ready.entry(i).or_insert(None);
+                    }
+                    PullEvent::Unpacked(i, r) => {
+                        queued -= 1;
+                        match r {
+                            Ok(key) => {
+                                unpacked.insert(i, key);
+                            }
+                            Err(e) => {
+                                failed.get_or_insert(e);
+                            }
+                        }
+                    }
+                    PullEvent::Done => pulled = true,
                 }
-                PullEvent::Layer(i) => {
-                    ready.insert(i);
+                if let (Some((layers, diff_ids, chains)), None) = (&plan, &failed) {
+                    for (i, stream) in std::mem::take(&mut ready) {
+                        if let Some(tx) = jobs_tx.as_ref().filter(|_| scheduled.insert(i)) {
+                            let (l, d, c) = (&layers[i], &diff_ids[i], &chains[i]);
+                            let job = (l.clone(), d.clone(), c.clone(), stream);
+                            if tx.send((i, job)).is_ok() {
+                                queued += 1;
+                            }
+                        }
+                    }
+                    while let Some(key) = unpacked.remove(&next) {
+                        let parent = next.checked_sub(1).map(|p| chains[p].as_str());
+                        if let Some(key) = key {
+                            if let Err(e) = self.commit_unpacked(&key, &chains[next], parent) {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                        next += 1;
+                    }
+                }
+                if (pulled || failed.is_some()) && queued == 0 {
+                    break;
                 }
             }
-            if let Some((layers, diff_ids, chains)) = &plan {
-                while ready.contains(&next) {
-                    let parent = next.checked_sub(1).map(|p| chains[p].as_str());
-                    self.unpack_layer(&layers[next], &diff_ids[next], &chains[next], parent)?;
-                    next += 1;
-                }
+            // Stop the workers; drop what was unpacked but not committed.
+            jobs_tx.take();
+            for key in unpacked.into_values().flatten() {
+                let _ = self.snapshots.remove(&key);
             }
-        }
-        Ok(())
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        })
     }
 
     /// Name of the committed snapshot holding an image's top layer (its rootfs).

@@ -364,6 +364,19 @@ impl Writer {
         self.existing.is_some()
     }
 
+    /// Opens the ingest data for reading, to follow it while it is written (bytes
+    /// reach the file on [`Write::flush`]); `None` when the blob already existed and
+    /// nothing is written.
+    pub fn open_data(&self) -> Result<Option<File>> {
+        if self.data.is_none() {
+            return Ok(None);
+        }
+        let p = self.dir.join("data");
+        File::open(&p)
+            .map(Some)
+            .ctx(|| format!("opening {} to read", p.display()))
+    }
+
     /// Discard what the ingest holds (e.g. the server ignored Range) and start from 0.
     pub fn truncate(&mut self) -> Result<()> {
         if let Some(data) = self.data.as_mut() {

@@ -284,9 +284,48 @@ impl Snapshotter {
     /// Fails with [`Error::AlreadyExists`] if `name` exists (another process committed
     /// the same layer first: remove `key` and use `name`).
     pub fn commit(&self, name: &str, key: &str) -> Result<()> {
+        self.commit_inner(name, key, None)
+    }
+
+    /// Commits the active snapshot `key`, prepared without a parent, as the committed
+    /// snapshot `name` on top of the committed `parent`.
+    ///
+    /// A layer unpacks into its own upper dir and reads nothing of the layers below it
+    /// (whiteouts are device nodes and xattrs in that dir), so the layers of an image
+    /// can be unpacked side by side into parentless snapshots and then committed in
+    /// order with this. Errors as [`Snapshotter::commit`], and `WrongKind` when `key`
+    /// already has a parent or `parent` is not committed.
+    pub fn commit_onto(&self, name: &str, key: &str, parent: Option<&str>) -> Result<()> {
+        self.commit_inner(name, key, Some(parent))
+    }
+
+    /// `commit`, optionally giving a parentless `key` the parent `onto`.
+    fn commit_inner(&self, name: &str, key: &str, onto: Option<Option<&str>>) -> Result<()> {
         let mut l = self.store.exclusive()?;
         let meta = &mut l.meta;
-        let rec = meta.get(key)?.clone();
+        let mut rec = meta.get(key)?.clone();
+        if let Some(parent) = onto {
+            if rec.parent.is_some() {
+                return Err(Error::WrongKind {
+                    op: "commit onto a parent",
+                    key: key.to_string(),
+                    actual: "a snapshot with a parent".into(),
+                    expected: "parentless",
+                });
+            }
+            if let Some(p) = parent {
+                let pr = meta.get(p)?;
+                if pr.kind != Kind::Committed {
+                    return Err(Error::WrongKind {
+                        op: "use as parent",
+                        key: p.to_string(),
+                        actual: pr.kind.to_string(),
+                        expected: "committed",
+                    });
+                }
+            }
+            rec.parent = parent.map(str::to_string);
+        }
         if rec.kind != Kind::Active {
             return Err(Error::WrongKind {
                 op: "commit",

@@ -163,6 +163,69 @@ fn three_layers() -> Vec<Vec<u8>> {
     vec![l1, l2, l3]
 }
 
+/// Unpacks every layer at once into parentless snapshots (one thread each), then
+/// commits them in order with `commit_onto`; returns the last committed name.
+fn chain_in_parallel(env: &Env, layers: &[Vec<u8>]) -> String {
+    std::thread::scope(|s| {
+        for (i, l) in layers.iter().enumerate() {
+            let root = env.root.clone();
+            s.spawn(move || {
+                let snap = Snapshotter::open(&root).unwrap();
+                let key = format!("extract-{i}");
+                snap.prepare(&key, None).unwrap();
+                snap.apply(&key, &l[..]).unwrap();
+            });
+        }
+    });
+    let mut parent: Option<String> = None;
+    for i in 0..layers.len() {
+        let name = format!("layer-{i}");
+        env.snap
+            .commit_onto(&name, &format!("extract-{i}"), parent.as_deref())
+            .unwrap();
+        parent = Some(name);
+    }
+    parent.unwrap()
+}
+
+#[test]
+fn layers_unpacked_side_by_side_and_committed_onto_give_the_same_tree() {
+    let layers = three_layers();
+    let (a, b) = (Env::new(), Env::new());
+    let top_a = chain(&a, &layers);
+    let top_b = chain_in_parallel(&b, &layers);
+    let mut trees = Vec::new();
+    for (env, top) in [(&a, &top_a), (&b, &top_b)] {
+        assert_eq!(
+            env.snap.stat("layer-2").unwrap().parent.as_deref(),
+            Some("layer-1")
+        );
+        env.snap.view("v", Some(top)).unwrap();
+        let t = mnt(env, "rootfs");
+        let _g = MountGuard::mount(&env.snap.mounts("v").unwrap(), &t).unwrap();
+        trees.push(merged(&t));
+    }
+    assert_eq!(trees[0], trees[1]);
+    assert!(
+        !trees[1].iter().any(|l| l.starts_with("etc/gone")),
+        "{trees:?}"
+    );
+    // Refusals: a key that has a parent, a parent that is not committed.
+    let s = &b.snap;
+    s.prepare("has-parent", Some("layer-0")).unwrap();
+    let e = s
+        .commit_onto("x", "has-parent", Some("layer-0"))
+        .unwrap_err();
+    assert!(matches!(e, Error::WrongKind { .. }), "{e}");
+    s.prepare("free", None).unwrap();
+    let e = s.commit_onto("y", "free", Some("has-parent")).unwrap_err();
+    assert!(matches!(e, Error::WrongKind { .. }), "{e}");
+    let e = s.commit_onto("y", "free", Some("missing")).unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e}");
+    s.commit_onto("y", "free", None).unwrap();
+    assert_eq!(s.stat("y").unwrap().parent, None);
+}
+
 #[test]
 fn whiteouts_give_exactly_the_final_tree() {
     let env = Env::new();

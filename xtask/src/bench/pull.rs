@@ -649,7 +649,7 @@ impl Tool {
                 c.arg("--root")
                     .arg(dest.join("root"))
                     .arg("--runroot")
-                    .arg(dest.join("run"))
+                    .arg(PODMAN_RUNROOT)
                     .args(["pull", "-q", "--tls-verify=false", reference]);
                 c
             }
@@ -738,8 +738,8 @@ impl Tool {
         Ok(elapsed)
     }
 
-    /// Undo one pull (untimed).
-    fn clean(&self, reference: &str, dest: &Path) {
+    /// Undo one pull (untimed); `dest` is deleted later, when all runs are over.
+    fn clean(&self, reference: &str, dest: &Path, leftovers: &mut Vec<PathBuf>) {
         if let Kind::Docker(bin) = &self.kind {
             let _ = Command::new(bin)
                 .args(["rmi", "-f", reference])
@@ -747,11 +747,18 @@ impl Tool {
                 .stderr(Stdio::null())
                 .status();
         }
+        if let Kind::Podman(_) = &self.kind {
+            let _ = std::fs::remove_dir_all(PODMAN_RUNROOT);
+        }
         if dest.exists() {
-            let _ = std::fs::remove_dir_all(dest);
+            leftovers.push(dest.to_path_buf());
         }
     }
 }
+
+/// Podman's run root: podman refuses one longer than 50 characters. The runs take
+/// turns, so one path serves them all; it is emptied after each run.
+const PODMAN_RUNROOT: &str = "/tmp/berth-bench-podman-run";
 
 /// The raw limit: what a perfect pull does minus the network, single-threaded.
 fn raw_copy(image: &BenchImage, dest: &Path) -> Result<Duration> {
@@ -916,6 +923,10 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
 
     let load_before = loadavg();
     let mut berth_unpacks = false;
+    // Destinations are deleted after the last round, not between runs: on ext4
+    // without a journal (this machine's root) the inodes of thousands of files
+    // deleted a moment ago slow down every file creation that follows.
+    let mut leftovers = Vec::new();
     let rounds = opts.warmup + opts.runs;
     for round in 0..rounds {
         let record = round >= opts.warmup;
@@ -934,7 +945,7 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
                     .map(|mut d| d.next().is_some())
                     .unwrap_or(false);
             }
-            tool.clean(&reference, &dest);
+            tool.clean(&reference, &dest, &mut leftovers);
             match result {
                 Ok(d) => {
                     println!("bench: {tag} {}: {:.2} s", tool.name, d.as_secs_f64());
@@ -959,6 +970,9 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
     }
     let load_after = loadavg();
     drop(registry);
+    for dest in leftovers {
+        let _ = std::fs::remove_dir_all(dest);
+    }
 
     let bytes = image.pulled_bytes();
     let stats: Vec<(&str, Stats)> = tools
@@ -1017,8 +1031,10 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
          `docker-registry` on 127.0.0.1, plain http, storage on the same disk) into an empty \
          destination on the same ext4 disk, from spawning the tool to its exit. Per round one \
          run of each tool in turn; {} timed round(s) after {} warm-up round(s) (so the registry's \
-         files are in the page cache for every tool alike); `sync` before each run, the \
-         destination deleted after each run (untimed); the page cache is not dropped. \
+         files are in the page cache for every tool alike); `sync` before each run; every \
+         run has its own destination, all deleted after the last round (deleting thousands of \
+         files just before a run slows the file creations of the next one on an ext4 without a \
+         journal, as this machine's root is); the page cache is not dropped. \
          Regenerate with `cargo xtask bench pull --runs {}`{}.\n",
         mb(bytes),
         image.layers.len(),

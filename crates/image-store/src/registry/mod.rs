@@ -14,6 +14,7 @@
 mod auth;
 mod client;
 mod credentials;
+mod follow;
 mod progress;
 mod pull;
 mod push;
@@ -25,6 +26,7 @@ mod testutil;
 
 pub use auth::{parse_www_authenticate, Challenge};
 pub use credentials::Credentials;
+pub use follow::Follower;
 
 use crate::digest::Digest;
 use crate::reference::Reference;
@@ -154,6 +156,16 @@ pub trait PullObserver: Sync {
     fn config(&self, _config: &[u8], _layers: &[oci_spec::image::Descriptor]) {}
     /// Layer `index` of the manifest is in the store, verified.
     fn layer_ready(&self, _index: usize, _layer: &oci_spec::image::Descriptor) {}
+    /// Layer `index` starts downloading: `follower` reads it from its first byte as it
+    /// arrives and ends once it is verified (before `layer_ready`). Not called for
+    /// layers the store already has or whose download completed earlier.
+    fn layer_stream(
+        &self,
+        _index: usize,
+        _layer: &oci_spec::image::Descriptor,
+        _follower: Follower,
+    ) {
+    }
 }
 
 /// A [`PullObserver`] that ignores everything.

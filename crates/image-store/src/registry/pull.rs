@@ -1,6 +1,7 @@
 //! Pull: resolve, select the platform, fetch config and layers (parallel, resumable).
 
 use super::client::{read_limited, Ctx, MAX_MANIFEST};
+use super::follow::{Feeder, Follower};
 use super::progress::Progress;
 use super::{PullResult, Registry, RegistryError};
 use crate::content::ContentStore;
@@ -26,6 +27,8 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 
 /// Largest config blob read into memory.
 const MAX_CONFIG: u64 = 32 << 20;
+/// A layer's follower learns of new bytes (flushed to the ingest file) at least this often.
+const FEED_STEP: u64 = 256 << 10;
 
 pub(super) fn to_digest(d: &oci_spec::image::Digest) -> Result<Digest, RegistryError> {
     Ok(Digest::parse(d.as_ref())?)
@@ -317,7 +320,8 @@ impl Registry {
                     if i >= layers.len() {
                         break;
                     }
-                    let r = self.fetch_blob(store, ctx, &layers[i], &bars[i]);
+                    let stream = |f| observer.layer_stream(i, &layers[i], f);
+                    let r = self.fetch_blob(store, ctx, &layers[i], &bars[i], &stream);
                     if r.is_ok() {
                         observer.layer_ready(i, &layers[i]);
                     }
@@ -342,12 +346,14 @@ impl Registry {
     }
 
     /// Fetch one blob into the store through a resumable ingest. Returns bytes fetched.
+    /// Once the download starts, `stream` gets a follower of the blob.
     fn fetch_blob(
         &self,
         store: &ContentStore,
         ctx: &Ctx,
         desc: &Descriptor,
         bar: &ProgressBar,
+        stream: &dyn Fn(Follower),
     ) -> Result<u64, RegistryError> {
         let digest = to_digest(desc.digest())?;
         let size = desc.size();
@@ -436,6 +442,16 @@ impl Registry {
         };
         bar.set_position(offset);
         let mut have = offset;
+        let feeder = match w.open_data()? {
+            Some(file) => {
+                let (feeder, follower) = Feeder::new(file, offset);
+                stream(follower);
+                Some(feeder)
+            }
+            None => None,
+        };
+        let mut flushed = offset;
+        let write_err = || io_err(format!("writing {digest} into the content store"));
         loop {
             match self.rt.block_on(resp.chunk()) {
                 Ok(Some(chunk)) => {
@@ -447,11 +463,15 @@ impl Registry {
                             actual: have + chunk.len() as u64,
                         }));
                     }
-                    w.write_all(&chunk)
-                        .map_err(io_err(format!("writing {digest} into the content store")))?;
+                    w.write_all(&chunk).map_err(write_err())?;
                     fetched += chunk.len() as u64;
                     have += chunk.len() as u64;
                     bar.inc(chunk.len() as u64);
+                    if let Some(f) = feeder.as_ref().filter(|_| have - flushed >= FEED_STEP) {
+                        w.flush().map_err(write_err())?;
+                        flushed = have;
+                        f.written(flushed);
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -468,7 +488,14 @@ impl Registry {
                 }
             }
         }
+        w.flush().map_err(write_err())?;
+        if let Some(f) = &feeder {
+            f.written(have);
+        }
         w.commit()?;
+        if let Some(f) = feeder {
+            f.done();
+        }
         bar.finish_with_message("done");
         Ok(fetched)
     }
