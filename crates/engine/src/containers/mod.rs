@@ -189,10 +189,25 @@ impl Containers {
         id: &str,
         change: impl FnOnce(&mut ContainerRecord),
     ) -> Result<ContainerRecord> {
+        self.update_with(id, true, change)
+    }
+
+    /// Change a record under its lock, durably (fsync) or not (see
+    /// [`record::ContainerStore::save_volatile`]); returns the new record.
+    pub(crate) fn update_with(
+        &self,
+        id: &str,
+        durable: bool,
+        change: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord> {
         let _lock = self.store.lock(id)?;
         let mut record = self.store.load(id)?;
         change(&mut record);
-        self.store.save(&record)?;
+        if durable {
+            self.store.save(&record)?;
+        } else {
+            self.store.save_volatile(&record)?;
+        }
         Ok(record)
     }
 

@@ -257,7 +257,9 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
         }
     };
     let pid = current.pid;
-    containers.update(id, |r| mark_running(&mut r.state, pid, true))?;
+    // Not fsynced: a pid means nothing after a reboot (reconciliation then finds
+    // the container exited), and each fsync costs milliseconds on a run.
+    containers.update_with(id, false, |r| mark_running(&mut r.state, pid, true))?;
     report.send(&format!("ok {pid}"));
     broadcast(&mut clients, Kind::Started, &pid.to_le_bytes());
 
@@ -327,7 +329,7 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
             Ok(next) => {
                 current = next;
                 mark_running(&mut r.state, current.pid, false);
-                containers.store.save(&r)?;
+                containers.store.save_volatile(&r)?;
             }
             Err(e) => {
                 drop(lock);
@@ -340,7 +342,9 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
     containers.unmount_rootfs(id);
     let mut payload = code.to_le_bytes().to_vec();
     payload.push(oom as u8);
-    let record = containers.update(id, |r| {
+    // A `--rm` container's record is removed right after: no need to wait for the disk.
+    let durable = !containers.store.load(id).is_ok_and(|r| r.auto_remove);
+    let record = containers.update_with(id, durable, |r| {
         r.state.status = Status::Exited;
         r.state.pid = 0;
         r.state.monitor_pid = 0;

@@ -271,15 +271,27 @@ impl RecordStore {
         Ok(file)
     }
 
-    /// Write a record atomically (the caller holds its lock, or owns a new container).
+    /// Write a record atomically and durably (fsync before the rename); the caller
+    /// holds its lock, or owns a new container.
     pub fn save(&self, record: &ContainerRecord) -> Result<()> {
+        self.write(record, true)
+    }
+
+    /// Write a record atomically without waiting for the disk: for states that mean
+    /// nothing after a reboot (a running process's pid) or a record about to be
+    /// removed. A killed process loses nothing either way (the page cache stays).
+    pub fn save_volatile(&self, record: &ContainerRecord) -> Result<()> {
+        self.write(record, false)
+    }
+
+    fn write(&self, record: &ContainerRecord, durable: bool) -> Result<()> {
         let dir = self.dir(&record.id);
         let tmp = dir.join("container.json.tmp");
         let data = serde_json::to_vec_pretty(record)
             .map_err(|e| Error::Invalid(format!("encode container record: {e}")))?;
         let mut f = File::create(&tmp).map_err(Error::io(format!("create {}", tmp.display())))?;
         f.write_all(&data)
-            .and_then(|_| f.sync_all())
+            .and_then(|_| if durable { f.sync_all() } else { Ok(()) })
             .map_err(Error::io(format!("write {}", tmp.display())))?;
         std::fs::rename(&tmp, dir.join("container.json"))
             .map_err(Error::io(format!("rename {}", tmp.display())))
