@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
+use crate::table::Table;
 use anyhow::{bail, Context};
 use berth_engine::containers::attach::{read_frame, write_frame, Kind};
 use berth_engine::containers::record::{ContainerRecord, RestartPolicy, Status};
@@ -712,15 +713,24 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
         rows.truncate(n);
     }
     let mut out = std::io::stdout().lock();
-    for (i, r) in rows.iter().enumerate() {
+    let mut table = Table::new(&[
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ]);
+    for r in rows.iter() {
         let id = if args.no_trunc {
             r.id.clone()
         } else {
             r.id[..12].to_string()
         };
         let mut command = r.command.join(" ");
-        if !args.no_trunc && command.len() > 20 {
-            command = format!("{}…", &command[..19]);
+        if !args.no_trunc && command.chars().count() > 20 {
+            command = format!("{}…", command.chars().take(19).collect::<String>());
         }
         let status = match containers.is_paused(r) {
             true => format!("{} (Paused)", status_text(r)),
@@ -749,34 +759,19 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
                 writeln!(out, "{}", serde_json::Value::Object(map))?;
             }
             Some(t) if t != "table" => writeln!(out, "{}", template(t, &fields))?,
-            _ => {
-                if i == 0 {
-                    writeln!(
-                        out,
-                        "{:<14}{:<22}{:<24}{:<18}{:<28}{:<10}NAMES",
-                        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
-                    )?;
-                }
-                writeln!(
-                    out,
-                    "{:<14}{:<22}{:<24}{:<18}{:<28}{:<10}{}",
-                    id,
-                    r.image,
-                    format!("\"{command}\""),
-                    format!("{} ago", since(Some(&r.created))),
-                    status,
-                    ports_text(containers, &r.id),
-                    r.name
-                )?;
-            }
+            _ => table.row(vec![
+                id,
+                r.image.clone(),
+                format!("\"{command}\""),
+                format!("{} ago", since(Some(&r.created))),
+                status,
+                ports_text(containers, &r.id),
+                r.name.clone(),
+            ]),
         }
     }
-    if rows.is_empty() && !args.quiet && matches!(args.format.as_deref(), None | Some("table")) {
-        writeln!(
-            out,
-            "{:<14}{:<22}{:<24}{:<18}{:<28}{:<10}NAMES",
-            "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
-        )?;
+    if !args.quiet && matches!(args.format.as_deref(), None | Some("table")) {
+        table.write(&mut out)?;
     }
     Ok(0)
 }

@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
+use crate::table::Table;
 use anyhow::{bail, Context};
 use berth_engine::images::{ArchiveFormat, Images};
 use berth_image_store::registry::{Credentials, Registry, RegistryOptions};
@@ -416,45 +417,25 @@ fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Resul
             }
         }
         None | Some("table") => {
+            let mut header = vec!["REPOSITORY", "TAG"];
             if args.digests {
-                writeln!(
-                    out,
-                    "{:<40} {:<12} {:<72} {:<14} {:<22} SIZE",
-                    "REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED"
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "{:<40} {:<12} {:<14} {:<22} SIZE",
-                    "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
-                )?;
+                header.push("DIGEST");
             }
+            header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+            let mut table = Table::new(&header);
             for r in &rows {
-                let id = short_id(&r.id, args.no_trunc);
-                let created = ago(r.created.as_deref());
+                let mut row = vec![r.repository.clone(), r.tag.clone()];
                 if args.digests {
-                    writeln!(
-                        out,
-                        "{:<40} {:<12} {:<72} {:<14} {:<22} {}",
-                        r.repository,
-                        r.tag,
-                        r.digest.to_string(),
-                        id,
-                        created,
-                        human_size(r.size)
-                    )?;
-                } else {
-                    writeln!(
-                        out,
-                        "{:<40} {:<12} {:<14} {:<22} {}",
-                        r.repository,
-                        r.tag,
-                        id,
-                        created,
-                        human_size(r.size)
-                    )?;
+                    row.push(r.digest.to_string());
                 }
+                row.extend([
+                    short_id(&r.id, args.no_trunc),
+                    ago(r.created.as_deref()),
+                    human_size(r.size),
+                ]);
+                table.row(row);
             }
+            table.write(out)?;
         }
         Some(other) => bail!("unknown format {other:?}: use table or json"),
     }

@@ -6,6 +6,7 @@ mod image_cmd;
 mod network_cmd;
 mod runtime_cmd;
 mod system_cmd;
+mod table;
 mod volume_cmd;
 
 use std::path::PathBuf;

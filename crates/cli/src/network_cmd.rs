@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use crate::table::Table;
 use anyhow::{bail, Context};
 use berth_engine::containers::Containers;
 use berth_netns_bridge::{Network, NetworkConfig, Subnet};
@@ -174,20 +175,17 @@ pub fn run(c: &Containers, command: NetworkCommand) -> anyhow::Result<i32> {
         NetworkCommand::Ls(a) => {
             c.network("bridge")?;
             let nets = c.networks().list()?;
-            if !a.quiet {
-                writeln!(
-                    out,
-                    "{:<14}{:<20}{:<10}SCOPE",
-                    "NETWORK ID", "NAME", "DRIVER"
-                )?;
-            }
+            let mut table = Table::new(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
             for n in nets {
                 let id = if a.no_trunc { &n.id[..] } else { &n.id[..12] };
                 if a.quiet {
                     writeln!(out, "{id}")?;
                 } else {
-                    writeln!(out, "{:<14}{:<20}{:<10}local", id, n.name, "bridge")?;
+                    table.row(vec![id.into(), n.name, "bridge".into(), "local".into()]);
                 }
+            }
+            if !a.quiet {
+                table.write(&mut out)?;
             }
         }
         NetworkCommand::Inspect { names } => {

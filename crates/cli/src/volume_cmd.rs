@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 
+use crate::table::Table;
 use anyhow::bail;
 use berth_engine::containers::Containers;
 use berth_engine::volumes::{Error as VolumeError, Volume};
@@ -214,10 +215,11 @@ fn ls(containers: &Containers, a: LsArgs) -> anyhow::Result<i32> {
             }
         }
         _ => {
-            writeln!(out, "{:<10}VOLUME NAME", "DRIVER")?;
+            let mut table = Table::new(&["DRIVER", "VOLUME NAME"]);
             for v in &volumes {
-                writeln!(out, "{:<10}{}", v.driver, v.name)?;
+                table.row(vec![v.driver.clone(), v.name.clone()]);
             }
+            table.write(&mut out)?;
         }
     }
     Ok(0)
