@@ -385,12 +385,15 @@ impl NetworkStore {
     }
 
     /// Runs `f` on the state under the exclusive lock and saves the result if
-    /// `f` succeeded.
+    /// `f` succeeded and changed it (a save costs two fsyncs).
     fn update<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         let _guard = self.lock(true)?;
         let mut st = self.load()?;
+        let before = serde_json::to_vec(&st).expect("state serialises");
         let out = f(&mut st)?;
-        self.save(&st)?;
+        if serde_json::to_vec(&st).expect("state serialises") != before {
+            self.save(&st)?;
+        }
         Ok(out)
     }
 
@@ -814,10 +817,14 @@ impl NetworkStore {
                 });
             };
             Netlink::new()?.delete_link_by_name(&ep.host_veth)?;
-            firewall::delete_rules(
-                &self.names.nft_table,
-                &firewall::ctr_tag(&net.id, container_id),
-            )?;
+            // Only published ports have rules of their own (listing the table
+            // runs nft twice: tens of milliseconds).
+            if !ep.ports.is_empty() {
+                firewall::delete_rules(
+                    &self.names.nft_table,
+                    &firewall::ctr_tag(&net.id, container_id),
+                )?;
+            }
             net.endpoints.remove(container_id);
             Ok(())
         })
