@@ -117,6 +117,8 @@ impl Contender {
                 "--rm".into(),
                 "--network".into(),
                 "none".into(),
+                "--ulimit".into(),
+                PEER_NOFILE.into(),
                 image.clone(),
                 "true".into(),
             ],
@@ -607,6 +609,11 @@ fn berth_monitors(env: &Env) -> Result<Monitors> {
     result
 }
 
+/// The open-files limit given to docker's and podman's containers: their default
+/// (1048576) is above the hard limit a session may have (20000 here), which makes
+/// their runtime fail to set it.
+const PEER_NOFILE: &str = "nofile=1024:1024";
+
 /// The same for conmon (podman) or containerd-shim-runc-v2 (docker).
 fn peer_monitors(shim: &str, engine: &Path, image: &str) -> Result<Monitors> {
     let mut ids = Vec::new();
@@ -617,6 +624,8 @@ fn peer_monitors(shim: &str, engine: &Path, image: &str) -> Result<Monitors> {
                 "-d",
                 "--network",
                 "none",
+                "--ulimit",
+                PEER_NOFILE,
                 image,
                 "sleep",
                 "1000",
