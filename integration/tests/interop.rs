@@ -6,12 +6,16 @@
 //! why, only if that fails), starts the daemons it needs with state, sockets
 //! and bridge of its own, and stops them by pid.
 
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use berth_integration::daemon::{berth_runc, ensure_tool, in_pty, Daemon};
-use berth_integration::{path_str, privileged, text, Engine};
+use berth_integration::{
+    cgroup_dirs_named, path_str, privileged, sh, text, unique_id, Engine, Env,
+};
 
 /// The busybox test image as a docker-archive made by `berth save`, named `bb:latest`.
 fn busybox_archive(engine: &Engine) -> PathBuf {
@@ -263,7 +267,7 @@ fn cgroup_value(pid: &str, controller: &str, v1_file: &str, v2_file: &str) -> St
 
 #[test]
 fn docker_runs_execs_and_stops_through_berth_runc() {
-    if !privileged() || !ensure_tool("docker.io", "/usr/bin/dockerd") {
+    if !privileged() || !ensure_tool("docker.io", "/usr/sbin/dockerd") {
         return;
     }
     let engine = Engine::with_busybox();
@@ -415,7 +419,7 @@ fn docker_runs_execs_and_stops_through_berth_runc() {
     let ps = ok("docker ps -a", &docker(&["ps", "-aq"]));
     assert_eq!(ps.trim(), "", "containers left");
     assert_eq!(
-        leftover_containers(&dir.join("exec/runtime-berth/moby")),
+        leftover_containers(&dir.join("exec/runtime-runc/moby")),
         Vec::<String>::new()
     );
     drop(daemon);
@@ -509,4 +513,194 @@ fn podman_runs_execs_and_stops_through_berth_runc() {
     // conmon's own cgroup sits beside the containers'.
     remove_parent_cgroup(&format!("{cgroup_parent}/conmon"));
     remove_parent_cgroup(&cgroup_parent);
+}
+
+/// `berth-runc ARGS` with the test's runtime root (runc's global flags first).
+fn runc_cmd(env: &Env, runc: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(runc);
+    cmd.arg("--root").arg(env.root()).args(args);
+    cmd
+}
+
+#[test]
+fn berth_runc_answers_runc_command_line() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let runc = berth_runc(env.tmp.path());
+
+    let version = ok(
+        "--version",
+        &Command::new(&runc).arg("--version").output().unwrap(),
+    );
+    assert!(version.starts_with("berth-runc version "), "{version}");
+    assert!(version.contains("\nspec: 1."), "{version}");
+    let features = ok(
+        "features",
+        &runc_cmd(&env, &runc, &["features"]).output().unwrap(),
+    );
+    let features: serde_json::Value = serde_json::from_str(&features).expect("features JSON");
+    assert_eq!(features["ociVersionMax"], "1.2.0");
+    assert_eq!(features["linux"]["cgroup"]["systemd"], false);
+
+    // Refused clearly, on one line.
+    let out = runc_cmd(&env, &runc, &["--systemd-cgroup", "state", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--systemd-cgroup") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
+    // Errors go to --log as runc's JSON lines too.
+    let log = env.tmp.path().join("log.json");
+    let out = runc_cmd(
+        &env,
+        &runc,
+        &[
+            "--log",
+            path_str(&log),
+            "--log-format",
+            "json",
+            "state",
+            "nosuch",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&log).unwrap().trim()).expect("a JSON line");
+    assert_eq!(line["level"], "error");
+    assert_eq!(line["msg"], "berth: container nosuch does not exist");
+    assert!(line["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    // As runc: forcing the removal of a missing container succeeds.
+    ok(
+        "delete --force",
+        &runc_cmd(&env, &runc, &["delete", "--force", "nosuch"])
+            .output()
+            .unwrap(),
+    );
+
+    // A detached container: ps --format json, update, pause/resume.
+    let bundle = env.bundle("b", |c| sh(c, "sleep 30"));
+    let id = unique_id("runc");
+    let run = env.run(&["run", "-d", "-b", path_str(&bundle), &id]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let pids = ok(
+        "ps",
+        &runc_cmd(&env, &runc, &["ps", "--format", "json", &id])
+            .output()
+            .unwrap(),
+    );
+    let pids: Vec<i32> = serde_json::from_str(&pids).expect("ps JSON");
+    assert_eq!(pids, vec![env.pid(&id)]);
+    let table = ok(
+        "ps table",
+        &runc_cmd(&env, &runc, &["ps", &id]).output().unwrap(),
+    );
+    assert!(
+        table.starts_with("UID") && table.contains("sleep 30"),
+        "{table}"
+    );
+    let resources = env.tmp.path().join("resources.json");
+    std::fs::write(
+        &resources,
+        r#"{"pids": {"limit": 42}, "cpu": {"period": 0, "quota": 0}}"#,
+    )
+    .unwrap();
+    ok(
+        "update",
+        &runc_cmd(
+            &env,
+            &runc,
+            &["update", "--resources", path_str(&resources), &id],
+        )
+        .output()
+        .unwrap(),
+    );
+    let pids_max: Vec<String> = cgroup_dirs_named(&id)
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("pids.max")).ok())
+        .map(|s| s.trim().to_string())
+        .collect();
+    assert_eq!(pids_max, vec!["42".to_string()]);
+    ok(
+        "pause",
+        &runc_cmd(&env, &runc, &["pause", &id]).output().unwrap(),
+    );
+    ok(
+        "resume",
+        &runc_cmd(&env, &runc, &["resume", &id]).output().unwrap(),
+    );
+    ok(
+        "delete -f",
+        &runc_cmd(&env, &runc, &["delete", "-f", &id])
+            .output()
+            .unwrap(),
+    );
+}
+
+#[test]
+fn preserved_and_socket_activation_fds_reach_the_process() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let runc = berth_runc(env.tmp.path());
+    let bundle = env.bundle("b", |c| {
+        sh(
+            c,
+            "echo listen=$LISTEN_FDS pid=$LISTEN_PID >&3; echo second >&4; ls /proc/self/fd",
+        )
+    });
+    let out3 = env.tmp.path().join("fd3");
+    let out4 = env.tmp.path().join("fd4");
+    let f3 = std::fs::File::create(&out3).unwrap();
+    let f4 = std::fs::File::create(&out4).unwrap();
+    let (r3, r4) = (f3.as_raw_fd(), f4.as_raw_fd());
+    let mut cmd = runc_cmd(
+        &env,
+        &runc,
+        &[
+            "run",
+            "--preserve-fds",
+            "1",
+            "-b",
+            path_str(&bundle),
+            &unique_id("fds"),
+        ],
+    );
+    cmd.env("LISTEN_FDS", "1");
+    // SAFETY: dup2 is async-signal-safe; it runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Copies above 10 first, so neither target clobbers the other source; dup2's
+            // copies are not close-on-exec.
+            let (a, b) = (
+                libc::fcntl(r3, libc::F_DUPFD, 10),
+                libc::fcntl(r4, libc::F_DUPFD, 10),
+            );
+            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let fds = ok("run with fds", &out);
+    assert_eq!(
+        std::fs::read_to_string(&out3).unwrap().trim(),
+        "listen=1 pid=1"
+    );
+    assert_eq!(std::fs::read_to_string(&out4).unwrap().trim(), "second");
+    // Nothing beyond 0-4 (and ls's own directory fd) leaked in.
+    let listed: Vec<i32> = fds
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    assert!(listed.iter().all(|fd| *fd <= 5), "{listed:?}");
 }

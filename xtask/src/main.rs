@@ -226,7 +226,7 @@ fn test(args: &[String]) -> Result<()> {
             ("iproute2", "/usr/sbin/ip"),
             // Clients that drive berth-runc as their runc (integration/tests/interop.rs).
             ("containerd", "/usr/bin/containerd"),
-            ("docker.io", "/usr/bin/dockerd"),
+            ("docker.io", "/usr/sbin/dockerd"),
             ("podman", "/usr/bin/podman"),
         ])?;
         images::build(&target_dir())?;

@@ -338,7 +338,16 @@ fn create_options(args: &CreateArgs) -> CreateOptions {
         console_socket: args.console_socket.clone(),
         pid_file: args.pid_file.clone(),
         preserve_fds: args.preserve_fds,
+        listen_fds: listen_fds(),
     }
+}
+
+/// `LISTEN_FDS` of our environment (systemd socket activation), passed on as runc does.
+fn listen_fds() -> u32 {
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn dispatch(runtime: &Runtime, command: RuntimeCommand) -> anyhow::Result<i32> {

@@ -662,7 +662,7 @@ impl Builder<'_> {
                         bundle: bundle.clone(),
                         console_socket: None,
                         pid_file: None,
-                        preserve_fds: 0,
+                        ..Default::default()
                     },
                     false,
                 )

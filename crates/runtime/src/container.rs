@@ -34,6 +34,9 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     /// Descriptors 3..3+N of the caller that the container process keeps (runc's `--preserve-fds`).
     pub preserve_fds: u32,
+    /// Socket-activation descriptors (the caller's `LISTEN_FDS`): kept like `preserve_fds`,
+    /// before them, and announced to the process as `LISTEN_FDS=N`, `LISTEN_PID=1`.
+    pub listen_fds: u32,
 }
 
 /// Options of `exec`.
@@ -368,15 +371,24 @@ impl Runtime {
         };
         let Some(pid) = child else {
             drop(ours);
+            let mut spec = bundle.spec.clone();
+            if opts.listen_fds > 0 {
+                if let Some(process) = spec.process_mut() {
+                    let mut env = process.env().clone().unwrap_or_default();
+                    env.push(format!("LISTEN_FDS={}", opts.listen_fds));
+                    env.push("LISTEN_PID=1".into());
+                    process.set_env(Some(env));
+                }
+            }
             let args = InitArgs {
-                spec: bundle.spec.clone(),
+                spec,
                 rootfs: bundle.rootfs.clone(),
                 bundle: bundle.dir.clone(),
                 join: plan.join,
                 unshare: plan.unshare,
                 seccomp: plan.seccomp,
                 start: listener,
-                preserve_fds: opts.preserve_fds,
+                preserve_fds: opts.listen_fds.saturating_add(opts.preserve_fds),
             };
             init::init_main(args, theirs);
         };

@@ -277,6 +277,18 @@ fn runtime(opts: &Options) -> Result<()> {
         "bench: wrote the \"{SECTION}\" section of {}",
         docs.display()
     );
+    // docker run through berth-runc vs through runc: fewer runs, each takes ~0.5 s.
+    let docker_runs = (opts.runs / 5).max(10);
+    let rootfs_tar = images.dir.join("busybox-rootfs.tar");
+    if let Some(skipped) = super::docker_runtime::bench(
+        &berth,
+        &rootfs_tar,
+        docker_runs,
+        opts.warmup.min(3),
+        opts.install_peers,
+    )? {
+        println!("bench: {skipped}");
+    }
     Ok(())
 }
 
