@@ -606,6 +606,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_lines_have_runcs_shape() {
+        let dir = std::env::temp_dir().join(format!("berth-log-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("log");
+        let text = Log {
+            file: Some(file.clone()),
+            json: false,
+            debug: false,
+        };
+        text.line("debug", "not without --debug");
+        text.line("error", "bad \"x\"");
+        let json = Log {
+            file: Some(file.clone()),
+            json: true,
+            debug: true,
+        };
+        json.line("debug", "shown");
+        let written = std::fs::read_to_string(&file).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines.len(), 2, "{written}");
+        assert!(lines[0].starts_with("time=\""), "{written}");
+        assert!(
+            lines[0].ends_with(r#"level=error msg="bad \"x\"""#),
+            "{written}"
+        );
+        let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(v["level"], "debug");
+        assert_eq!(v["msg"], "shown");
+    }
+
+    #[test]
     fn signals_parse_like_runc() {
         assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
         assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
