@@ -196,6 +196,16 @@ fn containerd_runs_execs_and_kills_through_berth_runc() {
     ]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "in-exec");
+    // An exec with a terminal gets its own pty through its own console socket.
+    let out = in_pty(&format!(
+        "{ctr_line} task exec -t --exec-id e2 c-bg sh -c 'tty; [ -t 1 ] && echo exec-tty; exit 5'"
+    ));
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{shown}");
+    assert!(
+        shown.contains("/dev/pts/") && shown.contains("exec-tty"),
+        "{shown}"
+    );
     let ps = ok("ctr task ps", &ctr(&["task", "ps", "c-bg"]));
     assert!(ps.lines().count() >= 2, "no processes: {ps}");
     let status = || ok("ctr task ls", &ctr(&["task", "ls"]));
@@ -205,7 +215,7 @@ fn containerd_runs_execs_and_kills_through_berth_runc() {
     assert!(status().contains("RUNNING"), "{}", status());
     ok(
         "ctr task kill",
-        &ctr(&["task", "kill", "-s", "SIGTERM", "c-bg"]),
+        &ctr(&["task", "kill", "--all", "-s", "SIGTERM", "c-bg"]),
     );
     eventually("c-bg stops on SIGTERM", || status().contains("STOPPED"));
     ok("ctr task rm", &ctr(&["task", "rm", "c-bg"]));
