@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod daemon;
 pub mod fake_registry;
 pub mod registry;
 

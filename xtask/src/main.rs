@@ -216,7 +216,7 @@ fn test(args: &[String]) -> Result<()> {
         ]))?;
         require_root("the privileged integration suite")?;
         // Real peers the tests talk to: a registry, htpasswd for its auth,
-        // skopeo and umoci for interoperability.
+        // skopeo and umoci for interoperability, and containerd, Docker and Podman.
         util::ensure_packages(&[
             ("docker-registry", "/usr/bin/docker-registry"),
             ("apache2-utils", "/usr/bin/htpasswd"),
@@ -224,6 +224,10 @@ fn test(args: &[String]) -> Result<()> {
             ("umoci", "/usr/bin/umoci"),
             ("nftables", "/usr/sbin/nft"),
             ("iproute2", "/usr/sbin/ip"),
+            // Clients that drive berth-runc as their runc (integration/tests/interop.rs).
+            ("containerd", "/usr/bin/containerd"),
+            ("docker.io", "/usr/sbin/dockerd"),
+            ("podman", "/usr/bin/podman"),
         ])?;
         images::build(&target_dir())?;
         build_berth(false)?;

@@ -326,6 +326,9 @@ struct TopArgs {
 const ENGINE_ERROR: i32 = 125;
 
 fn main() {
+    if runtime_cmd::invoked_as_runc() {
+        std::process::exit(runtime_cmd::runc_main());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

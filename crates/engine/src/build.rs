@@ -662,6 +662,7 @@ impl Builder<'_> {
                         bundle: bundle.clone(),
                         console_socket: None,
                         pid_file: None,
+                        ..Default::default()
                     },
                     false,
                 )

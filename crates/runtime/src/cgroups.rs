@@ -927,8 +927,11 @@ impl CgroupManager {
     }
 
     fn apply_cpu(&self, c: &LinuxCpu) -> Result<()> {
+        // As runc, zero means "leave as is" (docker update sends zeros for what it does not change).
         let shares = c.shares().filter(|s| *s > 0);
-        if shares.is_some() || c.quota().is_some() || c.period().is_some() {
+        let quota = c.quota().filter(|q| *q != 0);
+        let period = c.period().filter(|p| *p != 0);
+        if shares.is_some() || quota.is_some() || period.is_some() {
             let d = self.need("cpu", "linux.resources.cpu")?;
             let cc = CpuController::new(d.dir.clone(), d.mount_point.clone(), self.v2);
             if let Some(s) = shares {
@@ -938,20 +941,16 @@ impl CgroupManager {
                 ctl(cc.set_shares(v), "cpu", d, format!("set {file}={v}"))?;
             }
             if self.v2 {
-                if c.quota().is_some() || c.period().is_some() {
+                if quota.is_some() || period.is_some() {
                     ctl(
-                        cc.set_cfs_quota_and_period(c.quota(), c.period()),
+                        cc.set_cfs_quota_and_period(quota, period),
                         "cpu",
                         d,
-                        format!(
-                            "set cpu.max from quota {:?} period {:?}",
-                            c.quota(),
-                            c.period()
-                        ),
+                        format!("set cpu.max from quota {:?} period {:?}", quota, period),
                     )?;
                 }
             } else {
-                if let Some(p) = c.period() {
+                if let Some(p) = period {
                     ctl(
                         cc.set_cfs_period(p),
                         "cpu",
@@ -959,7 +958,7 @@ impl CgroupManager {
                         format!("set cpu.cfs_period_us={p}"),
                     )?;
                 }
-                if let Some(q) = c.quota() {
+                if let Some(q) = quota {
                     let q = if q <= 0 { -1 } else { q };
                     ctl(
                         cc.set_cfs_quota(q),

@@ -32,6 +32,11 @@ pub struct CreateOptions {
     pub console_socket: Option<PathBuf>,
     /// File to write init's pid to.
     pub pid_file: Option<PathBuf>,
+    /// Descriptors 3..3+N of the caller that the container process keeps (runc's `--preserve-fds`).
+    pub preserve_fds: u32,
+    /// Socket-activation descriptors (the caller's `LISTEN_FDS`): kept like `preserve_fds`,
+    /// before them, and announced to the process as `LISTEN_FDS=N`, `LISTEN_PID=1`.
+    pub listen_fds: u32,
 }
 
 /// Options of `exec`.
@@ -43,6 +48,8 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     /// Do not wait for the process.
     pub detach: bool,
+    /// Descriptors 3..3+N of the caller that the process keeps (runc's `--preserve-fds`).
+    pub preserve_fds: u32,
 }
 
 /// A created container's init.
@@ -364,14 +371,24 @@ impl Runtime {
         };
         let Some(pid) = child else {
             drop(ours);
+            let mut spec = bundle.spec.clone();
+            if opts.listen_fds > 0 {
+                if let Some(process) = spec.process_mut() {
+                    let mut env = process.env().clone().unwrap_or_default();
+                    env.push(format!("LISTEN_FDS={}", opts.listen_fds));
+                    env.push("LISTEN_PID=1".into());
+                    process.set_env(Some(env));
+                }
+            }
             let args = InitArgs {
-                spec: bundle.spec.clone(),
+                spec,
                 rootfs: bundle.rootfs.clone(),
                 bundle: bundle.dir.clone(),
                 join: plan.join,
                 unshare: plan.unshare,
                 seccomp: plan.seccomp,
                 start: listener,
+                preserve_fds: opts.listen_fds.saturating_add(opts.preserve_fds),
             };
             init::init_main(args, theirs);
         };
@@ -482,6 +499,20 @@ impl Runtime {
         Ok(out)
     }
 
+    /// Change the resource limits of a live container's cgroup (runc's `update`).
+    pub fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        let (dir, record) = self.load(id)?;
+        if Self::status_of(&dir, &record) == Status::Stopped {
+            return Err(Error::WrongState {
+                id: id.into(),
+                status: "stopped".into(),
+                hint: "container not running, there is no cgroup to update".into(),
+            });
+        }
+        CgroupManager::from_location(record.cgroup.clone()).apply(resources)?;
+        Ok(())
+    }
+
     /// Whether the OOM killer killed a process in the container's cgroup.
     pub fn oom_killed(&self, id: &str) -> Result<bool> {
         let (_, record) = self.load(id)?;
@@ -496,7 +527,7 @@ impl Runtime {
             return Err(Error::WrongState {
                 id: id.into(),
                 status: status.to_string(),
-                hint: "there is no process to signal".into(),
+                hint: "container not running, there is no process to signal".into(),
             });
         }
         if all {
@@ -506,11 +537,16 @@ impl Runtime {
         kill(Pid::from_raw(record.pid), signal).ctx(|| format!("send {signal} to container {id}"))
     }
 
-    /// Delete a stopped container (with `force`, kill a live one first):
-    /// its cgroup and state go, and the poststop hooks run.
+    /// Delete a stopped container (with `force`, kill a live one first, and
+    /// succeed if there is none): its cgroup and state go, and the poststop hooks run.
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         let dir = self.dir(id)?;
-        let Some(record) = dir.load(id)? else {
+        let loaded = match dir.load(id) {
+            // As runc: forcing the removal of what is already gone succeeds.
+            Err(Error::NotFound(_)) if force => return Ok(()),
+            other => other?,
+        };
+        let Some(record) = loaded else {
             if force {
                 return dir.remove();
             }
@@ -635,6 +671,7 @@ impl Runtime {
                     process,
                     join,
                     seccomp,
+                    preserve_fds: opts.preserve_fds,
                 },
                 theirs,
             );

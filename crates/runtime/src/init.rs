@@ -30,6 +30,8 @@ pub(crate) struct InitArgs {
     pub seccomp: Option<CompiledFilter>,
     /// Listener `start` connects to.
     pub start: UnixListener,
+    /// Inherited descriptors 3..3+N to keep open in the container process.
+    pub preserve_fds: u32,
 }
 
 /// Run the container's init. Never returns: it execs or exits.
@@ -55,7 +57,7 @@ fn wait_go(channel: &mut Channel) -> Result<()> {
 fn init(args: InitArgs, channel: &mut Channel) -> Result<Infallible> {
     // The runtime puts us in the cgroup first, so that a new cgroup namespace is rooted there.
     wait_go(channel)?;
-    mark_inherited_fds_cloexec();
+    mark_inherited_fds_cloexec(args.preserve_fds);
     for (flag, fd) in &args.join {
         setns(fd.as_fd(), *flag).ctx(|| format!("join namespace {flag:?}"))?;
     }
@@ -140,13 +142,20 @@ fn report_ready_and_take_terminal(channel: &mut Channel, pty: Option<tty::Pty>) 
 }
 
 /// Descriptors the caller of the runtime leaked to us must not reach the
-/// container process (runc's fd-leak advisories): mark 3 and up close-on-exec.
-fn mark_inherited_fds_cloexec() {
+/// container process (runc's fd-leak advisories): mark 3 and up close-on-exec,
+/// except the `preserve` descriptors right after stderr that the caller passes on.
+fn mark_inherited_fds_cloexec(preserve: u32) {
+    let first = 3u32.saturating_add(preserve);
+    // The preserved ones may have been opened close-on-exec by the caller: clear the flag.
+    for fd in 3..first {
+        // SAFETY: fcntl on a descriptor number only changes its flags (or fails with EBADF).
+        unsafe { libc::fcntl(fd as libc::c_int, libc::F_SETFD, 0) };
+    }
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            3u32,
+            first,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
@@ -161,6 +170,8 @@ pub(crate) struct ExecArgs {
     pub join: Vec<(CloneFlags, OwnedFd)>,
     /// The container's seccomp filter.
     pub seccomp: Option<CompiledFilter>,
+    /// Inherited descriptors 3..3+N to keep open in the process.
+    pub preserve_fds: u32,
 }
 
 /// Run an exec'd process's setup. Never returns.
@@ -176,7 +187,7 @@ pub(crate) fn exec_main(args: ExecArgs, mut channel: Channel) -> ! {
 
 fn exec_setup(args: ExecArgs, channel: &mut Channel) -> Result<Infallible> {
     wait_go(channel)?;
-    mark_inherited_fds_cloexec();
+    mark_inherited_fds_cloexec(args.preserve_fds);
     for (flag, fd) in &args.join {
         setns(fd.as_fd(), *flag).ctx(|| format!("join container namespace {flag:?}"))?;
     }

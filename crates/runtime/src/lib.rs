@@ -15,6 +15,7 @@
 pub mod cgroups;
 mod container;
 mod error;
+pub mod features;
 mod hooks;
 mod init;
 mod process;

@@ -9,7 +9,8 @@ use oci_spec::runtime::{
 use crate::error::{Error, Result};
 
 /// Namespace types the runtime understands (`user` and `time` are refused for now).
-const SUPPORTED_NAMESPACES: &[&str] = &["pid", "network", "mount", "ipc", "uts", "cgroup"];
+pub(crate) const SUPPORTED_NAMESPACES: &[&str] =
+    &["pid", "network", "mount", "ipc", "uts", "cgroup"];
 
 /// A validated bundle: its spec and the absolute path of its root filesystem.
 #[derive(Debug, Clone)]

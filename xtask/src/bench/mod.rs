@@ -8,6 +8,7 @@
 //! - `network`: `berth run` on the bridge against `--network none`, and container-to-container
 //!   throughput over a bridge against the host's loopback.
 
+mod docker_runtime;
 mod network;
 mod pull;
 mod run;

@@ -33,6 +33,8 @@ const PEERS: &[(&str, &str, &str)] = &[
 /// so machine noise hits all equally, after a few warm-up runs; reports min/median/mean/p90/max in ms and the
 /// ratios of medians (peer / berth), prints a table and writes docs/benchmarks.md (a section for this benchmark with date,
 /// machine (nproc, kernel, cgroup layout), versions of each runtime, the table, the ratios, the exact command lines used).
+/// Then, when Docker is installed (or with --install-peers), `docker run --runtime berth` against `docker run` (runc)
+/// on a dockerd of its own, N/5 runs each (at least 10), in a section of its own (bench/docker_runtime.rs).
 pub(super) fn main(args: &[String]) -> Result<()> {
     runtime(&Options::parse(
         args,
@@ -277,6 +279,18 @@ fn runtime(opts: &Options) -> Result<()> {
         "bench: wrote the \"{SECTION}\" section of {}",
         docs.display()
     );
+    // docker run through berth-runc vs through runc: fewer runs, each takes ~0.5 s.
+    let docker_runs = (opts.runs / 5).max(10);
+    let rootfs_tar = images.dir.join("busybox-rootfs.tar");
+    if let Some(skipped) = super::docker_runtime::bench(
+        &berth,
+        &rootfs_tar,
+        docker_runs,
+        opts.warmup.min(3),
+        opts.install_peers,
+    )? {
+        println!("bench: {skipped}");
+    }
     Ok(())
 }
 

@@ -876,6 +876,7 @@ impl Containers {
                 console_socket: None,
                 pid_file: None,
                 detach: opts.detach,
+                preserve_fds: 0,
             },
         )?;
         Ok(exit.map(|e| e.code).unwrap_or(0))

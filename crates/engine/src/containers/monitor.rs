@@ -151,6 +151,7 @@ fn start_once(
         bundle: bundle.to_path_buf(),
         console_socket: None,
         pid_file: None,
+        ..Default::default()
     });
     // Our own stdio goes back to /dev/null (stderr to the monitor log).
     dup_onto(devnull.as_raw_fd(), 0);
