@@ -4,39 +4,18 @@
 //! starts with state, sockets and cgroup parent of its own and stops by pid.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
+use super::dockerd::{Dockerd, DOCKERD};
 use super::{first_lines, loadavg, write_section, Stats, TempDir};
 use crate::util;
 
 /// Heading of this benchmark's section in docs/benchmarks.md.
 const SECTION: &str = "## Docker start-up: berth-runc vs runc";
-const DOCKERD: &str = "/usr/sbin/dockerd";
-/// The docker.io client (another `docker` may come first in PATH).
-const DOCKER: &str = "/usr/bin/docker";
-
-/// dockerd, stopped with SIGTERM (SIGKILL after 30 s) on drop.
-struct Dockerd(Child);
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if !matches!(self.0.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Time `docker run --rm --network none [--runtime berth] IMAGE /bin/true`, `runs`
 /// times each, interleaved, and write the section of docs/benchmarks.md. Skips
@@ -61,46 +40,15 @@ pub(super) fn bench(
     std::fs::create_dir_all(&tmp.0)?;
     let runc_link = tmp.0.join("berth-runc");
     std::os::unix::fs::symlink(berth, &runc_link)?;
-    let sock = tmp.0.join("docker.sock");
-    let host = format!("unix://{}", sock.display());
-    let cgroup_parent = format!("berth-bench-docker-{pid}");
-    let log = std::fs::File::create(tmp.0.join("dockerd.log"))?;
-    let child = Command::new(DOCKERD)
-        .arg("--data-root")
-        .arg(tmp.0.join("data"))
-        .arg("--exec-root")
-        .arg(tmp.0.join("exec"))
-        .arg("--pidfile")
-        .arg(tmp.0.join("dockerd.pid"))
-        .args(["--host", &host, "--bridge", "none"])
-        .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false"])
-        .args(["--ip-forward=false", "--cgroup-parent"])
-        .arg(format!("/{cgroup_parent}"))
-        .arg(format!("--add-runtime=berth={}", runc_link.display()))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("start dockerd")?;
-    let daemon = Dockerd(child);
+    let daemon = Dockerd::start(
+        "runtime",
+        &[format!("--add-runtime=berth={}", runc_link.display())],
+    )?;
+    let server = daemon.version.clone();
     let docker = |args: &[&str]| {
-        let mut cmd = Command::new(DOCKER);
-        cmd.args(["--host", &host])
-            .args(args)
-            .env("DOCKER_CONFIG", tmp.0.join("client"))
-            .stdin(Stdio::null());
+        let mut cmd = daemon.docker();
+        cmd.args(args);
         cmd
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let server = loop {
-        if let Ok(v) = util::run(&mut docker(&["version", "--format", "{{.Server.Version}}"])) {
-            break v.trim().to_string();
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(tmp.0.join("dockerd.log")).unwrap_or_default();
-            bail!("dockerd did not answer within 60s:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
     };
     util::run(docker(&["import"]).arg(rootfs_tar).arg("bench-busybox"))?;
 
@@ -155,7 +103,6 @@ pub(super) fn bench(
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     drop(daemon);
-    remove_cgroup_parent(&cgroup_parent);
 
     let stats: Vec<(&str, Stats)> = variants
         .iter()
@@ -221,19 +168,4 @@ pub(super) fn bench(
         docs.display()
     );
     Ok(None)
-}
-
-/// Remove the (empty) cgroup parent dockerd made, in every hierarchy.
-fn remove_cgroup_parent(name: &str) {
-    let mut dirs: Vec<PathBuf> = vec![Path::new("/sys/fs/cgroup").join(name)];
-    for h in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        dirs.push(h.path().join(name));
-    }
-    for d in dirs {
-        let _ = std::fs::remove_dir(d);
-    }
 }

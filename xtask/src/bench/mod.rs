@@ -9,6 +9,7 @@
 //!   throughput over a bridge against the host's loopback.
 
 mod docker_runtime;
+mod dockerd;
 mod network;
 mod pull;
 mod run;

@@ -867,6 +867,9 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
         kind: Kind::Skopeo(skopeo),
         samples: Vec::new(),
     });
+    // Docker installed but no daemon running: a private one, for the comparison.
+    let _dockerd =
+        super::dockerd::for_peers("pull", &["--insecure-registry=127.0.0.0/8".to_string()]);
     for name in ["docker", "podman"] {
         let Some(bin) = find_in_path(name) else {
             let note = format!("{name} pull: skipped, {name} is not installed");

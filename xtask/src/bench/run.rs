@@ -296,6 +296,8 @@ fn bench(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
         samples: Vec::new(),
     }];
     let mut engine_images: Vec<(PathBuf, String)> = Vec::new();
+    // Docker installed but no daemon running: a private one, for the comparison.
+    let _dockerd = super::dockerd::for_peers("run", &[]);
     for name in ["docker", "podman"] {
         match engine_peer(name, &archive) {
             Ok((bin, version, image)) => {
