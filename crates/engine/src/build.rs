@@ -13,9 +13,10 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use berth_builder::{
-    apply_metadata, cache_key, command_argv, copy_tar, hash_sources, parse_chmod, parse_named,
-    plan, resolve_path, shell_of, CacheEntry, CacheStore, CachedLayer, CopySource, CopySpec,
-    DockerIgnore, Instruction, Node, StageRef, StageScope,
+    apply_metadata, cache_key, command_argv, copy_tar, explain_miss, hash_sources, parse_chmod,
+    parse_named, plan, resolve_path, shell_of, CacheEntry, CacheInputs, CacheStore, CachedLayer,
+    Command, CopySource, CopySpec, DockerIgnore, Heredoc, Instruction, Node, Plan, StageRef,
+    StageScope,
 };
 use berth_image_store::digest::Digest;
 use berth_image_store::images::{now_rfc3339, ImageRecord, ImageStore};
@@ -54,7 +55,41 @@ pub struct BuildOptions {
     pub target: Option<String>,
     /// `-q`: no progress, no RUN output.
     pub quiet: bool,
+    /// `--explain-cache` (or `--progress plain`): a `CACHE HIT` / `CACHE MISS: why`
+    /// line per step.
+    pub explain_cache: bool,
+    /// `--network` of RUN steps (a `RUN --network=` flag wins).
+    pub network: BuildNetwork,
 }
+
+/// The network of RUN steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BuildNetwork {
+    /// A new network namespace with only loopback (the default).
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+impl std::str::FromStr for BuildNetwork {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<BuildNetwork> {
+        match s {
+            "none" | "default" => Ok(BuildNetwork::None),
+            "host" => Ok(BuildNetwork::Host),
+            "bridge" => Err(invalid(
+                "--network bridge is not supported for builds yet (use none or host)",
+            )),
+            o => Err(invalid(format!(
+                "unknown build network {o:?} (use none or host)"
+            ))),
+        }
+    }
+}
+
+/// The default cap of the build cache's layers (`build-cache-max-bytes`).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 10_000_000_000;
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
@@ -143,6 +178,14 @@ struct Builder<'a> {
     opts: &'a BuildOptions,
     out: &'a mut dyn Write,
     seq: usize,
+    /// The step being run and the number of steps, for messages.
+    step_no: (usize, usize),
+    /// Whether the previous step of this stage missed the cache.
+    prev_missed: bool,
+    /// The key of the stage's base (its first step's parent).
+    base_key: String,
+    /// Keys hit in this build (their `last_used` is refreshed at the end).
+    hits: Vec<String>,
 }
 
 /// Runs a build; returns the image id (config digest).
@@ -204,6 +247,10 @@ pub fn build(
     let ignore =
         DockerIgnore::for_context(&context, Some(&df_path)).map_err(|e| invalid(e.to_string()))?;
     let cache = CacheStore::open(&root.join("builder")).map_err(Error::io("open build cache"))?;
+    preflight(&images, &df.file, &plan)?;
+    let cap = crate::containers::network::EngineConfig::load(root)?
+        .build_cache_max_bytes
+        .unwrap_or(DEFAULT_CACHE_MAX_BYTES);
     let mut b = Builder {
         images,
         cache,
@@ -214,7 +261,21 @@ pub fn build(
         opts: &opts,
         out,
         seq: 0,
+        step_no: (0, 0),
+        prev_missed: false,
+        base_key: String::new(),
+        hits: Vec::new(),
     };
+    let res = run_plan(&mut b, &df, &plan);
+    let _ = b.cache.touch(&b.hits);
+    let _ = b.cache.evict(cap);
+    let state = res?;
+    b.commit_image(state)
+}
+
+/// Builds the needed stages in order; returns the target's state.
+fn run_plan(b: &mut Builder<'_>, df: &berth_builder::Dockerfile, plan: &Plan) -> Result<State> {
+    let opts = b.opts;
     let total: usize = plan
         .needed
         .iter()
@@ -229,27 +290,162 @@ pub fn build(
             "Step {step}/{total} : {}",
             first_line(&stage.from.text)
         ));
-        let mut state = match &stage.base {
-            StageRef::Stage(s) => built
-                .get(s)
-                .cloned()
-                .ok_or_else(|| invalid(format!("stage {s} was not built")))?,
-            StageRef::Image(name) => b.base(name)?,
+        let (mut state, triggers) = match &stage.base {
+            StageRef::Stage(s) => (
+                built
+                    .get(s)
+                    .cloned()
+                    .ok_or_else(|| invalid(format!("stage {s} was not built")))?,
+                Vec::new(),
+            ),
+            StageRef::Image(name) => {
+                let mut state = b.base(name)?;
+                let triggers = onbuild_triggers(&mut state, &loc(&df.file, &stage.from))?;
+                (state, triggers)
+            }
         };
+        b.prev_missed = false;
+        b.base_key = state.key.clone();
         let env = env_of(&state.config);
         let mut scope = StageScope::new(&plan.global_args, &opts.build_args, df.escape, env);
+        if !triggers.is_empty() {
+            b.say(&format!(" # Executing {} build trigger(s)", triggers.len()));
+        }
+        for node in &triggers {
+            b.step_no = (step, total);
+            b.say(&format!(" ---> Trigger: {}", first_line(&node.text)));
+            b.step(
+                "ONBUILD",
+                node,
+                &mut scope,
+                &mut state,
+                &built,
+                &plan.stages,
+            )?;
+        }
         for node in &stage.nodes {
             step += 1;
+            b.step_no = (step, total);
             b.say(&format!("Step {step}/{total} : {}", first_line(&node.text)));
             b.step(&df.file, node, &mut scope, &mut state, &built, &plan.stages)?;
         }
         built.insert(i, state);
     }
-    let state = built
+    built
         .remove(&plan.target)
-        .ok_or_else(|| invalid("the target stage was not built"))?;
-    let id = b.commit_image(state)?;
-    Ok(id)
+        .ok_or_else(|| invalid("the target stage was not built"))
+}
+
+/// The ONBUILD triggers of a base image, parsed; clears them from the
+/// state's config (a child image does not inherit them, as Docker).
+fn onbuild_triggers(state: &mut State, at: &str) -> Result<Vec<Node>> {
+    let list: Vec<String> = state.config["config"]["OnBuild"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    state.config["config"]["OnBuild"] = Value::Null;
+    let mut out = Vec::new();
+    for t in list {
+        let df = parse_named("ONBUILD", &format!("FROM scratch\n{t}\n"))
+            .map_err(|e| invalid(format!("{at}: base image trigger `{t}`: {e}")))?;
+        let node = df
+            .nodes
+            .into_iter()
+            .nth(1)
+            .ok_or_else(|| invalid(format!("{at}: empty base image trigger `{t}`")))?;
+        if matches!(
+            node.instruction,
+            Instruction::From { .. } | Instruction::Onbuild(_) | Instruction::Maintainer(_)
+        ) {
+            return Err(invalid(format!(
+                "{at}: base image trigger `{t}` is not allowed"
+            )));
+        }
+        out.push(node);
+    }
+    Ok(out)
+}
+
+/// Checks before anything runs what can be checked from the text: every
+/// `COPY --from` names a stage or a local image, and no literal source
+/// escapes the context. Errors name `file:line:col`.
+fn preflight(images: &Images, file: &str, plan: &Plan) -> Result<()> {
+    for &i in &plan.needed {
+        let stage = &plan.stages[i];
+        for node in &stage.nodes {
+            let (Instruction::Copy(a) | Instruction::Add(a)) = &node.instruction else {
+                continue;
+            };
+            let at = loc(file, node);
+            match &a.from {
+                Some(from) if !from.contains('$') => {
+                    if stage_index(&plan.stages, from).is_none() && images.find(from).is_err() {
+                        return Err(invalid(format!(
+                            "{at}: {} --from={from}: no stage named {from:?} and no local image {from:?}",
+                            node.instruction.keyword()
+                        )));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    for src in &a.sources {
+                        let CopySource::Path(p) = src else { continue };
+                        if p.contains('$') || p.contains("://") {
+                            continue;
+                        }
+                        let c = berth_builder::clean_path(p.trim_start_matches('/'));
+                        if c == ".." || c.starts_with("../") {
+                            return Err(invalid(format!(
+                                "{at}: {} source {p:?} is outside the build context",
+                                node.instruction.keyword()
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The argv of a RUN: exec or shell form; with here-documents as BuildKit
+/// runs them: `RUN <<EOF` alone runs the body as the shell's script, any
+/// other command gets the here-documents attached (the shell reads them).
+fn run_argv(
+    command: &Command,
+    heredocs: &[Heredoc],
+    text: &str,
+    shell: &[String],
+) -> std::result::Result<Vec<String>, String> {
+    let Command::Shell(line) = command else {
+        return Ok(command_argv(command, shell));
+    };
+    if heredocs.is_empty() {
+        return Ok(command_argv(command, shell));
+    }
+    let word = line.trim();
+    let only = word
+        .strip_prefix("<<")
+        .map(|w| w.trim_start_matches('-').trim_matches(['"', '\'']))
+        .is_some_and(|w| !w.is_empty() && w.chars().all(|c| c.is_alphanumeric() || c == '_'));
+    if only && heredocs.len() == 1 {
+        let body = &heredocs[0].content;
+        if body.starts_with("#!") {
+            return Err("RUN here-documents with a #! line are not supported yet".into());
+        }
+        return Ok(command_argv(&Command::Shell(body.clone()), shell));
+    }
+    // The first line as the command, then the bodies and delimiters as written.
+    let rest = text.split_once('\n').map_or("", |(_, r)| r);
+    Ok(command_argv(
+        &Command::Shell(format!("{line}\n{rest}\n")),
+        shell,
+    ))
 }
 
 fn first_line(s: &str) -> &str {
@@ -386,36 +582,77 @@ impl Builder<'_> {
             }
             _ => None,
         };
-        let args = scope.args();
+        let created_by = first_line(&node.text).to_string();
+        let inputs = CacheInputs {
+            parent: state.key.clone(),
+            text: created_by.clone(),
+            instruction: ins.cache_text(),
+            args: scope.args(),
+            content,
+        };
         let key = cache_key(
-            &state.key,
-            &ins.cache_text(),
-            &args,
+            &inputs.parent,
+            &inputs.instruction,
+            &inputs.args,
             &platform(),
-            content.as_deref(),
+            inputs.content.as_deref(),
         );
-        if !self.opts.no_cache {
-            if let Some(entry) = self
+        let why = if self.opts.no_cache {
+            "--no-cache".to_string()
+        } else {
+            let mut all = self
                 .cache
-                .get(&key)
-                .map_err(Error::io("read build cache"))?
-            {
-                if self.usable(&entry) {
+                .entries()
+                .map_err(Error::io("read build cache"))?;
+            match all.remove(&key) {
+                Some(entry) if self.usable(&entry) => {
                     self.say(" ---> Using cache");
+                    if self.opts.explain_cache {
+                        self.say(" ---> CACHE HIT");
+                    }
                     self.ensure_snapshot(state, &entry)?;
-                    let _ = self.cache.touch(std::slice::from_ref(&key));
+                    self.hits.push(key.clone());
+                    self.prev_missed = false;
                     self.apply(state, entry, key);
                     return Ok(());
                 }
+                Some(_) => "its cached layer was removed (image prune)".to_string(),
+                None if self.prev_missed => "the previous step was rebuilt".to_string(),
+                None => {
+                    let siblings: Vec<&CacheEntry> = all
+                        .values()
+                        .filter(|e| e.inputs.as_ref().is_some_and(|i| i.parent == inputs.parent))
+                        .collect();
+                    if siblings.is_empty() && inputs.parent == self.base_key {
+                        "nothing cached on this base image (FROM changed or first build)".into()
+                    } else {
+                        explain_miss(&inputs, &siblings)
+                    }
+                }
             }
+        };
+        self.prev_missed = true;
+        if self.opts.explain_cache {
+            self.say(&format!(" ---> CACHE MISS: {why}"));
         }
-        let created_by = first_line(&node.text).to_string();
         let mut inner = state.config["config"].clone();
         let layer = match &ins {
-            Instruction::Run { command, .. } => {
-                let argv = command_argv(command, &shell_of(&inner));
+            Instruction::Run {
+                command,
+                heredocs,
+                network,
+                ..
+            } => {
+                let argv = run_argv(command, heredocs, &node.text, &shell_of(&inner))
+                    .map_err(|e| invalid(format!("{at}: {e}")))?;
+                let net = match network.as_deref() {
+                    Some(n) => n
+                        .parse()
+                        .map_err(|e: Error| invalid(format!("{at}: RUN --network: {e}")))?,
+                    None => self.opts.network,
+                };
                 let env = scope.run_env();
-                Some(self.run_step(state, &argv, &env, &created_by)?)
+                Some(self.run_step(state, &argv, &env, &at, &created_by, net)?)
             }
             Instruction::Copy(a) | Instruction::Add(a) => {
                 let extract = matches!(ins, Instruction::Add(_));
@@ -464,6 +701,7 @@ impl Builder<'_> {
             config: inner,
             history,
             last_used: 0,
+            inputs: Some(inputs),
         };
         self.cache
             .put(&key, entry.clone())
@@ -610,8 +848,11 @@ impl Builder<'_> {
         state: &State,
         argv: &[String],
         env: &[(String, String)],
+        at: &str,
         text: &str,
+        net: BuildNetwork,
     ) -> Result<CachedLayer> {
+        let (step, total) = self.step_no;
         let image: oci_spec::image::ImageConfiguration =
             serde_json::from_value(state.config.clone())
                 .map_err(|e| invalid(format!("image config: {e}")))?;
@@ -630,7 +871,10 @@ impl Builder<'_> {
                 env,
                 workdir: Some(workdir),
                 user,
-                network: NetworkMode::None,
+                network: match net {
+                    BuildNetwork::None => NetworkMode::None,
+                    BuildNetwork::Host => NetworkMode::Host,
+                },
                 ..Default::default()
             };
             let host_env = |_: &str| None;
@@ -670,7 +914,7 @@ impl Builder<'_> {
             let code = exit?.map(|e| e.code).unwrap_or(0);
             if code != 0 {
                 return Err(invalid(format!(
-                    "step `{text}` returned a non-zero code: {code}"
+                    "{at}: step {step}/{total} `{text}` returned a non-zero code: {code}"
                 )));
             }
             Ok(true)
