@@ -311,12 +311,14 @@ fn run_plan(b: &mut Builder<'_>, df: &berth_builder::Dockerfile, plan: &Plan) ->
         if !triggers.is_empty() {
             b.say(&format!(" # Executing {} build trigger(s)", triggers.len()));
         }
-        for node in &triggers {
+        for mut node in triggers {
+            // Errors point at the FROM line that pulled the trigger in.
+            node.span = stage.from.span;
             b.step_no = (step, total);
             b.say(&format!(" ---> Trigger: {}", first_line(&node.text)));
             b.step(
-                "ONBUILD",
-                node,
+                &df.file,
+                &node,
                 &mut scope,
                 &mut state,
                 &built,
@@ -508,7 +510,9 @@ impl Builder<'_> {
             .next()
             .ok_or_else(|| Error::NoSuchImage(name.into()))?;
         self.images.unpack(&image)?;
-        let config = serde_json::to_value(&image.config)
+        // The raw config: the OCI type drops Healthcheck, OnBuild and Shell.
+        let raw = self.images.content().read(&image.config_digest)?;
+        let config: Value = serde_json::from_reader(std::io::BufReader::new(raw))
             .map_err(|e| invalid(format!("image config: {e}")))?;
         Ok(State {
             history: config["history"].as_array().cloned().unwrap_or_default(),
@@ -583,10 +587,23 @@ impl Builder<'_> {
             _ => None,
         };
         let created_by = first_line(&node.text).to_string();
+        // RUN's network (a `--network` flag wins over the build's) is part of its key.
+        let net = match &ins {
+            Instruction::Run {
+                network: Some(n), ..
+            } => n
+                .parse()
+                .map_err(|e: Error| invalid(format!("{at}: RUN --network: {e}")))?,
+            _ => self.opts.network,
+        };
+        let mut instruction = ins.cache_text();
+        if matches!(ins, Instruction::Run { .. }) && net == BuildNetwork::Host {
+            instruction.push_str("\nnetwork=host");
+        }
         let inputs = CacheInputs {
             parent: state.key.clone(),
             text: created_by.clone(),
-            instruction: ins.cache_text(),
+            instruction,
             args: scope.args(),
             content,
         };
@@ -638,19 +655,10 @@ impl Builder<'_> {
         let mut inner = state.config["config"].clone();
         let layer = match &ins {
             Instruction::Run {
-                command,
-                heredocs,
-                network,
-                ..
+                command, heredocs, ..
             } => {
                 let argv = run_argv(command, heredocs, &node.text, &shell_of(&inner))
                     .map_err(|e| invalid(format!("{at}: {e}")))?;
-                let net = match network.as_deref() {
-                    Some(n) => n
-                        .parse()
-                        .map_err(|e: Error| invalid(format!("{at}: RUN --network: {e}")))?,
-                    None => self.opts.network,
-                };
                 let env = scope.run_env();
                 Some(self.run_step(state, &argv, &env, &at, &created_by, net)?)
             }
