@@ -623,7 +623,8 @@ fn run_network_quiet_and_iidfile() {
     }
     let e = Engine::with_busybox();
     let probe = "readlink /proc/self/ns/net; cat /proc/net/dev";
-    let df = format!("FROM bb\nRUN ({probe}) > /default\nRUN --network=host ({probe}) > /host\nRUN --network=none ({probe}) > /none\n");
+    // (The first RUN fails unless `lo` is up in an isolated step, as Docker's.)
+    let df = format!("FROM bb\nRUN ping -c1 -W2 127.0.0.1\nRUN ({probe}) > /default\nRUN --network=host ({probe}) > /host\nRUN --network=none ({probe}) > /none\n");
     let ctx = context(&e, "net", &df);
     let iid = e.tmp.path().join("iid");
     let id = e.ok(&["build", "-q", "--iidfile", p(&iid), "-t", "net", p(&ctx)]);

@@ -908,7 +908,8 @@ impl Builder<'_> {
             let runtime = berth_runtime::Runtime::new(b.run_root.join("runtime"));
             let exit = {
                 let _stdio = Stdio::redirect(quiet);
-                runtime.run(
+                let isolated = net == BuildNetwork::None;
+                runtime.run_prepared(
                     &berth_runtime::CreateOptions {
                         id: id.clone(),
                         bundle: bundle.clone(),
@@ -916,6 +917,15 @@ impl Builder<'_> {
                         pid_file: None,
                     },
                     false,
+                    |pid| {
+                        // `lo` up in the step's own namespace, as Docker's RUN has it.
+                        if !isolated {
+                            return Ok(());
+                        }
+                        let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+                        berth_netns_bridge::loopback_up(&ns)
+                            .map_err(|e| format!("bring up lo of the RUN step: {e}"))
+                    },
                 )
             };
             let _ = std::fs::remove_dir_all(&bundle);
