@@ -655,9 +655,26 @@ fn run_network_quiet_and_iidfile() {
     e.ok(&["build", "-q", "--network", "host", "-t", "net2", p(&ctx)]);
     assert_eq!(seen("net2", "/default").0, host_ns);
     assert!(isolated(seen("net2", "/none")));
+    // bridge: an address on the engine's default network, the gateway (its own
+    // bridge) answers, and the step's veth is gone afterwards.
+    let prefix = e.default_subnet_prefix();
+    let br = context(
+        &e,
+        "br",
+        &format!("FROM bb\nRUN --network=bridge ip -4 -o addr show eth0 > /addr && ping -c1 -W2 {prefix}.1\n"),
+    );
+    e.ok(&["build", "-t", "br", p(&br)]);
+    let addr = e.ok(&["run", "--rm", "--network", "none", "br", "cat", "/addr"]);
+    assert!(addr.contains(&format!("inet {prefix}.")), "{addr}");
+    let bridge = e.net_names().0;
+    let members = std::process::Command::new("ip")
+        .args(["-br", "link", "show", "master", &bridge])
+        .output()
+        .unwrap();
+    assert_eq!(text(&members.stdout).trim(), "", "veth left on {bridge}");
     build_fails(
         &e,
-        &["build", "--network", "bridge", p(&ctx)],
-        "not supported",
+        &["build", "--network", "wifi", p(&ctx)],
+        "unknown build network",
     );
 }

@@ -36,7 +36,7 @@ pub struct BuildArgs {
     /// Say for each step whether the cache was hit and, if not, which input changed.
     #[arg(long)]
     pub explain_cache: bool,
-    /// Network of RUN steps: none (default) or host.
+    /// Network of RUN steps: none (default), host or bridge.
     #[arg(long, default_value = "none")]
     pub network: String,
     /// The context directory, or `-` for a tar on stdin.

@@ -24,6 +24,7 @@ use berth_image_store::manifest::{
     MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
 };
 use berth_image_store::reference::Reference;
+use berth_netns_bridge::{AttachOptions, NetworkStore, DEFAULT_NETWORK};
 use berth_snapshotter::Kind;
 use serde_json::{json, Value};
 
@@ -70,6 +71,9 @@ pub enum BuildNetwork {
     None,
     /// The host's network namespace.
     Host,
+    /// A new network namespace attached to the default `bridge` network
+    /// for the step (detached afterwards).
+    Bridge,
 }
 
 impl std::str::FromStr for BuildNetwork {
@@ -78,11 +82,9 @@ impl std::str::FromStr for BuildNetwork {
         match s {
             "none" | "default" => Ok(BuildNetwork::None),
             "host" => Ok(BuildNetwork::Host),
-            "bridge" => Err(invalid(
-                "--network bridge is not supported for builds yet (use none or host)",
-            )),
+            "bridge" => Ok(BuildNetwork::Bridge),
             o => Err(invalid(format!(
-                "unknown build network {o:?} (use none or host)"
+                "unknown build network {o:?} (use none, host or bridge)"
             ))),
         }
     }
@@ -170,6 +172,7 @@ impl Drop for Stdio {
 
 struct Builder<'a> {
     images: Images,
+    root: PathBuf,
     cache: CacheStore,
     run_root: PathBuf,
     work: PathBuf,
@@ -253,6 +256,7 @@ pub fn build(
         .unwrap_or(DEFAULT_CACHE_MAX_BYTES);
     let mut b = Builder {
         images,
+        root: root.to_path_buf(),
         cache,
         run_root: run_root.to_path_buf(),
         work,
@@ -597,8 +601,12 @@ impl Builder<'_> {
             _ => self.opts.network,
         };
         let mut instruction = ins.cache_text();
-        if matches!(ins, Instruction::Run { .. }) && net == BuildNetwork::Host {
-            instruction.push_str("\nnetwork=host");
+        if matches!(ins, Instruction::Run { .. }) {
+            match net {
+                BuildNetwork::None => {}
+                BuildNetwork::Host => instruction.push_str("\nnetwork=host"),
+                BuildNetwork::Bridge => instruction.push_str("\nnetwork=bridge"),
+            }
         }
         let inputs = CacheInputs {
             parent: state.key.clone(),
@@ -882,6 +890,7 @@ impl Builder<'_> {
                 network: match net {
                     BuildNetwork::None => NetworkMode::None,
                     BuildNetwork::Host => NetworkMode::Host,
+                    BuildNetwork::Bridge => NetworkMode::Bridge(DEFAULT_NETWORK.into()),
                 },
                 ..Default::default()
             };
@@ -906,6 +915,10 @@ impl Builder<'_> {
                 serde_json::to_vec(&spec).map_err(|e| invalid(format!("encode spec: {e}")))?;
             std::fs::write(bundle.join("config.json"), json).map_err(Error::io("write bundle"))?;
             let runtime = berth_runtime::Runtime::new(b.run_root.join("runtime"));
+            let bridge = match net {
+                BuildNetwork::Bridge => Some(b.bridge()?),
+                _ => None,
+            };
             let exit = {
                 let _stdio = Stdio::redirect(quiet);
                 let isolated = net == BuildNetwork::None;
@@ -918,17 +931,27 @@ impl Builder<'_> {
                     },
                     false,
                     |pid| {
+                        let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+                        if let Some(store) = &bridge {
+                            return store
+                                .attach(DEFAULT_NETWORK, &id, &ns, AttachOptions::default())
+                                .map(|_| ())
+                                .map_err(|e| format!("attach the RUN step to the bridge: {e}"));
+                        }
                         // `lo` up in the step's own namespace, as Docker's RUN has it.
                         if !isolated {
                             return Ok(());
                         }
-                        let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
                         berth_netns_bridge::loopback_up(&ns)
                             .map_err(|e| format!("bring up lo of the RUN step: {e}"))
                     },
                 )
             };
             let _ = std::fs::remove_dir_all(&bundle);
+            if let Some(store) = &bridge {
+                // Not attached if `prepare` failed before attaching.
+                let _ = store.detach(DEFAULT_NETWORK, &id);
+            }
             let code = exit?.map(|e| e.code).unwrap_or(0);
             if code != 0 {
                 return Err(invalid(format!(
@@ -1044,6 +1067,14 @@ impl Builder<'_> {
             berth_snapshotter::apply_layer(rootfs, &data[..])?;
             Ok(true)
         })
+    }
+
+    /// The network store, with the default bridge network created if needed.
+    fn bridge(&self) -> Result<NetworkStore> {
+        let config = crate::containers::network::EngineConfig::load(&self.root)?;
+        let store = NetworkStore::open_with(self.root.join("networks"), config.names())?;
+        store.default_bridge_with(config.default_subnet()?)?;
+        Ok(store)
     }
 
     /// Writes config and manifest, records the names; returns the image id.
