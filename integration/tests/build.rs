@@ -245,6 +245,10 @@ EOF
 RUN <<EOT cat > /srv/app/attached.txt
 attached $APP_HOME
 EOT
+RUN <<EOF
+#!/bin/sh -e
+echo shebang-script > /srv/app/shebang.txt
+EOF
 COPY --chown=1000:1000 --chmod=640 hello.txt ./
 ADD archive.tar.gz /srv/app/extracted/
 COPY --from=base /bin/busybox /srv/app/busybox-copy
@@ -258,7 +262,7 @@ ONBUILD COPY hello.txt /child.txt
 ONBUILD ENV TRIGGERED=yes
 USER 1000:1000
 ENTRYPOINT ["/bin/sh", "-c"]
-CMD ["echo $GREETING; id -u; pwd; cat version.txt heredoc.txt attached.txt hello.txt extracted/in/x d/sub/b"]
+CMD ["echo $GREETING; id -u; pwd; cat version.txt heredoc.txt attached.txt shebang.txt hello.txt extracted/in/x d/sub/b"]
 "#,
         platform = host_platform()
     );
@@ -276,7 +280,7 @@ CMD ["echo $GREETING; id -u; pwd; cat version.txt heredoc.txt attached.txt hello
     let run = e.ok(&["run", "--rm", "all:1"]);
     assert_eq!(
         run,
-        "hello world\n1000\n/srv/app\nversion 1.0\nheredoc-script\nattached /srv/app\nhello\nfrom-archive\nb\n"
+        "hello world\n1000\n/srv/app\nversion 1.0\nheredoc-script\nattached /srv/app\nshebang-script\nhello\nfrom-archive\nb\n"
     );
     let ls = e.ok(&["run", "--rm", "all:1", "ls -ln hello.txt busybox-copy"]);
     assert!(ls.contains("-rw-r-----    1 1000     1000"), "{ls}");
@@ -317,6 +321,8 @@ CMD ["echo $GREETING; id -u; pwd; cat version.txt heredoc.txt attached.txt hello
         e.inspect("all:1")["Config"]["Healthcheck"],
         c["Healthcheck"]
     );
+    // The `#!` here-document's file is not part of any layer.
+    assert_eq!(blob_with(&e, ".berth-heredoc"), None);
 
     // history: one row per instruction.
     let hist = e.ok(&["history", "--no-trunc", "all:1"]);
@@ -490,8 +496,16 @@ fn dockerignore_and_secret() {
         assert!(!found.contains(gone), "{gone} copied: {found}");
     }
     // The secret's bytes are in no blob of the store (layers decompressed).
-    for (hex, _) in e.blobs() {
-        let path = e.root().join("content/blobs/sha256").join(&hex);
+    assert_eq!(blob_with(&e, "s3cr3t-4e1f9a"), None);
+    // Naming the ignored file fails and says why.
+    std::fs::write(ctx.join("Dockerfile"), "FROM bb\nCOPY secret.env /\n").unwrap();
+    build_fails(&e, &["build", p(&ctx)], "excluded by .dockerignore");
+}
+
+/// The first blob of the store (gzip layers decompressed) holding `needle`.
+fn blob_with(e: &Engine, needle: &str) -> Option<String> {
+    e.blobs().into_iter().map(|b| b.0).find(|hex| {
+        let path = e.root().join("content/blobs/sha256").join(hex);
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
@@ -500,14 +514,8 @@ fn dockerignore_and_secret() {
             ))
             .output()
             .unwrap();
-        assert!(
-            !String::from_utf8_lossy(&out.stdout).contains("s3cr3t-4e1f9a"),
-            "secret in blob {hex}"
-        );
-    }
-    // Naming the ignored file fails and says why.
-    std::fs::write(ctx.join("Dockerfile"), "FROM bb\nCOPY secret.env /\n").unwrap();
-    build_fails(&e, &["build", p(&ctx)], "excluded by .dockerignore");
+        String::from_utf8_lossy(&out.stdout).contains(needle)
+    })
 }
 
 /// What a build may store: blobs, snapshots, images, cache entries.

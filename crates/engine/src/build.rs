@@ -419,20 +419,28 @@ fn preflight(images: &Images, file: &str, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Where a `#!` RUN here-document is mounted in the step's container (on
+/// its /dev tmpfs, so nothing appears in the layer).
+const HEREDOC_PATH: &str = "/dev/.berth-heredoc";
+
+/// What a RUN step executes.
+struct RunCommand {
+    argv: Vec<String>,
+    /// A `#!` here-document, mounted at [`HEREDOC_PATH`] and executed.
+    script: Option<String>,
+}
+
 /// The argv of a RUN: exec or shell form; with here-documents as BuildKit
-/// runs them: `RUN <<EOF` alone runs the body as the shell's script, any
-/// other command gets the here-documents attached (the shell reads them).
-fn run_argv(
-    command: &Command,
-    heredocs: &[Heredoc],
-    text: &str,
-    shell: &[String],
-) -> std::result::Result<Vec<String>, String> {
+/// runs them: `RUN <<EOF` alone runs the body as the shell's script (a body
+/// starting with `#!` is a file of its own, executed), any other command
+/// gets the here-documents attached (the shell reads them).
+fn run_argv(command: &Command, heredocs: &[Heredoc], text: &str, shell: &[String]) -> RunCommand {
+    let plain = |argv| RunCommand { argv, script: None };
     let Command::Shell(line) = command else {
-        return Ok(command_argv(command, shell));
+        return plain(command_argv(command, shell));
     };
     if heredocs.is_empty() {
-        return Ok(command_argv(command, shell));
+        return plain(command_argv(command, shell));
     }
     let word = line.trim();
     let only = word
@@ -442,13 +450,16 @@ fn run_argv(
     if only && heredocs.len() == 1 {
         let body = &heredocs[0].content;
         if body.starts_with("#!") {
-            return Err("RUN here-documents with a #! line are not supported yet".into());
+            return RunCommand {
+                argv: vec![HEREDOC_PATH.into()],
+                script: Some(body.clone()),
+            };
         }
-        return Ok(command_argv(&Command::Shell(body.clone()), shell));
+        return plain(command_argv(&Command::Shell(body.clone()), shell));
     }
     // The first line as the command, then the bodies and delimiters as written.
     let rest = text.split_once('\n').map_or("", |(_, r)| r);
-    Ok(command_argv(
+    plain(command_argv(
         &Command::Shell(format!("{line}\n{rest}\n")),
         shell,
     ))
@@ -665,10 +676,9 @@ impl Builder<'_> {
             Instruction::Run {
                 command, heredocs, ..
             } => {
-                let argv = run_argv(command, heredocs, &node.text, &shell_of(&inner))
-                    .map_err(|e| invalid(format!("{at}: {e}")))?;
+                let run = run_argv(command, heredocs, &node.text, &shell_of(&inner));
                 let env = scope.run_env();
-                Some(self.run_step(state, &argv, &env, &at, &created_by, net)?)
+                Some(self.run_step(state, &run, &env, &at, &created_by, net)?)
             }
             Instruction::Copy(a) | Instruction::Add(a) => {
                 let extract = matches!(ins, Instruction::Add(_));
@@ -862,7 +872,7 @@ impl Builder<'_> {
     fn run_step(
         &mut self,
         state: &State,
-        argv: &[String],
+        run: &RunCommand,
         env: &[(String, String)],
         at: &str,
         text: &str,
@@ -882,8 +892,28 @@ impl Builder<'_> {
         let layer = self.layer_step(state, "run", |b, rootfs| {
             let id = format!("build-{}-{}", std::process::id(), b.seq);
             b.say(&format!(" ---> Running in {id}"));
+            let bundle = b.work.join(format!("{id}-bundle"));
+            std::fs::create_dir_all(&bundle).map_err(Error::io("create bundle"))?;
+            let mut extra_mounts = Vec::new();
+            if let Some(script) = &run.script {
+                // A `#!` here-document: a file of its own, executed (BuildKit).
+                use std::os::unix::fs::PermissionsExt;
+                let path = bundle.join("heredoc");
+                std::fs::write(&path, script).map_err(Error::io("write here-document"))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(Error::io("chmod here-document"))?;
+                extra_mounts.push(
+                    oci_spec::runtime::MountBuilder::default()
+                        .destination(HEREDOC_PATH)
+                        .typ("bind")
+                        .source(path)
+                        .options(vec!["bind".to_string(), "ro".to_string()])
+                        .build()
+                        .map_err(|e| invalid(format!("here-document mount: {e}")))?,
+                );
+            }
             let opts = RunOptions {
-                entrypoint: Some(argv.to_vec()),
+                entrypoint: Some(run.argv.clone()),
                 env,
                 workdir: Some(workdir),
                 user,
@@ -902,15 +932,13 @@ impl Builder<'_> {
                 host_env: &host_env,
                 init_path: None,
                 cgroups_path: Some(format!("berth/{id}")),
-                extra_mounts: vec![],
+                extra_mounts,
             };
             let mut spec = spec::build_spec(&opts, &inputs)?;
             let mut root = spec.root().clone().unwrap_or_default();
             root.set_path(rootfs.to_path_buf());
             root.set_readonly(Some(false));
             spec.set_root(Some(root));
-            let bundle = b.work.join(format!("{id}-bundle"));
-            std::fs::create_dir_all(&bundle).map_err(Error::io("create bundle"))?;
             let json =
                 serde_json::to_vec(&spec).map_err(|e| invalid(format!("encode spec: {e}")))?;
             std::fs::write(bundle.join("config.json"), json).map_err(Error::io("write bundle"))?;
