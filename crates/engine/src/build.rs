@@ -189,6 +189,8 @@ struct Builder<'a> {
     base_key: String,
     /// Keys hit in this build (their `last_used` is refreshed at the end).
     hits: Vec<String>,
+    /// The cache as read at the first lookup, plus this build's entries.
+    entries: Option<BTreeMap<String, CacheEntry>>,
 }
 
 /// Runs a build; returns the image id (config digest).
@@ -269,6 +271,7 @@ pub fn build(
         prev_missed: false,
         base_key: String::new(),
         hits: Vec::new(),
+        entries: None,
     };
     let res = run_plan(&mut b, &df, &plan);
     let _ = b.cache.touch(&b.hits);
@@ -636,11 +639,15 @@ impl Builder<'_> {
         let why = if self.opts.no_cache {
             "--no-cache".to_string()
         } else {
-            let mut all = self
-                .cache
-                .entries()
-                .map_err(Error::io("read build cache"))?;
-            match all.remove(&key) {
+            if self.entries.is_none() {
+                self.entries = Some(
+                    self.cache
+                        .entries()
+                        .map_err(Error::io("read build cache"))?,
+                );
+            }
+            let all = self.entries.as_ref().expect("loaded");
+            match all.get(&key).cloned() {
                 Some(entry) if self.usable(&entry) => {
                     self.say(" ---> Using cache");
                     if self.opts.explain_cache {
@@ -732,6 +739,9 @@ impl Builder<'_> {
         self.cache
             .put(&key, entry.clone())
             .map_err(Error::io("write build cache"))?;
+        if let Some(all) = &mut self.entries {
+            all.insert(key.clone(), entry.clone());
+        }
         self.apply(state, entry, key);
         Ok(())
     }

@@ -237,6 +237,14 @@ pub(super) fn main(args: &[String]) -> Result<()> {
         }
         println!("bench: round {round} done");
     }
+    // The peers' stores keep the base image (as `bench run` leaves it), not our result.
+    for t in &tools[1..] {
+        let _ = Command::new(&t.argv[0])
+            .args(["rmi", "-f", "bench-build"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
     tools.retain(|t| !failed.contains(&t.name));
     let md = report(&opts, &tools, &notes, given.as_deref());
     print!("{md}");
