@@ -686,3 +686,38 @@ fn run_network_quiet_and_iidfile() {
         "unknown build network",
     );
 }
+
+#[test]
+fn built_image_pushes_saves_and_runs_elsewhere() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let ctx = context(
+        &e,
+        "ship",
+        "FROM bb\nCOPY hello.txt /h\nRUN echo built >> /h\nCMD [\"cat\", \"/h\"]\n",
+    );
+    e.ok(&["build", "-q", "-t", "ship:1", p(&ctx)]);
+    assert_eq!(e.ok(&["run", "--rm", "ship:1"]), "hello\nbuilt\n");
+    let images = e.ok(&["images"]);
+    assert!(images.contains("ship"), "{images}");
+
+    // push, then pull and run in another store.
+    let registry = berth_integration::registry::LocalRegistry::start(None);
+    let name = format!("{}/test/ship:1", registry.addr);
+    e.ok(&["tag", "ship:1", &name]);
+    e.ok(&["push", "-q", &name]);
+    let other = Engine::new();
+    other.ok(&["pull", "-q", &name]);
+    assert_eq!(other.ok(&["run", "--rm", &name]), "hello\nbuilt\n");
+
+    // save, then load and run in a third store.
+    let tar = e.tmp.path().join("ship.tar");
+    e.ok(&["save", "-o", p(&tar), "ship:1"]);
+    let third = Engine::new();
+    third.ok(&["load", "-i", p(&tar)]);
+    assert_eq!(third.ok(&["run", "--rm", "ship:1"]), "hello\nbuilt\n");
+    let hist = third.ok(&["history", "--no-trunc", "ship:1"]);
+    assert!(hist.contains("RUN echo built >> /h"), "{hist}");
+}
