@@ -562,6 +562,14 @@ fn bad_dockerfiles() {
             &["Dockerfile:3:1:", "nosuchstage"],
         ),
         (
+            "platform",
+            "FROM bb\nRUN true\nFROM --platform=linux/s390x bb\n",
+            &[
+                "Dockerfile:3:1:",
+                "--platform=linux/s390x does not match the host",
+            ],
+        ),
+        (
             "outside",
             "FROM bb\nRUN true\nCOPY ../outside.txt /x\n",
             &["Dockerfile:3:1:", "outside the build context"],

@@ -381,11 +381,23 @@ fn onbuild_triggers(state: &mut State, at: &str) -> Result<Vec<Node>> {
 }
 
 /// Checks before anything runs what can be checked from the text: every
-/// `COPY --from` names a stage or a local image, and no literal source
-/// escapes the context. Errors name `file:line:col`.
+/// `FROM --platform` is the host's, every `COPY --from` names a stage or a
+/// local image, and no literal source escapes the context. Errors name
+/// `file:line:col`.
 fn preflight(images: &Images, file: &str, plan: &Plan) -> Result<()> {
+    let host = platform();
     for &i in &plan.needed {
         let stage = &plan.stages[i];
+        if let Some(p) = stage.platform.as_deref().filter(|p| !p.is_empty()) {
+            // `linux/amd64`, or with a variant (`linux/arm64/v8`).
+            let os_arch: String = p.splitn(3, '/').take(2).collect::<Vec<_>>().join("/");
+            if !os_arch.eq_ignore_ascii_case(&host) {
+                return Err(invalid(format!(
+                    "{}: FROM --platform={p} does not match the host platform {host} (berth builds for the host only)",
+                    loc(file, &stage.from)
+                )));
+            }
+        }
         for node in &stage.nodes {
             let (Instruction::Copy(a) | Instruction::Add(a)) = &node.instruction else {
                 continue;
