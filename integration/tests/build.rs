@@ -729,3 +729,57 @@ fn built_image_pushes_saves_and_runs_elsewhere() {
     let hist = third.ok(&["history", "--no-trunc", "ship:1"]);
     assert!(hist.contains("RUN echo built >> /h"), "{hist}");
 }
+
+#[test]
+fn dockerfile_flag_inside_and_outside_the_context() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // The context's own Dockerfile would fail: -f must win.
+    let ctx = context(&e, "fctx", "FROM bb\nRUN false\n");
+    std::fs::write(ctx.join(".dockerignore"), "hello.txt\n").unwrap();
+    let outside = e.tmp.path().join("elsewhere.Dockerfile");
+    std::fs::write(
+        &outside,
+        "FROM bb\nCOPY hello.txt /h\nCMD [\"cat\", \"/h\"]\n",
+    )
+    .unwrap();
+    // `<Dockerfile>.dockerignore` is used instead of the context's.
+    std::fs::write(
+        e.tmp.path().join("elsewhere.Dockerfile.dockerignore"),
+        "dir\n",
+    )
+    .unwrap();
+    e.ok(&["build", "-q", "-f", p(&outside), "-t", "f1", p(&ctx)]);
+    assert_eq!(e.ok(&["run", "--rm", "f1"]), "hello\n");
+    std::fs::write(&outside, "FROM bb\nCOPY dir/a /a\n").unwrap();
+    build_fails(
+        &e,
+        &["build", "-f", p(&outside), p(&ctx)],
+        "excluded by .dockerignore",
+    );
+
+    std::fs::create_dir_all(ctx.join("docker")).unwrap();
+    std::fs::write(
+        ctx.join("docker/Dockerfile.dev"),
+        "FROM bb\nCOPY dir/a /a\nCMD [\"cat\", \"/a\"]\n",
+    )
+    .unwrap();
+    e.ok(&[
+        "build",
+        "-q",
+        "-f",
+        p(&ctx.join("docker/Dockerfile.dev")),
+        "-t",
+        "f2",
+        p(&ctx),
+    ]);
+    assert_eq!(e.ok(&["run", "--rm", "f2"]), "a\n");
+    // A missing -f file: one line, exit 1.
+    build_fails(
+        &e,
+        &["build", "-f", "/nonexistent/Dockerfile", p(&ctx)],
+        "cannot read Dockerfile",
+    );
+}
