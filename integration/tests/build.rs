@@ -250,6 +250,9 @@ RUN <<EOF
 echo shebang-script > /srv/app/shebang.txt
 EOF
 COPY --chown=1000:1000 --chmod=640 hello.txt ./
+COPY <<INLINE /srv/app/inline.txt
+inline body
+INLINE
 ADD archive.tar.gz /srv/app/extracted/
 COPY --from=base /bin/busybox /srv/app/busybox-copy
 COPY dir/ /srv/app/d/
@@ -282,6 +285,14 @@ CMD ["echo $GREETING; id -u; pwd; cat version.txt heredoc.txt attached.txt sheba
         run,
         "hello world\n1000\n/srv/app\nversion 1.0\nheredoc-script\nattached /srv/app\nshebang-script\nhello\nfrom-archive\nb\n"
     );
+    let inline = e.ok(&[
+        "run",
+        "--rm",
+        "all:1",
+        "ls -ln inline.txt && cat inline.txt",
+    ]);
+    assert!(inline.starts_with("-rw-r--r--    1 0        0"), "{inline}");
+    assert!(inline.ends_with("\ninline body\n"), "{inline}");
     let ls = e.ok(&["run", "--rm", "all:1", "ls -ln hello.txt busybox-copy"]);
     assert!(ls.contains("-rw-r-----    1 1000     1000"), "{ls}");
     assert!(ls.contains("busybox-copy"), "{ls}");
@@ -465,6 +476,18 @@ fn cache_matrix() {
     assert_eq!(verdicts(&out), vec!["HIT"; 2], "{out}");
     let hist = e.ok(&["history", "--no-trunc", "argimg"]);
     assert!(!hist.contains("127.0.0.1"), "{hist}");
+
+    // A COPY here-document: its body is its content.
+    let body = |b: &str| format!("FROM bb\nCOPY <<EOF /x\n{b}\nEOF\n");
+    let hd = context(&e, "hd", &body("one"));
+    let explain = |ctx: &Path| verdicts(&e.ok(&["build", "--explain-cache", p(ctx)]));
+    assert!(explain(&hd)[0].starts_with("MISS"));
+    assert_eq!(explain(&hd), ["HIT"]);
+    std::fs::write(hd.join("Dockerfile"), body("two")).unwrap();
+    assert_eq!(
+        explain(&hd),
+        ["MISS: instruction changed after expansion (a variable or here-document differs)"]
+    );
 }
 
 #[test]

@@ -212,12 +212,20 @@ fn lru_victims(all: &BTreeMap<String, CacheEntry>, max_bytes: u64) -> Vec<String
 }
 
 /// Why a step missed the cache, given its inputs and the cached entries
-/// that follow the same previous step (`siblings`): the instruction, the
-/// ARGs or the sources changed, or nothing was cached after that step.
+/// that follow the same previous step (`siblings`): the ARGs or the sources
+/// changed (same instruction), the instruction changed after expansion (same
+/// text), the instruction changed (the most recent entry of the same
+/// keyword), or nothing comparable was cached after that step.
 pub fn explain_miss(inputs: &CacheInputs, siblings: &[&CacheEntry]) -> String {
-    let prev: Vec<&CacheInputs> = siblings.iter().filter_map(|e| e.inputs.as_ref()).collect();
+    let mut prev: Vec<(&CacheInputs, u64)> = siblings
+        .iter()
+        .filter_map(|e| e.inputs.as_ref().map(|i| (i, e.last_used)))
+        .collect();
+    // Most recently used first.
+    prev.sort_by_key(|p| std::cmp::Reverse(p.1));
     let same_ins = prev
         .iter()
+        .map(|p| p.0)
         .filter(|p| p.instruction == inputs.instruction)
         .max_by_key(|p| p.args.len());
     if let Some(p) = same_ins {
@@ -236,13 +244,26 @@ pub fn explain_miss(inputs: &CacheInputs, siblings: &[&CacheEntry]) -> String {
         }
         return "inputs unchanged but no usable entry (its layer was removed)".into();
     }
-    if let Some(p) = prev.iter().find(|p| p.text != inputs.text) {
-        return format!("instruction changed (cached: `{}`)", p.text);
+    if prev.iter().any(|p| p.0.text == inputs.text) {
+        return "instruction changed after expansion (a variable or here-document differs)".into();
+    }
+    let keyword = |t: &str| {
+        t.split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase()
+    };
+    let mine = keyword(&inputs.text);
+    if let Some(p) = prev.iter().find(|p| keyword(&p.0.text) == mine) {
+        return format!("instruction changed (cached: `{}`)", p.0.text);
     }
     if prev.is_empty() && !siblings.is_empty() {
         return "no explainable entry (cache written by an older berth)".into();
     }
-    "no cached step after the previous one".into()
+    if prev.is_empty() {
+        return "no cached step after the previous one".into();
+    }
+    format!("no cached {mine} step after the previous one")
 }
 
 #[cfg(test)]
@@ -339,6 +360,26 @@ mod tests {
         assert_eq!(
             explain_miss(&inputs("RUN a", "1", None), &[]),
             "no cached step after the previous one"
+        );
+        // The most recent entry of the same keyword is the one compared.
+        let mut env = entry(None, "", 5);
+        env.inputs = Some(inputs("ENV X=1", "1", None));
+        let mut older = entry(None, "", 0);
+        older.inputs = Some(inputs("RUN z", "1", None));
+        assert_eq!(
+            explain_miss(&inputs("RUN b", "1", None), &[&env, &older, &cached]),
+            "instruction changed (cached: `RUN a`)"
+        );
+        assert_eq!(
+            explain_miss(&inputs("COPY x /", "1", None), &[&env]),
+            "no cached COPY step after the previous one"
+        );
+        // Same text, different expansion.
+        let mut expanded = inputs("RUN a", "1", None);
+        expanded.instruction = "json RUN a, other".into();
+        assert_eq!(
+            explain_miss(&expanded, &[&cached]),
+            "instruction changed after expansion (a variable or here-document differs)"
         );
     }
 }

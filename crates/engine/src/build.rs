@@ -480,6 +480,21 @@ fn run_argv(command: &Command, heredocs: &[Heredoc], text: &str, shell: &[String
     ))
 }
 
+/// The delimiters of the here-documents on the first line of `text`
+/// (`COPY <<A <<"B" /dest` -> `A`, `B`): the file names BuildKit gives them.
+fn heredoc_names(text: &str) -> Vec<String> {
+    first_line(text)
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("<<"))
+        .map(|w| {
+            w.trim_start_matches('-')
+                .trim_matches(['"', '\''])
+                .to_string()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("").trim()
 }
@@ -573,9 +588,12 @@ impl Builder<'_> {
             .map_err(|e| invalid(format!("{at}: {e}")))?;
         // Where COPY/ADD read from, and the content part of the key.
         let mut from_root: Option<String> = None; // the --from snapshot chain
+                                                  // COPY/ADD here-documents: files written here, copied from here.
+        let mut heredoc_root: Option<TempDir> = None;
         let content = match &ins {
             Instruction::Copy(a) | Instruction::Add(a) => {
                 let mut paths = Vec::new();
+                let mut docs = Vec::new();
                 for s in &a.sources {
                     match s {
                         CopySource::Path(p) => {
@@ -586,31 +604,54 @@ impl Builder<'_> {
                             }
                             paths.push(p.clone());
                         }
-                        CopySource::Heredoc(_) => {
-                            return Err(invalid(format!(
-                                "{at}: {} with a here-document is not supported yet",
-                                ins.keyword()
-                            )))
-                        }
+                        CopySource::Heredoc(h) => docs.push(h.content.clone()),
                     }
                 }
-                match &a.from {
-                    None => Some(
-                        hash_sources(&self.context, &paths, &self.ignore)
-                            .map_err(|e| invalid(format!("{at}: {e}")))?,
-                    ),
-                    Some(from) => {
-                        let src = match stage_index(stages, from) {
-                            Some(i) => built
-                                .get(&i)
-                                .cloned()
-                                .ok_or_else(|| invalid(format!("{at}: stage {from} not built")))?,
-                            None => self.base(from)?,
-                        };
-                        let chain = src.top();
-                        from_root = Some(chain.clone().unwrap_or_default());
-                        // The source stage's layers identify its files.
-                        Some(format!("{}|{}", src.key, chain.unwrap_or_default()))
+                if !docs.is_empty() {
+                    if !paths.is_empty() || a.from.is_some() {
+                        return Err(invalid(format!(
+                            "{at}: {} of here-documents together with other sources is not supported yet",
+                            ins.keyword()
+                        )));
+                    }
+                    let names = heredoc_names(&node.text);
+                    if names.len() != docs.len() {
+                        return Err(invalid(format!(
+                            "{at}: cannot tell the here-documents' names apart"
+                        )));
+                    }
+                    let dir = self.work.join(format!("heredoc-{}", self.seq));
+                    std::fs::create_dir_all(&dir).map_err(Error::io("create heredoc dir"))?;
+                    let guard = TempDir(dir.clone());
+                    for (name, body) in names.iter().zip(&docs) {
+                        use std::os::unix::fs::PermissionsExt;
+                        let f = dir.join(name);
+                        std::fs::write(&f, body).map_err(Error::io("write here-document"))?;
+                        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644))
+                            .map_err(Error::io("chmod here-document"))?;
+                    }
+                    let hash = hash_sources(&dir, &names, &DockerIgnore::default())
+                        .map_err(|e| invalid(format!("{at}: {e}")))?;
+                    heredoc_root = Some(guard);
+                    Some(hash)
+                } else {
+                    match &a.from {
+                        None => Some(
+                            hash_sources(&self.context, &paths, &self.ignore)
+                                .map_err(|e| invalid(format!("{at}: {e}")))?,
+                        ),
+                        Some(from) => {
+                            let src = match stage_index(stages, from) {
+                                Some(i) => built.get(&i).cloned().ok_or_else(|| {
+                                    invalid(format!("{at}: stage {from} not built"))
+                                })?,
+                                None => self.base(from)?,
+                            };
+                            let chain = src.top();
+                            from_root = Some(chain.clone().unwrap_or_default());
+                            // The source stage's layers identify its files.
+                            Some(format!("{}|{}", src.key, chain.unwrap_or_default()))
+                        }
                     }
                 }
             }
@@ -701,14 +742,17 @@ impl Builder<'_> {
             }
             Instruction::Copy(a) | Instruction::Add(a) => {
                 let extract = matches!(ins, Instruction::Add(_));
-                let sources: Vec<String> = a
-                    .sources
-                    .iter()
-                    .filter_map(|s| match s {
-                        CopySource::Path(p) => Some(p.clone()),
-                        CopySource::Heredoc(_) => None,
-                    })
-                    .collect();
+                let sources: Vec<String> = match &heredoc_root {
+                    Some(_) => heredoc_names(&node.text),
+                    None => a
+                        .sources
+                        .iter()
+                        .filter_map(|s| match s {
+                            CopySource::Path(p) => Some(p.clone()),
+                            CopySource::Heredoc(_) => None,
+                        })
+                        .collect(),
+                };
                 let dest = resolve_path(&state.workdir(), &a.dest);
                 let mode = a
                     .chmod
@@ -723,8 +767,9 @@ impl Builder<'_> {
                     &dest,
                     a.chown.as_deref(),
                     mode,
-                    extract && a.from.is_none(),
+                    extract && a.from.is_none() && heredoc_root.is_none(),
                     from_root.as_deref(),
+                    heredoc_root.as_ref().map(|d| d.0.as_path()),
                 )?)
             }
             Instruction::Workdir(_) => {
@@ -1024,6 +1069,7 @@ impl Builder<'_> {
         mode: Option<u32>,
         extract: bool,
         from: Option<&str>,
+        heredocs: Option<&Path>,
     ) -> Result<CachedLayer> {
         // The `--from` root, mounted read-only for the copy.
         let view = match from {
@@ -1041,10 +1087,11 @@ impl Builder<'_> {
             }
             None => None,
         };
-        let src_root = view
-            .as_ref()
-            .map(|v| v.1.clone())
-            .unwrap_or_else(|| self.context.clone());
+        let src_root = match (&view, heredocs) {
+            (Some(v), _) => v.1.clone(),
+            (None, Some(h)) => h.to_path_buf(),
+            (None, None) => self.context.clone(),
+        };
         let tarfile = self.work.join(format!("copy-{}.tar", self.seq));
         let res = self.layer_step(state, "copy", |b, rootfs| {
             let rel = dest.trim_start_matches('/');
@@ -1062,7 +1109,7 @@ impl Builder<'_> {
                 sources,
                 dest,
                 dest_is_dir,
-                ignore: from.is_none().then_some(&b.ignore),
+                ignore: (from.is_none() && heredocs.is_none()).then_some(&b.ignore),
                 owner,
                 keep_owner: from.is_some(),
                 mode,
