@@ -47,10 +47,12 @@ struct Tool {
     /// The context directory (own Dockerfile, shared big.bin by hard link).
     context: PathBuf,
     samples: [Vec<Duration>; 3],
+    /// Image ids the builds printed (removed from the peers' stores at the end).
+    built: Vec<String>,
 }
 
 impl Tool {
-    fn build(&self, no_cache: bool, last: &str) -> std::result::Result<Duration, String> {
+    fn build(&mut self, no_cache: bool, last: &str) -> std::result::Result<Duration, String> {
         std::fs::write(
             self.context.join("Dockerfile"),
             dockerfile(&self.base, last),
@@ -73,6 +75,10 @@ impl Tool {
                 self.name,
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
+        }
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !id.is_empty() && !self.built.contains(&id) {
+            self.built.push(id);
         }
         Ok(took)
     }
@@ -183,6 +189,7 @@ pub(super) fn main(args: &[String]) -> Result<()> {
         base: IMAGE.into(),
         context: context_for("berth")?,
         samples: Default::default(),
+        built: Vec::new(),
     }];
     let mut notes = Vec::new();
     for name in ["docker", "podman"] {
@@ -194,6 +201,7 @@ pub(super) fn main(args: &[String]) -> Result<()> {
                 base: image,
                 context: context_for(name)?,
                 samples: Default::default(),
+                built: Vec::new(),
             }),
             Err(why) => notes.push(format!("{name} build: {why}")),
         }
@@ -206,6 +214,7 @@ pub(super) fn main(args: &[String]) -> Result<()> {
             base: image,
             context: context_for("buildah")?,
             samples: Default::default(),
+            built: Vec::new(),
         }),
         Err(why) => notes.push(format!("buildah bud: {why}")),
     }
@@ -237,10 +246,12 @@ pub(super) fn main(args: &[String]) -> Result<()> {
         }
         println!("bench: round {round} done");
     }
-    // The peers' stores keep the base image (as `bench run` leaves it), not our result.
+    // The peers' stores keep the base image (as `bench run` leaves it), not
+    // the images built here (each build's id, tagged or left dangling).
     for t in &tools[1..] {
         let _ = Command::new(&t.argv[0])
             .args(["rmi", "-f", "bench-build"])
+            .args(&t.built)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
