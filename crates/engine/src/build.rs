@@ -662,9 +662,10 @@ impl Builder<'_> {
         let net = match &ins {
             Instruction::Run {
                 network: Some(n), ..
-            } => n
+            } if n != "default" => n
                 .parse()
                 .map_err(|e: Error| invalid(format!("{at}: RUN --network: {e}")))?,
+            // No flag, or `--network=default`: the build's.
             _ => self.opts.network,
         };
         let mut instruction = ins.cache_text();
