@@ -160,7 +160,11 @@ fn build_errors() {
     );
 
     let fail = context(&e, "fail", "FROM bb\nRUN echo ok\nRUN exit 3\n");
-    build_fails(&e, &["build", "-t", "failed", p(&fail)], "non-zero code: 3");
+    build_fails(
+        &e,
+        &["build", "-t", "failed", p(&fail)],
+        "Dockerfile:3:1: step 3/3 `RUN exit 3` returned a non-zero code: 3",
+    );
     assert!(!e.ok(&["images"]).contains("failed"));
     e.assert_no_mounts();
     assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "");
@@ -173,12 +177,10 @@ fn build_errors() {
     let meta = std::fs::read_to_string(e.root().join("snapshots/metadata.json")).unwrap();
     assert!(!meta.contains("build-"), "build snapshots left: {meta}");
     // The step before the failure is cached.
-    let out = e.run(&["build", p(&fail)]);
-    assert!(
-        text(&out.stdout).contains("Using cache"),
-        "{}",
-        text(&out.stdout)
-    );
+    let out = e.run(&["build", "--explain-cache", p(&fail)]);
+    let v = verdicts(&text(&out.stdout));
+    assert_eq!(v[0], "HIT", "{}", text(&out.stdout));
+    assert_eq!(v[1], "MISS: no cached step after the previous one");
 }
 
 /// A failed build: exit 1 (as `docker build`), one line on stderr naming `needle`.
@@ -191,4 +193,616 @@ fn build_fails(e: &Engine, args: &[&str], needle: &str) {
         "berth {args:?}: {err:?} lacks {needle:?}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+}
+
+fn host_platform() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "linux/amd64",
+        "aarch64" => "linux/arm64",
+        a => panic!("unexpected arch {a}"),
+    }
+}
+
+fn sh(cmd: &str) {
+    let st = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cmd}");
+}
+
+/// The raw image config blob of `name`'s image.
+fn raw_config(e: &Engine, name: &str) -> serde_json::Value {
+    let id = e.inspect(name)["Id"].as_str().unwrap().to_string();
+    let hex = id.trim_start_matches("sha256:");
+    let blob = std::fs::read(e.root().join("content/blobs/sha256").join(hex)).unwrap();
+    serde_json::from_slice(&blob).unwrap()
+}
+
+#[test]
+fn every_instruction() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let df = format!(
+        r#"# syntax=docker/dockerfile:1
+# escape=\
+ARG BASE=bb
+FROM --platform={platform} ${{BASE}} AS base
+MAINTAINER someone
+FROM base AS app
+ARG VERSION=1.0
+ARG UNUSED
+ENV APP_HOME=/srv/app \
+    GREETING="hello world"
+SHELL ["/bin/sh", "-c"]
+WORKDIR $APP_HOME
+RUN echo "version $VERSION" > version.txt
+RUN <<EOF
+echo heredoc-script > /srv/app/heredoc.txt
+EOF
+RUN <<EOT cat > /srv/app/attached.txt
+attached $APP_HOME
+EOT
+RUN <<EOF
+#!/bin/sh -e
+echo shebang-script > /srv/app/shebang.txt
+EOF
+COPY --chown=1000:1000 --chmod=640 hello.txt ./
+COPY <<INLINE /srv/app/inline.txt
+inline body
+INLINE
+ADD archive.tar.gz /srv/app/extracted/
+COPY --from=base /bin/busybox /srv/app/busybox-copy
+COPY dir/ /srv/app/d/
+LABEL org.example.k="v v" other=1
+EXPOSE 8080/tcp 53/udp
+VOLUME ["/data"]
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --retries=3 CMD ["true"]
+ONBUILD COPY hello.txt /child.txt
+ONBUILD ENV TRIGGERED=yes
+USER 1000:1000
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["echo $GREETING; id -u; pwd; cat version.txt heredoc.txt attached.txt shebang.txt hello.txt extracted/in/x d/sub/b"]
+"#,
+        platform = host_platform()
+    );
+    let ctx = context(&e, "all", &df);
+    sh(&format!(
+        "mkdir -p {t}/in && echo from-archive > {t}/in/x && tar -C {t} -czf {c}/archive.tar.gz in",
+        t = e.tmp.path().join("arch").display(),
+        c = ctx.display()
+    ));
+    let iid = e.tmp.path().join("iid");
+    let out = e.ok(&["build", "-t", "all:1", "--iidfile", p(&iid), p(&ctx)]);
+    assert!(out.contains("Successfully tagged all:1"), "{out}");
+    let id = std::fs::read_to_string(&iid).unwrap();
+    assert_eq!(e.inspect("all:1")["Id"], id.as_str());
+    let run = e.ok(&["run", "--rm", "all:1"]);
+    assert_eq!(
+        run,
+        "hello world\n1000\n/srv/app\nversion 1.0\nheredoc-script\nattached /srv/app\nshebang-script\nhello\nfrom-archive\nb\n"
+    );
+    let inline = e.ok(&[
+        "run",
+        "--rm",
+        "all:1",
+        "ls -ln inline.txt && cat inline.txt",
+    ]);
+    assert!(inline.starts_with("-rw-r--r--    1 0        0"), "{inline}");
+    assert!(inline.ends_with("\ninline body\n"), "{inline}");
+    let ls = e.ok(&["run", "--rm", "all:1", "ls -ln hello.txt busybox-copy"]);
+    assert!(ls.contains("-rw-r-----    1 1000     1000"), "{ls}");
+    assert!(ls.contains("busybox-copy"), "{ls}");
+
+    let cfg = raw_config(&e, "all:1");
+    let c = &cfg["config"];
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"APP_HOME=/srv/app"), "{env:?}");
+    assert!(env.contains(&"GREETING=hello world"), "{env:?}");
+    assert!(
+        !env.iter().any(|v| v.starts_with("VERSION")),
+        "ARG persisted: {env:?}"
+    );
+    assert_eq!(c["WorkingDir"], "/srv/app");
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(c["Labels"]["org.example.k"], "v v");
+    assert_eq!(c["Labels"]["maintainer"], "someone");
+    assert!(c["ExposedPorts"]["8080/tcp"].is_object());
+    assert!(c["ExposedPorts"]["53/udp"].is_object());
+    assert!(c["Volumes"]["/data"].is_object());
+    assert_eq!(c["StopSignal"], "SIGTERM");
+    assert_eq!(c["Healthcheck"]["Test"], serde_json::json!(["CMD", "true"]));
+    assert_eq!(c["Healthcheck"]["Interval"], 30_000_000_000u64);
+    assert_eq!(c["Healthcheck"]["Retries"], 3);
+    assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(
+        c["OnBuild"],
+        serde_json::json!(["COPY hello.txt /child.txt", "ENV TRIGGERED=yes"])
+    );
+    assert_eq!(
+        e.inspect("all:1")["Config"]["Healthcheck"],
+        c["Healthcheck"]
+    );
+    // The `#!` here-document's file is not part of any layer.
+    assert_eq!(blob_with(&e, ".berth-heredoc"), None);
+
+    // history: one row per instruction.
+    let hist = e.ok(&["history", "--no-trunc", "all:1"]);
+    for step in [
+        "MAINTAINER someone",
+        "ENV APP_HOME=/srv/app",
+        "WORKDIR $APP_HOME",
+        "RUN echo \"version $VERSION\" > version.txt",
+        "RUN <<EOF",
+        "COPY --chown=1000:1000 --chmod=640 hello.txt ./",
+        "ADD archive.tar.gz /srv/app/extracted/",
+        "COPY --from=base /bin/busybox /srv/app/busybox-copy",
+        "HEALTHCHECK --interval=30s",
+        "ONBUILD COPY hello.txt /child.txt",
+        "USER 1000:1000",
+        "CMD [\"echo",
+    ] {
+        assert!(hist.contains(step), "history lacks {step:?}:\n{hist}");
+    }
+    let rows = cfg["history"].as_array().unwrap();
+    let layers = cfg["rootfs"]["diff_ids"].as_array().unwrap();
+    let with_layer = rows.iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(with_layer, layers.len(), "{rows:?}");
+
+    // ONBUILD fires in a child build, before the child's steps, and is not inherited.
+    let child = context(
+        &e,
+        "child",
+        "FROM all:1\nUSER 0\nRUN cat /child.txt && echo $TRIGGERED > /tmp/t\n",
+    );
+    std::fs::write(child.join("hello.txt"), "from the child context\n").unwrap();
+    let out = e.ok(&["build", "-t", "child", p(&child)]);
+    assert!(out.contains("Trigger: COPY hello.txt /child.txt"), "{out}");
+    assert!(out.contains("from the child context"), "{out}");
+    assert_eq!(e.ok(&["run", "--rm", "child", "cat /tmp/t"]), "yes\n");
+    assert!(raw_config(&e, "child")["config"]["OnBuild"].is_null());
+    e.assert_no_mounts();
+    assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "");
+}
+
+/// The steps' HIT/MISS lines of an `--explain-cache` build.
+fn verdicts(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("---> CACHE "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn cache_matrix() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let six = |fourth: &str| {
+        format!(
+            "FROM bb\nENV A=1\nRUN date >> /log && cat /proc/sys/kernel/random/uuid >> /log\nCOPY hello.txt /h\nRUN echo {fourth} >> /log\nRUN date >> /log && cat /proc/sys/kernel/random/uuid >> /log\nCMD [\"cat\", \"/log\", \"/h\"]\n"
+        )
+    };
+    let ctx = context(&e, "six", &six("four"));
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--explain-cache", "-t", "six"];
+        args.extend_from_slice(extra);
+        args.push(p(&ctx));
+        let out = e.ok(&args);
+        (verdicts(&out), out)
+    };
+    let (v, out) = build(&[]);
+    assert_eq!(v.len(), 6, "{out}");
+    assert!(v.iter().all(|v| v.starts_with("MISS")), "{out}");
+    let id = e.inspect("six")["Id"].clone();
+    let log1 = e.ok(&["run", "--rm", "six"]);
+
+    // No change: nothing runs, the same image id (the RUNs append the date).
+    let (v, out) = build(&[]);
+    assert_eq!(v, vec!["HIT"; 6], "{out}");
+    assert!(!out.contains("Running in"), "{out}");
+    assert_eq!(e.inspect("six")["Id"], id);
+
+    // touch without a byte change: a hit.
+    sh(&format!(
+        "touch -d 2001-01-01 {}",
+        ctx.join("hello.txt").display()
+    ));
+    let (v, out) = build(&[]);
+    assert_eq!(v, vec!["HIT"; 6], "{out}");
+    assert_eq!(e.inspect("six")["Id"], id);
+
+    // Change the 4th step: 1-3 hit, 4-6 rerun; the 2nd step's date is kept.
+    std::fs::write(ctx.join("Dockerfile"), six("FOUR")).unwrap();
+    let (v, out) = build(&[]);
+    assert_eq!(&v[..3], &["HIT", "HIT", "HIT"], "{out}");
+    assert_eq!(
+        v[3], "MISS: instruction changed (cached: `RUN echo four >> /log`)",
+        "{out}"
+    );
+    assert_eq!(v[4], "MISS: the previous step was rebuilt", "{out}");
+    assert_eq!(v[5], "MISS: the previous step was rebuilt", "{out}");
+    assert_eq!(count(&out, "Running in"), 2, "{out}");
+    let log2 = e.ok(&["run", "--rm", "six"]);
+    // /log: date and uuid of step 2, step 4's word, date and uuid of step 5.
+    let l1: Vec<&str> = log1.lines().collect();
+    let l2: Vec<&str> = log2.lines().collect();
+    assert_eq!(l1[..2], l2[..2], "step 2 reran");
+    assert_eq!((l1[2], l2[2]), ("four", "FOUR"));
+    assert_ne!(l1[4], l2[4], "step 5 did not rerun");
+
+    // A byte change of the COPY source: a miss there, with the reason.
+    std::fs::write(ctx.join("hello.txt"), "hellO\n").unwrap();
+    let (v, out) = build(&[]);
+    assert_eq!(&v[..2], &["HIT", "HIT"], "{out}");
+    assert_eq!(
+        v[2], "MISS: source files changed (content hash differs)",
+        "{out}"
+    );
+    assert!(e.ok(&["run", "--rm", "six"]).ends_with("hellO\n"));
+
+    // --no-cache: every step again.
+    let (v, out) = build(&["--no-cache"]);
+    assert_eq!(v, vec!["MISS: --no-cache"; 6], "{out}");
+    assert_eq!(count(&out, "Running in"), 3, "{out}");
+
+    // A build arg change names the arg; proxy args change nothing.
+    let ctx2 = context(&e, "arg", "FROM bb\nARG V=1\nRUN echo $V > /v\n");
+    e.ok(&["build", "-t", "argimg", p(&ctx2)]);
+    let out = e.ok(&["build", "--explain-cache", "--build-arg", "V=2", p(&ctx2)]);
+    let v = verdicts(&out);
+    assert_eq!(v[0], "MISS: build args changed: V", "{out}");
+    assert_eq!(v[1], "MISS: the previous step was rebuilt", "{out}");
+    let out = e.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--build-arg",
+        "HTTP_PROXY=http://127.0.0.1:9",
+        "-t",
+        "argimg",
+        p(&ctx2),
+    ]);
+    assert_eq!(verdicts(&out), vec!["HIT"; 2], "{out}");
+    let hist = e.ok(&["history", "--no-trunc", "argimg"]);
+    assert!(!hist.contains("127.0.0.1"), "{hist}");
+
+    // A COPY here-document: its body is its content.
+    let body = |b: &str| format!("FROM bb\nCOPY <<EOF /x\n{b}\nEOF\n");
+    let hd = context(&e, "hd", &body("one"));
+    let explain = |ctx: &Path| verdicts(&e.ok(&["build", "--explain-cache", p(ctx)]));
+    assert!(explain(&hd)[0].starts_with("MISS"));
+    assert_eq!(explain(&hd), ["HIT"]);
+    std::fs::write(hd.join("Dockerfile"), body("two")).unwrap();
+    assert_eq!(
+        explain(&hd),
+        ["MISS: instruction changed after expansion (a variable or here-document differs)"]
+    );
+}
+
+#[test]
+fn dockerignore_and_secret() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let ctx = context(
+        &e,
+        "ign",
+        "FROM bb\nCOPY . /ctx\nCMD [\"find\", \"/ctx\"]\n",
+    );
+    std::fs::create_dir_all(ctx.join("docs")).unwrap();
+    std::fs::write(ctx.join("docs/a.md"), "a").unwrap();
+    std::fs::write(ctx.join("docs/keep.md"), "keep").unwrap();
+    std::fs::write(ctx.join("secret.env"), "TOKEN=s3cr3t-4e1f9a\n").unwrap();
+    std::fs::write(ctx.join("x.log"), "log").unwrap();
+    std::fs::write(
+        ctx.join(".dockerignore"),
+        "# comment\nsecret.env\ndocs\n!docs/keep.md\n*.log\n",
+    )
+    .unwrap();
+    e.ok(&["build", "-t", "ign", p(&ctx)]);
+    let found = e.ok(&["run", "--rm", "ign"]);
+    assert!(found.contains("/ctx/docs/keep.md"), "{found}");
+    assert!(found.contains("/ctx/hello.txt"), "{found}");
+    for gone in ["a.md", "secret.env", "x.log"] {
+        assert!(!found.contains(gone), "{gone} copied: {found}");
+    }
+    // The secret's bytes are in no blob of the store (layers decompressed).
+    assert_eq!(blob_with(&e, "s3cr3t-4e1f9a"), None);
+    // Naming the ignored file fails and says why.
+    std::fs::write(ctx.join("Dockerfile"), "FROM bb\nCOPY secret.env /\n").unwrap();
+    build_fails(&e, &["build", p(&ctx)], "excluded by .dockerignore");
+}
+
+/// The first blob of the store (gzip layers decompressed) holding `needle`.
+fn blob_with(e: &Engine, needle: &str) -> Option<String> {
+    e.blobs().into_iter().map(|b| b.0).find(|hex| {
+        let path = e.root().join("content/blobs/sha256").join(hex);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "gzip -dc {0} 2>/dev/null || cat {0}",
+                path.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(needle)
+    })
+}
+
+/// What a build may store: blobs, snapshots, images, cache entries.
+fn stored(e: &Engine) -> (Vec<(String, bool)>, Vec<PathBuf>, String, String) {
+    let cache = std::fs::read_to_string(e.root().join("builder/cache.json")).unwrap_or_default();
+    (e.blobs(), e.snapshot_dirs(), e.ok(&["images", "-q"]), cache)
+}
+
+#[test]
+fn bad_dockerfiles() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "unknown",
+            "FROM bb\nRUN true\nFROMM bb\n",
+            &["Dockerfile:3:1:", "unknown instruction \"FROMM\""],
+        ),
+        (
+            "nofrom",
+            "# only a comment\nARG A=1\n",
+            &["Dockerfile:", "no FROM instruction"],
+        ),
+        (
+            "runfirst",
+            "RUN true\nFROM bb\n",
+            &["Dockerfile:1:1:", "before the first FROM"],
+        ),
+        (
+            "json",
+            "FROM bb\nSHELL [\"/bin/sh\", \"-c\"\nRUN true\n",
+            &["Dockerfile:2:", "invalid JSON"],
+        ),
+        (
+            "heredoc",
+            "FROM bb\nRUN true\nRUN <<EOF\necho never\n",
+            &["Dockerfile:", "here-document"],
+        ),
+        (
+            "nostage",
+            "FROM bb\nRUN true\nCOPY --from=nosuchstage /x /x\n",
+            &["Dockerfile:3:1:", "nosuchstage"],
+        ),
+        (
+            "platform",
+            "FROM bb\nRUN true\nFROM --platform=linux/s390x bb\n",
+            &[
+                "Dockerfile:3:1:",
+                "--platform=linux/s390x does not match the host",
+            ],
+        ),
+        (
+            "outside",
+            "FROM bb\nRUN true\nCOPY ../outside.txt /x\n",
+            &["Dockerfile:3:1:", "outside the build context"],
+        ),
+    ];
+    std::fs::write(e.tmp.path().join("outside.txt"), "x").unwrap();
+    let before = stored(&e);
+    for (name, df, needles) in cases {
+        let ctx = context(&e, name, df);
+        let out = e.run(&["build", "-t", name, p(&ctx)]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err:?}");
+        for n in *needles {
+            assert!(err.contains(n), "{name}: {err:?} lacks {n:?}");
+        }
+        assert!(
+            !text(&out.stdout).contains("Running in"),
+            "{name}: a step ran"
+        );
+        assert_eq!(stored(&e), before, "{name}: something was stored");
+    }
+}
+
+#[test]
+fn cache_size_cap_evicts_least_recently_used() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(e.root().join("config.json")).unwrap()).unwrap();
+    // Room for one ~1 MB (incompressible) layer, not two.
+    cfg["build-cache-max-bytes"] = serde_json::json!(1_500_000);
+    std::fs::write(e.root().join("config.json"), cfg.to_string()).unwrap();
+    let df = |n: &str| format!("FROM bb\nRUN head -c 1000000 /dev/urandom > /{n}\n");
+    let a = context(&e, "a", &df("a"));
+    let b = context(&e, "b", &df("b"));
+    e.ok(&["build", "-t", "a", p(&a)]);
+    e.ok(&["build", "-t", "b", p(&b)]);
+    let cache: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(e.root().join("builder/cache.json")).unwrap())
+            .unwrap();
+    let entries = cache.as_object().unwrap();
+    assert_eq!(entries.len(), 1, "a's entry kept: {entries:?}");
+    let size: u64 = entries
+        .values()
+        .filter_map(|v| v["layer"]["size"].as_u64())
+        .sum();
+    assert!(size > 1_000_000 && size <= 1_500_000, "{size}");
+    // b (most recent) hits; a was evicted and reruns, which then evicts b.
+    let out = e.ok(&["build", "--explain-cache", "-t", "b", p(&b)]);
+    assert_eq!(verdicts(&out), ["HIT"], "{out}");
+    let out = e.ok(&["build", "--explain-cache", "-t", "a", p(&a)]);
+    assert!(out.contains("Running in"), "{out}");
+    let out = e.ok(&["build", "--explain-cache", "-t", "b", p(&b)]);
+    assert!(out.contains("Running in"), "{out}");
+    // builder prune empties it.
+    let out = e.ok(&["builder", "prune", "-f"]);
+    assert!(out.contains("Deleted 1 build cache entries"), "{out}");
+}
+
+#[test]
+fn run_network_quiet_and_iidfile() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let probe = "readlink /proc/self/ns/net; cat /proc/net/dev";
+    // (The first RUN fails unless `lo` is up in an isolated step, as Docker's.)
+    let df = format!("FROM bb\nRUN ping -c1 -W2 127.0.0.1\nRUN ({probe}) > /default\nRUN --network=host ({probe}) > /host\nRUN --network=none ({probe}) > /none\n");
+    let ctx = context(&e, "net", &df);
+    let iid = e.tmp.path().join("iid");
+    let id = e.ok(&["build", "-q", "--iidfile", p(&iid), "-t", "net", p(&ctx)]);
+    assert_eq!(id.trim(), std::fs::read_to_string(&iid).unwrap());
+    assert!(
+        id.trim().starts_with("sha256:") && id.lines().count() == 1,
+        "{id:?}"
+    );
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let host_ns = host_ns.to_str().unwrap();
+    // (network namespace, interfaces) a RUN step saw.
+    let seen = |img: &str, f: &str| -> (String, Vec<String>) {
+        let t = e.ok(&["run", "--rm", img, "cat", f]);
+        let ns = t.lines().next().unwrap().to_string();
+        let ifs = t
+            .lines()
+            .skip(3)
+            .map(|l| l.split(':').next().unwrap().trim().to_string())
+            .collect();
+        (ns, ifs)
+    };
+    let isolated = |(ns, ifs): (String, Vec<String>)| ns != host_ns && ifs == ["lo"];
+    assert!(isolated(seen("net", "/default")));
+    assert!(isolated(seen("net", "/none")));
+    assert_eq!(seen("net", "/host").0, host_ns);
+    // --network host for every RUN without a flag (and not a cache hit of the
+    // isolated steps); bridge is refused clearly.
+    e.ok(&["build", "-q", "--network", "host", "-t", "net2", p(&ctx)]);
+    assert_eq!(seen("net2", "/default").0, host_ns);
+    assert!(isolated(seen("net2", "/none")));
+    // bridge: an address on the engine's default network, the gateway (its own
+    // bridge) answers, and the step's veth is gone afterwards.
+    let prefix = e.default_subnet_prefix();
+    let br = context(
+        &e,
+        "br",
+        &format!("FROM bb\nRUN --network=bridge ip -4 -o addr show eth0 > /addr && ping -c1 -W2 {prefix}.1\n"),
+    );
+    e.ok(&["build", "-t", "br", p(&br)]);
+    let addr = e.ok(&["run", "--rm", "--network", "none", "br", "cat", "/addr"]);
+    assert!(addr.contains(&format!("inet {prefix}.")), "{addr}");
+    let bridge = e.net_names().0;
+    let members = std::process::Command::new("ip")
+        .args(["-br", "link", "show", "master", &bridge])
+        .output()
+        .unwrap();
+    assert_eq!(text(&members.stdout).trim(), "", "veth left on {bridge}");
+    build_fails(
+        &e,
+        &["build", "--network", "wifi", p(&ctx)],
+        "unknown build network",
+    );
+}
+
+#[test]
+fn built_image_pushes_saves_and_runs_elsewhere() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let ctx = context(
+        &e,
+        "ship",
+        "FROM bb\nCOPY hello.txt /h\nRUN echo built >> /h\nCMD [\"cat\", \"/h\"]\n",
+    );
+    e.ok(&["build", "-q", "-t", "ship:1", p(&ctx)]);
+    assert_eq!(e.ok(&["run", "--rm", "ship:1"]), "hello\nbuilt\n");
+    let images = e.ok(&["images"]);
+    assert!(images.contains("ship"), "{images}");
+
+    // push, then pull and run in another store.
+    let registry = berth_integration::registry::LocalRegistry::start(None);
+    let name = format!("{}/test/ship:1", registry.addr);
+    e.ok(&["tag", "ship:1", &name]);
+    e.ok(&["push", "-q", &name]);
+    let other = Engine::new();
+    other.ok(&["pull", "-q", &name]);
+    assert_eq!(other.ok(&["run", "--rm", &name]), "hello\nbuilt\n");
+
+    // save, then load and run in a third store.
+    let tar = e.tmp.path().join("ship.tar");
+    e.ok(&["save", "-o", p(&tar), "ship:1"]);
+    let third = Engine::new();
+    third.ok(&["load", "-i", p(&tar)]);
+    assert_eq!(third.ok(&["run", "--rm", "ship:1"]), "hello\nbuilt\n");
+    let hist = third.ok(&["history", "--no-trunc", "ship:1"]);
+    assert!(hist.contains("RUN echo built >> /h"), "{hist}");
+}
+
+#[test]
+fn dockerfile_flag_inside_and_outside_the_context() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // The context's own Dockerfile would fail: -f must win.
+    let ctx = context(&e, "fctx", "FROM bb\nRUN false\n");
+    std::fs::write(ctx.join(".dockerignore"), "hello.txt\n").unwrap();
+    let outside = e.tmp.path().join("elsewhere.Dockerfile");
+    std::fs::write(
+        &outside,
+        "FROM bb\nCOPY hello.txt /h\nCMD [\"cat\", \"/h\"]\n",
+    )
+    .unwrap();
+    // `<Dockerfile>.dockerignore` is used instead of the context's.
+    std::fs::write(
+        e.tmp.path().join("elsewhere.Dockerfile.dockerignore"),
+        "dir\n",
+    )
+    .unwrap();
+    e.ok(&["build", "-q", "-f", p(&outside), "-t", "f1", p(&ctx)]);
+    assert_eq!(e.ok(&["run", "--rm", "f1"]), "hello\n");
+    std::fs::write(&outside, "FROM bb\nCOPY dir/a /a\n").unwrap();
+    build_fails(
+        &e,
+        &["build", "-f", p(&outside), p(&ctx)],
+        "excluded by .dockerignore",
+    );
+
+    std::fs::create_dir_all(ctx.join("docker")).unwrap();
+    std::fs::write(
+        ctx.join("docker/Dockerfile.dev"),
+        "FROM bb\nCOPY dir/a /a\nCMD [\"cat\", \"/a\"]\n",
+    )
+    .unwrap();
+    e.ok(&[
+        "build",
+        "-q",
+        "-f",
+        p(&ctx.join("docker/Dockerfile.dev")),
+        "-t",
+        "f2",
+        p(&ctx),
+    ]);
+    assert_eq!(e.ok(&["run", "--rm", "f2"]), "a\n");
+    // A missing -f file: one line, exit 1.
+    build_fails(
+        &e,
+        &["build", "-f", "/nonexistent/Dockerfile", p(&ctx)],
+        "cannot read Dockerfile",
+    );
 }

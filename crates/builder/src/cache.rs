@@ -89,8 +89,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SourceHashError + '_ {
 
 /// A Merkle hash (sha256 hex) of `sources` (paths or globs relative to
 /// `context`) as COPY would take them, skipping what `ignore` excludes.
-/// Each entry's hash covers its relative path, type, mode, uid, gid, and the
-/// file bytes, symlink target or sorted children; never mtime/atime/ctime.
+/// Each entry's hash covers its relative path, type, mode, uid, gid, extended
+/// attributes, and the file bytes, symlink target or sorted children; never
+/// mtime/atime/ctime.
 /// Sources are expanded, sorted and de-duplicated, so the result is
 /// deterministic.
 pub fn hash_sources(
@@ -178,6 +179,55 @@ pub(crate) fn walk(
     Ok(())
 }
 
+/// Calls `f(buf)` (a list/get xattr call) with a buffer grown until it fits.
+fn xattr_call(f: impl Fn(&mut [u8]) -> isize) -> std::io::Result<Option<Vec<u8>>> {
+    loop {
+        let need = f(&mut []);
+        if need < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENOTSUP | libc::ENODATA) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let mut buf = vec![0u8; need as usize];
+        let n = f(&mut buf);
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) => continue, // grew meanwhile
+            Some(libc::ENOTSUP | libc::ENODATA) => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// The extended attributes of `path` (a symlink's own), sorted by name.
+fn xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is a valid C string; the buffer pointer and length match.
+    let names =
+        xattr_call(|b| unsafe { libc::llistxattr(c.as_ptr(), b.as_mut_ptr().cast(), b.len()) })?
+            .unwrap_or_default();
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cn = std::ffi::CString::new(name)?;
+        // SAFETY: as above, with the attribute name as a valid C string.
+        let value = xattr_call(|b| unsafe {
+            libc::lgetxattr(c.as_ptr(), cn.as_ptr(), b.as_mut_ptr().cast(), b.len())
+        })?;
+        if let Some(v) = value {
+            out.push((name.to_vec(), v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn node_hash(context: &Path, rel: &str, ignore: &DockerIgnore) -> Result<String, SourceHashError> {
     let path = if rel == "." {
         context.to_path_buf()
@@ -200,6 +250,12 @@ fn node_hash(context: &Path, rel: &str, ignore: &DockerIgnore) -> Result<String,
     h.update(md.mode().to_le_bytes());
     h.update(md.uid().to_le_bytes());
     h.update(md.gid().to_le_bytes());
+    let attrs = xattrs(&path).map_err(io_err(&path))?;
+    h.update((attrs.len() as u64).to_le_bytes());
+    for (name, value) in &attrs {
+        field(&mut h, name);
+        field(&mut h, value);
+    }
     if ft.is_symlink() {
         let target = fs::read_link(&path).map_err(io_err(&path))?;
         field(&mut h, target.as_os_str().as_encoded_bytes());

@@ -1,145 +1,16 @@
-//! The engine-independent half of the executor: the cache store, the tar a
-//! COPY/ADD step applies, and how metadata instructions change an image
-//! config. The engine (`berth_engine::build`) runs the steps.
+//! The engine-independent half of the executor: the tar a COPY/ADD step
+//! applies, and how metadata instructions change an image config. The engine (`berth_engine::build`) runs the steps.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use globset::GlobBuilder;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::ignore::{clean, DockerIgnore};
 use crate::parse::{Command, Healthcheck, Instruction};
-
-/// A layer a step produced, as stored in the cache.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CachedLayer {
-    /// Digest of the (gzip) blob in the content store.
-    pub digest: String,
-    /// Size of the blob.
-    pub size: u64,
-    /// Media type of the blob.
-    pub media_type: String,
-    /// sha256 of the uncompressed tar.
-    pub diff_id: String,
-}
-
-/// What a step produced: its layer (none for metadata-only steps), the image
-/// config's `config` object after it, and its history entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CacheEntry {
-    /// The layer, if the step made one.
-    pub layer: Option<CachedLayer>,
-    /// The `config` object of the image config after the step.
-    pub config: Value,
-    /// The step's history entry (`created`, `created_by`, `empty_layer`).
-    pub history: Value,
-    /// Seconds since the epoch of the last hit or store.
-    #[serde(default)]
-    pub last_used: u64,
-}
-
-/// The build cache: key -> [`CacheEntry`] in one JSON file
-/// (`<root>/builder/cache.json`), replaced atomically under a file lock.
-#[derive(Debug, Clone)]
-pub struct CacheStore {
-    file: PathBuf,
-    lock: PathBuf,
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-impl CacheStore {
-    /// Opens (creating the directory) the cache in `dir`.
-    pub fn open(dir: &Path) -> io::Result<CacheStore> {
-        fs::create_dir_all(dir)?;
-        Ok(CacheStore {
-            file: dir.join("cache.json"),
-            lock: dir.join("cache.lock"),
-        })
-    }
-
-    fn locked(&self, exclusive: bool) -> io::Result<File> {
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock)?;
-        if exclusive {
-            f.lock()?;
-        } else {
-            f.lock_shared()?;
-        }
-        Ok(f)
-    }
-
-    fn load(&self) -> io::Result<BTreeMap<String, CacheEntry>> {
-        match fs::read(&self.file) {
-            Ok(b) => Ok(serde_json::from_slice(&b).unwrap_or_default()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn save(&self, all: &BTreeMap<String, CacheEntry>) -> io::Result<()> {
-        let tmp = self
-            .file
-            .with_extension(format!("json.{}.tmp", std::process::id()));
-        let bytes = serde_json::to_vec(all).map_err(io::Error::other)?;
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &self.file)
-    }
-
-    /// The entry for `key`, if any.
-    pub fn get(&self, key: &str) -> io::Result<Option<CacheEntry>> {
-        let _l = self.locked(false)?;
-        Ok(self.load()?.remove(key))
-    }
-
-    /// Stores (or refreshes) the entry for `key`.
-    pub fn put(&self, key: &str, mut entry: CacheEntry) -> io::Result<()> {
-        let _l = self.locked(true)?;
-        let mut all = self.load()?;
-        entry.last_used = now_secs();
-        all.insert(key.to_string(), entry);
-        self.save(&all)
-    }
-
-    /// Marks the entries of `keys` used now.
-    pub fn touch(&self, keys: &[String]) -> io::Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let _l = self.locked(true)?;
-        let mut all = self.load()?;
-        let now = now_secs();
-        for k in keys {
-            if let Some(e) = all.get_mut(k) {
-                e.last_used = now;
-            }
-        }
-        self.save(&all)
-    }
-
-    /// Removes every entry; returns how many there were.
-    pub fn clear(&self) -> io::Result<usize> {
-        let _l = self.locked(true)?;
-        let n = self.load()?.len();
-        self.save(&BTreeMap::new())?;
-        Ok(n)
-    }
-}
 
 /// Why a COPY/ADD tar could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -714,25 +585,6 @@ mod tests {
         let mut v = Vec::new();
         copy_tar(&s, &mut v).unwrap();
         assert_eq!(entries(&v)[0].0, "opt/in/x");
-    }
-
-    #[test]
-    fn cache_store_roundtrip() {
-        let d = tempfile::tempdir().unwrap();
-        let c = CacheStore::open(d.path()).unwrap();
-        assert!(c.get("k").unwrap().is_none());
-        let e = CacheEntry {
-            layer: None,
-            config: json!({"Env": ["A=1"]}),
-            history: json!({"created_by": "ENV A=1"}),
-            last_used: 0,
-        };
-        c.put("k", e.clone()).unwrap();
-        let got = c.get("k").unwrap().unwrap();
-        assert_eq!(got.config, e.config);
-        assert!(got.last_used > 0);
-        assert_eq!(c.clear().unwrap(), 1);
-        assert!(c.get("k").unwrap().is_none());
     }
 
     #[test]

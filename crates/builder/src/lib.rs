@@ -16,18 +16,20 @@ mod ignore;
 mod parse;
 mod plan;
 mod scope;
+mod store;
 
 pub use cache::{cache_key, hash_sources, SourceHashError};
 pub use error::ParseError;
 pub use executor::{
-    apply_metadata, command_argv, copy_tar, parse_chmod, resolve_path, shell_of, CacheEntry,
-    CacheStore, CachedLayer, CopyError, CopySpec,
+    apply_metadata, command_argv, copy_tar, parse_chmod, resolve_path, shell_of, CopyError,
+    CopySpec,
 };
 pub use expand::{expand, ExpandError};
-pub use ignore::{DockerIgnore, IgnoreError};
+pub use ignore::{clean as clean_path, DockerIgnore, IgnoreError};
 pub use parse::{
     parse, parse_named, Command, CopyArgs, CopySource, Dockerfile, Healthcheck, Heredoc,
     Instruction, Mount, Node, Span, DEFAULT_ESCAPE,
 };
 pub use plan::{plan, Plan, PlanError, Stage, StageRef};
 pub use scope::{is_proxy_arg, unused_build_args, GlobalArgs, StageScope, PROXY_ARGS};
+pub use store::{cache_size, explain_miss, CacheEntry, CacheInputs, CacheStore, CachedLayer};

@@ -225,3 +225,37 @@ fn cache_text_is_after_expansion_and_spelling_independent() {
     assert_ne!(a[2], c[2]);
     assert_ne!(a[3], c[3]);
 }
+
+#[test]
+fn xattrs_matter() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = ctx();
+    let base = h(d.path(), &["src"], "");
+    let file = d.path().join("src/a.txt");
+    let c = std::ffi::CString::new(file.as_os_str().as_bytes()).unwrap();
+    let set = |v: &[u8]| {
+        // SAFETY: valid C strings and a buffer of the given length.
+        unsafe {
+            libc::lsetxattr(
+                c.as_ptr(),
+                c"user.berth-test".as_ptr(),
+                v.as_ptr().cast(),
+                v.len(),
+                0,
+            )
+        }
+    };
+    if set(b"1") != 0 {
+        eprintln!(
+            "skipped: no user xattrs here: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let one = h(d.path(), &["src"], "");
+    assert_ne!(base, one, "an added xattr changes the hash");
+    assert_eq!(set(b"2"), 0);
+    assert_ne!(one, h(d.path(), &["src"], ""), "its value too");
+    assert_eq!(set(b"1"), 0);
+    assert_eq!(one, h(d.path(), &["src"], ""), "same value, same hash");
+}

@@ -26,6 +26,19 @@ pub struct BuildArgs {
     /// Print only the image id.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Write the image id to this file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Progress output: auto, tty (Docker's classic step lines) or plain
+    /// (the same plus a CACHE HIT/MISS line per step).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "plain", "tty"])]
+    pub progress: String,
+    /// Say for each step whether the cache was hit and, if not, which input changed.
+    #[arg(long)]
+    pub explain_cache: bool,
+    /// Network of RUN steps: none (default), host or bridge.
+    #[arg(long, default_value = "none")]
+    pub network: String,
     /// The context directory, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -54,6 +67,13 @@ pub fn build(
     } else {
         Context::Dir(PathBuf::from(&a.context))
     };
+    let network = match a.network.parse() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return Ok(1);
+        }
+    };
     let opts = BuildOptions {
         context,
         dockerfile: a.file,
@@ -62,6 +82,8 @@ pub fn build(
         no_cache: a.no_cache,
         target: a.target,
         quiet: a.quiet,
+        explain_cache: a.explain_cache || a.progress == "plain",
+        network,
     };
     let mut out = std::io::stdout();
     let id = match berth_engine::build::build(root, run_root, opts, &mut out) {
@@ -72,6 +94,12 @@ pub fn build(
             return Ok(1);
         }
     };
+    if let Some(f) = &a.iidfile {
+        if let Err(e) = std::fs::write(f, id.to_string()) {
+            eprintln!("berth: write {}: {e}", f.display());
+            return Ok(1);
+        }
+    }
     if a.quiet {
         println!("{id}");
     }

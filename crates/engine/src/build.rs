@@ -13,9 +13,10 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use berth_builder::{
-    apply_metadata, cache_key, command_argv, copy_tar, hash_sources, parse_chmod, parse_named,
-    plan, resolve_path, shell_of, CacheEntry, CacheStore, CachedLayer, CopySource, CopySpec,
-    DockerIgnore, Instruction, Node, StageRef, StageScope,
+    apply_metadata, cache_key, command_argv, copy_tar, explain_miss, hash_sources, parse_chmod,
+    parse_named, plan, resolve_path, shell_of, CacheEntry, CacheInputs, CacheStore, CachedLayer,
+    Command, CopySource, CopySpec, DockerIgnore, Heredoc, Instruction, Node, Plan, StageRef,
+    StageScope,
 };
 use berth_image_store::digest::Digest;
 use berth_image_store::images::{now_rfc3339, ImageRecord, ImageStore};
@@ -23,6 +24,7 @@ use berth_image_store::manifest::{
     MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
 };
 use berth_image_store::reference::Reference;
+use berth_netns_bridge::{AttachOptions, NetworkStore, DEFAULT_NETWORK};
 use berth_snapshotter::Kind;
 use serde_json::{json, Value};
 
@@ -54,7 +56,42 @@ pub struct BuildOptions {
     pub target: Option<String>,
     /// `-q`: no progress, no RUN output.
     pub quiet: bool,
+    /// `--explain-cache` (or `--progress plain`): a `CACHE HIT` / `CACHE MISS: why`
+    /// line per step.
+    pub explain_cache: bool,
+    /// `--network` of RUN steps (a `RUN --network=` flag wins).
+    pub network: BuildNetwork,
 }
+
+/// The network of RUN steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BuildNetwork {
+    /// A new network namespace with only loopback (the default).
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+    /// A new network namespace attached to the default `bridge` network
+    /// for the step (detached afterwards).
+    Bridge,
+}
+
+impl std::str::FromStr for BuildNetwork {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<BuildNetwork> {
+        match s {
+            "none" | "default" => Ok(BuildNetwork::None),
+            "host" => Ok(BuildNetwork::Host),
+            "bridge" => Ok(BuildNetwork::Bridge),
+            o => Err(invalid(format!(
+                "unknown build network {o:?} (use none, host or bridge)"
+            ))),
+        }
+    }
+}
+
+/// The default cap of the build cache's layers (`build-cache-max-bytes`).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 10_000_000_000;
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
@@ -135,6 +172,7 @@ impl Drop for Stdio {
 
 struct Builder<'a> {
     images: Images,
+    root: PathBuf,
     cache: CacheStore,
     run_root: PathBuf,
     work: PathBuf,
@@ -143,6 +181,16 @@ struct Builder<'a> {
     opts: &'a BuildOptions,
     out: &'a mut dyn Write,
     seq: usize,
+    /// The step being run and the number of steps, for messages.
+    step_no: (usize, usize),
+    /// Whether the previous step of this stage missed the cache.
+    prev_missed: bool,
+    /// The key of the stage's base (its first step's parent).
+    base_key: String,
+    /// Keys hit in this build (their `last_used` is refreshed at the end).
+    hits: Vec<String>,
+    /// The cache as read at the first lookup, plus this build's entries.
+    entries: Option<BTreeMap<String, CacheEntry>>,
 }
 
 /// Runs a build; returns the image id (config digest).
@@ -204,8 +252,13 @@ pub fn build(
     let ignore =
         DockerIgnore::for_context(&context, Some(&df_path)).map_err(|e| invalid(e.to_string()))?;
     let cache = CacheStore::open(&root.join("builder")).map_err(Error::io("open build cache"))?;
+    preflight(&images, &df.file, &plan)?;
+    let cap = crate::containers::network::EngineConfig::load(root)?
+        .build_cache_max_bytes
+        .unwrap_or(DEFAULT_CACHE_MAX_BYTES);
     let mut b = Builder {
         images,
+        root: root.to_path_buf(),
         cache,
         run_root: run_root.to_path_buf(),
         work,
@@ -214,7 +267,22 @@ pub fn build(
         opts: &opts,
         out,
         seq: 0,
+        step_no: (0, 0),
+        prev_missed: false,
+        base_key: String::new(),
+        hits: Vec::new(),
+        entries: None,
     };
+    let res = run_plan(&mut b, &df, &plan);
+    let _ = b.cache.touch(&b.hits);
+    let _ = b.cache.evict(cap);
+    let state = res?;
+    b.commit_image(state)
+}
+
+/// Builds the needed stages in order; returns the target's state.
+fn run_plan(b: &mut Builder<'_>, df: &berth_builder::Dockerfile, plan: &Plan) -> Result<State> {
+    let opts = b.opts;
     let total: usize = plan
         .needed
         .iter()
@@ -229,27 +297,202 @@ pub fn build(
             "Step {step}/{total} : {}",
             first_line(&stage.from.text)
         ));
-        let mut state = match &stage.base {
-            StageRef::Stage(s) => built
-                .get(s)
-                .cloned()
-                .ok_or_else(|| invalid(format!("stage {s} was not built")))?,
-            StageRef::Image(name) => b.base(name)?,
+        let (mut state, triggers) = match &stage.base {
+            StageRef::Stage(s) => (
+                built
+                    .get(s)
+                    .cloned()
+                    .ok_or_else(|| invalid(format!("stage {s} was not built")))?,
+                Vec::new(),
+            ),
+            StageRef::Image(name) => {
+                let mut state = b.base(name)?;
+                let triggers = onbuild_triggers(&mut state, &loc(&df.file, &stage.from))?;
+                (state, triggers)
+            }
         };
+        b.prev_missed = false;
+        b.base_key = state.key.clone();
         let env = env_of(&state.config);
         let mut scope = StageScope::new(&plan.global_args, &opts.build_args, df.escape, env);
+        if !triggers.is_empty() {
+            b.say(&format!(" # Executing {} build trigger(s)", triggers.len()));
+        }
+        for mut node in triggers {
+            // Errors point at the FROM line that pulled the trigger in.
+            node.span = stage.from.span;
+            b.step_no = (step, total);
+            b.say(&format!(" ---> Trigger: {}", first_line(&node.text)));
+            b.step(
+                &df.file,
+                &node,
+                &mut scope,
+                &mut state,
+                &built,
+                &plan.stages,
+            )?;
+        }
         for node in &stage.nodes {
             step += 1;
+            b.step_no = (step, total);
             b.say(&format!("Step {step}/{total} : {}", first_line(&node.text)));
             b.step(&df.file, node, &mut scope, &mut state, &built, &plan.stages)?;
         }
         built.insert(i, state);
     }
-    let state = built
+    built
         .remove(&plan.target)
-        .ok_or_else(|| invalid("the target stage was not built"))?;
-    let id = b.commit_image(state)?;
-    Ok(id)
+        .ok_or_else(|| invalid("the target stage was not built"))
+}
+
+/// The ONBUILD triggers of a base image, parsed; clears them from the
+/// state's config (a child image does not inherit them, as Docker).
+fn onbuild_triggers(state: &mut State, at: &str) -> Result<Vec<Node>> {
+    let list: Vec<String> = state.config["config"]["OnBuild"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    state.config["config"]["OnBuild"] = Value::Null;
+    let mut out = Vec::new();
+    for t in list {
+        let df = parse_named("ONBUILD", &format!("FROM scratch\n{t}\n"))
+            .map_err(|e| invalid(format!("{at}: base image trigger `{t}`: {e}")))?;
+        let node = df
+            .nodes
+            .into_iter()
+            .nth(1)
+            .ok_or_else(|| invalid(format!("{at}: empty base image trigger `{t}`")))?;
+        if matches!(
+            node.instruction,
+            Instruction::From { .. } | Instruction::Onbuild(_) | Instruction::Maintainer(_)
+        ) {
+            return Err(invalid(format!(
+                "{at}: base image trigger `{t}` is not allowed"
+            )));
+        }
+        out.push(node);
+    }
+    Ok(out)
+}
+
+/// Checks before anything runs what can be checked from the text: every
+/// `FROM --platform` is the host's, every `COPY --from` names a stage or a
+/// local image, and no literal source escapes the context. Errors name
+/// `file:line:col`.
+fn preflight(images: &Images, file: &str, plan: &Plan) -> Result<()> {
+    let host = platform();
+    for &i in &plan.needed {
+        let stage = &plan.stages[i];
+        if let Some(p) = stage.platform.as_deref().filter(|p| !p.is_empty()) {
+            // `linux/amd64`, or with a variant (`linux/arm64/v8`).
+            let os_arch: String = p.splitn(3, '/').take(2).collect::<Vec<_>>().join("/");
+            if !os_arch.eq_ignore_ascii_case(&host) {
+                return Err(invalid(format!(
+                    "{}: FROM --platform={p} does not match the host platform {host} (berth builds for the host only)",
+                    loc(file, &stage.from)
+                )));
+            }
+        }
+        for node in &stage.nodes {
+            let (Instruction::Copy(a) | Instruction::Add(a)) = &node.instruction else {
+                continue;
+            };
+            let at = loc(file, node);
+            match &a.from {
+                Some(from) if !from.contains('$') => {
+                    if stage_index(&plan.stages, from).is_none() && images.find(from).is_err() {
+                        return Err(invalid(format!(
+                            "{at}: {} --from={from}: no stage named {from:?} and no local image {from:?}",
+                            node.instruction.keyword()
+                        )));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    for src in &a.sources {
+                        let CopySource::Path(p) = src else { continue };
+                        if p.contains('$') || p.contains("://") {
+                            continue;
+                        }
+                        let c = berth_builder::clean_path(p.trim_start_matches('/'));
+                        if c == ".." || c.starts_with("../") {
+                            return Err(invalid(format!(
+                                "{at}: {} source {p:?} is outside the build context",
+                                node.instruction.keyword()
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a `#!` RUN here-document is mounted in the step's container (on
+/// its /dev tmpfs, so nothing appears in the layer).
+const HEREDOC_PATH: &str = "/dev/.berth-heredoc";
+
+/// What a RUN step executes.
+struct RunCommand {
+    argv: Vec<String>,
+    /// A `#!` here-document, mounted at [`HEREDOC_PATH`] and executed.
+    script: Option<String>,
+}
+
+/// The argv of a RUN: exec or shell form; with here-documents as BuildKit
+/// runs them: `RUN <<EOF` alone runs the body as the shell's script (a body
+/// starting with `#!` is a file of its own, executed), any other command
+/// gets the here-documents attached (the shell reads them).
+fn run_argv(command: &Command, heredocs: &[Heredoc], text: &str, shell: &[String]) -> RunCommand {
+    let plain = |argv| RunCommand { argv, script: None };
+    let Command::Shell(line) = command else {
+        return plain(command_argv(command, shell));
+    };
+    if heredocs.is_empty() {
+        return plain(command_argv(command, shell));
+    }
+    let word = line.trim();
+    let only = word
+        .strip_prefix("<<")
+        .map(|w| w.trim_start_matches('-').trim_matches(['"', '\'']))
+        .is_some_and(|w| !w.is_empty() && w.chars().all(|c| c.is_alphanumeric() || c == '_'));
+    if only && heredocs.len() == 1 {
+        let body = &heredocs[0].content;
+        if body.starts_with("#!") {
+            return RunCommand {
+                argv: vec![HEREDOC_PATH.into()],
+                script: Some(body.clone()),
+            };
+        }
+        return plain(command_argv(&Command::Shell(body.clone()), shell));
+    }
+    // The first line as the command, then the bodies and delimiters as written.
+    let rest = text.split_once('\n').map_or("", |(_, r)| r);
+    plain(command_argv(
+        &Command::Shell(format!("{line}\n{rest}\n")),
+        shell,
+    ))
+}
+
+/// The delimiters of the here-documents on the first line of `text`
+/// (`COPY <<A <<"B" /dest` -> `A`, `B`): the file names BuildKit gives them.
+fn heredoc_names(text: &str) -> Vec<String> {
+    first_line(text)
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("<<"))
+        .map(|w| {
+            w.trim_start_matches('-')
+                .trim_matches(['"', '\''])
+                .to_string()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 fn first_line(s: &str) -> &str {
@@ -312,7 +555,9 @@ impl Builder<'_> {
             .next()
             .ok_or_else(|| Error::NoSuchImage(name.into()))?;
         self.images.unpack(&image)?;
-        let config = serde_json::to_value(&image.config)
+        // The raw config: the OCI type drops Healthcheck, OnBuild and Shell.
+        let raw = self.images.content().read(&image.config_digest)?;
+        let config: Value = serde_json::from_reader(std::io::BufReader::new(raw))
             .map_err(|e| invalid(format!("image config: {e}")))?;
         Ok(State {
             history: config["history"].as_array().cloned().unwrap_or_default(),
@@ -343,9 +588,12 @@ impl Builder<'_> {
             .map_err(|e| invalid(format!("{at}: {e}")))?;
         // Where COPY/ADD read from, and the content part of the key.
         let mut from_root: Option<String> = None; // the --from snapshot chain
+                                                  // COPY/ADD here-documents: files written here, copied from here.
+        let mut heredoc_root: Option<TempDir> = None;
         let content = match &ins {
             Instruction::Copy(a) | Instruction::Add(a) => {
                 let mut paths = Vec::new();
+                let mut docs = Vec::new();
                 for s in &a.sources {
                     match s {
                         CopySource::Path(p) => {
@@ -356,77 +604,156 @@ impl Builder<'_> {
                             }
                             paths.push(p.clone());
                         }
-                        CopySource::Heredoc(_) => {
-                            return Err(invalid(format!(
-                                "{at}: {} with a here-document is not supported yet",
-                                ins.keyword()
-                            )))
-                        }
+                        CopySource::Heredoc(h) => docs.push(h.content.clone()),
                     }
                 }
-                match &a.from {
-                    None => Some(
-                        hash_sources(&self.context, &paths, &self.ignore)
-                            .map_err(|e| invalid(format!("{at}: {e}")))?,
-                    ),
-                    Some(from) => {
-                        let src = match stage_index(stages, from) {
-                            Some(i) => built
-                                .get(&i)
-                                .cloned()
-                                .ok_or_else(|| invalid(format!("{at}: stage {from} not built")))?,
-                            None => self.base(from)?,
-                        };
-                        let chain = src.top();
-                        from_root = Some(chain.clone().unwrap_or_default());
-                        // The source stage's layers identify its files.
-                        Some(format!("{}|{}", src.key, chain.unwrap_or_default()))
+                if !docs.is_empty() {
+                    if !paths.is_empty() || a.from.is_some() {
+                        return Err(invalid(format!(
+                            "{at}: {} of here-documents together with other sources is not supported yet",
+                            ins.keyword()
+                        )));
+                    }
+                    let names = heredoc_names(&node.text);
+                    if names.len() != docs.len() {
+                        return Err(invalid(format!(
+                            "{at}: cannot tell the here-documents' names apart"
+                        )));
+                    }
+                    let dir = self.work.join(format!("heredoc-{}", self.seq));
+                    std::fs::create_dir_all(&dir).map_err(Error::io("create heredoc dir"))?;
+                    let guard = TempDir(dir.clone());
+                    for (name, body) in names.iter().zip(&docs) {
+                        use std::os::unix::fs::PermissionsExt;
+                        let f = dir.join(name);
+                        std::fs::write(&f, body).map_err(Error::io("write here-document"))?;
+                        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644))
+                            .map_err(Error::io("chmod here-document"))?;
+                    }
+                    let hash = hash_sources(&dir, &names, &DockerIgnore::default())
+                        .map_err(|e| invalid(format!("{at}: {e}")))?;
+                    heredoc_root = Some(guard);
+                    Some(hash)
+                } else {
+                    match &a.from {
+                        None => Some(
+                            hash_sources(&self.context, &paths, &self.ignore)
+                                .map_err(|e| invalid(format!("{at}: {e}")))?,
+                        ),
+                        Some(from) => {
+                            let src = match stage_index(stages, from) {
+                                Some(i) => built.get(&i).cloned().ok_or_else(|| {
+                                    invalid(format!("{at}: stage {from} not built"))
+                                })?,
+                                None => self.base(from)?,
+                            };
+                            let chain = src.top();
+                            from_root = Some(chain.clone().unwrap_or_default());
+                            // The source stage's layers identify its files.
+                            Some(format!("{}|{}", src.key, chain.unwrap_or_default()))
+                        }
                     }
                 }
             }
             _ => None,
         };
-        let args = scope.args();
+        let created_by = first_line(&node.text).to_string();
+        // RUN's network (a `--network` flag wins over the build's) is part of its key.
+        let net = match &ins {
+            Instruction::Run {
+                network: Some(n), ..
+            } if n != "default" => n
+                .parse()
+                .map_err(|e: Error| invalid(format!("{at}: RUN --network: {e}")))?,
+            // No flag, or `--network=default`: the build's.
+            _ => self.opts.network,
+        };
+        let mut instruction = ins.cache_text();
+        if matches!(ins, Instruction::Run { .. }) {
+            match net {
+                BuildNetwork::None => {}
+                BuildNetwork::Host => instruction.push_str("\nnetwork=host"),
+                BuildNetwork::Bridge => instruction.push_str("\nnetwork=bridge"),
+            }
+        }
+        let inputs = CacheInputs {
+            parent: state.key.clone(),
+            text: created_by.clone(),
+            instruction,
+            args: scope.args(),
+            content,
+        };
         let key = cache_key(
-            &state.key,
-            &ins.cache_text(),
-            &args,
+            &inputs.parent,
+            &inputs.instruction,
+            &inputs.args,
             &platform(),
-            content.as_deref(),
+            inputs.content.as_deref(),
         );
-        if !self.opts.no_cache {
-            if let Some(entry) = self
-                .cache
-                .get(&key)
-                .map_err(Error::io("read build cache"))?
-            {
-                if self.usable(&entry) {
+        let why = if self.opts.no_cache {
+            "--no-cache".to_string()
+        } else {
+            if self.entries.is_none() {
+                self.entries = Some(
+                    self.cache
+                        .entries()
+                        .map_err(Error::io("read build cache"))?,
+                );
+            }
+            let all = self.entries.as_ref().expect("loaded");
+            match all.get(&key).cloned() {
+                Some(entry) if self.usable(&entry) => {
                     self.say(" ---> Using cache");
+                    if self.opts.explain_cache {
+                        self.say(" ---> CACHE HIT");
+                    }
                     self.ensure_snapshot(state, &entry)?;
-                    let _ = self.cache.touch(std::slice::from_ref(&key));
+                    self.hits.push(key.clone());
+                    self.prev_missed = false;
                     self.apply(state, entry, key);
                     return Ok(());
                 }
+                Some(_) => "its cached layer was removed (image prune)".to_string(),
+                None if self.prev_missed => "the previous step was rebuilt".to_string(),
+                None => {
+                    let siblings: Vec<&CacheEntry> = all
+                        .values()
+                        .filter(|e| e.inputs.as_ref().is_some_and(|i| i.parent == inputs.parent))
+                        .collect();
+                    if siblings.is_empty() && inputs.parent == self.base_key {
+                        "nothing cached on this base image (FROM changed or first build)".into()
+                    } else {
+                        explain_miss(&inputs, &siblings)
+                    }
+                }
             }
+        };
+        self.prev_missed = true;
+        if self.opts.explain_cache {
+            self.say(&format!(" ---> CACHE MISS: {why}"));
         }
-        let created_by = first_line(&node.text).to_string();
         let mut inner = state.config["config"].clone();
         let layer = match &ins {
-            Instruction::Run { command, .. } => {
-                let argv = command_argv(command, &shell_of(&inner));
+            Instruction::Run {
+                command, heredocs, ..
+            } => {
+                let run = run_argv(command, heredocs, &node.text, &shell_of(&inner));
                 let env = scope.run_env();
-                Some(self.run_step(state, &argv, &env, &created_by)?)
+                Some(self.run_step(state, &run, &env, &at, &created_by, net)?)
             }
             Instruction::Copy(a) | Instruction::Add(a) => {
                 let extract = matches!(ins, Instruction::Add(_));
-                let sources: Vec<String> = a
-                    .sources
-                    .iter()
-                    .filter_map(|s| match s {
-                        CopySource::Path(p) => Some(p.clone()),
-                        CopySource::Heredoc(_) => None,
-                    })
-                    .collect();
+                let sources: Vec<String> = match &heredoc_root {
+                    Some(_) => heredoc_names(&node.text),
+                    None => a
+                        .sources
+                        .iter()
+                        .filter_map(|s| match s {
+                            CopySource::Path(p) => Some(p.clone()),
+                            CopySource::Heredoc(_) => None,
+                        })
+                        .collect(),
+                };
                 let dest = resolve_path(&state.workdir(), &a.dest);
                 let mode = a
                     .chmod
@@ -441,8 +768,9 @@ impl Builder<'_> {
                     &dest,
                     a.chown.as_deref(),
                     mode,
-                    extract && a.from.is_none(),
+                    extract && a.from.is_none() && heredoc_root.is_none(),
                     from_root.as_deref(),
+                    heredoc_root.as_ref().map(|d| d.0.as_path()),
                 )?)
             }
             Instruction::Workdir(_) => {
@@ -464,10 +792,14 @@ impl Builder<'_> {
             config: inner,
             history,
             last_used: 0,
+            inputs: Some(inputs),
         };
         self.cache
             .put(&key, entry.clone())
             .map_err(Error::io("write build cache"))?;
+        if let Some(all) = &mut self.entries {
+            all.insert(key.clone(), entry.clone());
+        }
         self.apply(state, entry, key);
         Ok(())
     }
@@ -608,10 +940,13 @@ impl Builder<'_> {
     fn run_step(
         &mut self,
         state: &State,
-        argv: &[String],
+        run: &RunCommand,
         env: &[(String, String)],
+        at: &str,
         text: &str,
+        net: BuildNetwork,
     ) -> Result<CachedLayer> {
+        let (step, total) = self.step_no;
         let image: oci_spec::image::ImageConfiguration =
             serde_json::from_value(state.config.clone())
                 .map_err(|e| invalid(format!("image config: {e}")))?;
@@ -625,12 +960,36 @@ impl Builder<'_> {
         let layer = self.layer_step(state, "run", |b, rootfs| {
             let id = format!("build-{}-{}", std::process::id(), b.seq);
             b.say(&format!(" ---> Running in {id}"));
+            let bundle = b.work.join(format!("{id}-bundle"));
+            std::fs::create_dir_all(&bundle).map_err(Error::io("create bundle"))?;
+            let mut extra_mounts = Vec::new();
+            if let Some(script) = &run.script {
+                // A `#!` here-document: a file of its own, executed (BuildKit).
+                use std::os::unix::fs::PermissionsExt;
+                let path = bundle.join("heredoc");
+                std::fs::write(&path, script).map_err(Error::io("write here-document"))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(Error::io("chmod here-document"))?;
+                extra_mounts.push(
+                    oci_spec::runtime::MountBuilder::default()
+                        .destination(HEREDOC_PATH)
+                        .typ("bind")
+                        .source(path)
+                        .options(vec!["bind".to_string(), "ro".to_string()])
+                        .build()
+                        .map_err(|e| invalid(format!("here-document mount: {e}")))?,
+                );
+            }
             let opts = RunOptions {
-                entrypoint: Some(argv.to_vec()),
+                entrypoint: Some(run.argv.clone()),
                 env,
                 workdir: Some(workdir),
                 user,
-                network: NetworkMode::None,
+                network: match net {
+                    BuildNetwork::None => NetworkMode::None,
+                    BuildNetwork::Host => NetworkMode::Host,
+                    BuildNetwork::Bridge => NetworkMode::Bridge(DEFAULT_NETWORK.into()),
+                },
                 ..Default::default()
             };
             let host_env = |_: &str| None;
@@ -641,22 +1000,25 @@ impl Builder<'_> {
                 host_env: &host_env,
                 init_path: None,
                 cgroups_path: Some(format!("berth/{id}")),
-                extra_mounts: vec![],
+                extra_mounts,
             };
             let mut spec = spec::build_spec(&opts, &inputs)?;
             let mut root = spec.root().clone().unwrap_or_default();
             root.set_path(rootfs.to_path_buf());
             root.set_readonly(Some(false));
             spec.set_root(Some(root));
-            let bundle = b.work.join(format!("{id}-bundle"));
-            std::fs::create_dir_all(&bundle).map_err(Error::io("create bundle"))?;
             let json =
                 serde_json::to_vec(&spec).map_err(|e| invalid(format!("encode spec: {e}")))?;
             std::fs::write(bundle.join("config.json"), json).map_err(Error::io("write bundle"))?;
             let runtime = berth_runtime::Runtime::new(b.run_root.join("runtime"));
+            let bridge = match net {
+                BuildNetwork::Bridge => Some(b.bridge()?),
+                _ => None,
+            };
             let exit = {
                 let _stdio = Stdio::redirect(quiet);
-                runtime.run(
+                let isolated = net == BuildNetwork::None;
+                runtime.run_prepared(
                     &berth_runtime::CreateOptions {
                         id: id.clone(),
                         bundle: bundle.clone(),
@@ -665,13 +1027,32 @@ impl Builder<'_> {
                         ..Default::default()
                     },
                     false,
+                    |pid| {
+                        let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+                        if let Some(store) = &bridge {
+                            return store
+                                .attach(DEFAULT_NETWORK, &id, &ns, AttachOptions::default())
+                                .map(|_| ())
+                                .map_err(|e| format!("attach the RUN step to the bridge: {e}"));
+                        }
+                        // `lo` up in the step's own namespace, as Docker's RUN has it.
+                        if !isolated {
+                            return Ok(());
+                        }
+                        berth_netns_bridge::loopback_up(&ns)
+                            .map_err(|e| format!("bring up lo of the RUN step: {e}"))
+                    },
                 )
             };
             let _ = std::fs::remove_dir_all(&bundle);
+            if let Some(store) = &bridge {
+                // Not attached if `prepare` failed before attaching.
+                let _ = store.detach(DEFAULT_NETWORK, &id);
+            }
             let code = exit?.map(|e| e.code).unwrap_or(0);
             if code != 0 {
                 return Err(invalid(format!(
-                    "step `{text}` returned a non-zero code: {code}"
+                    "{at}: step {step}/{total} `{text}` returned a non-zero code: {code}"
                 )));
             }
             Ok(true)
@@ -690,6 +1071,7 @@ impl Builder<'_> {
         mode: Option<u32>,
         extract: bool,
         from: Option<&str>,
+        heredocs: Option<&Path>,
     ) -> Result<CachedLayer> {
         // The `--from` root, mounted read-only for the copy.
         let view = match from {
@@ -707,10 +1089,11 @@ impl Builder<'_> {
             }
             None => None,
         };
-        let src_root = view
-            .as_ref()
-            .map(|v| v.1.clone())
-            .unwrap_or_else(|| self.context.clone());
+        let src_root = match (&view, heredocs) {
+            (Some(v), _) => v.1.clone(),
+            (None, Some(h)) => h.to_path_buf(),
+            (None, None) => self.context.clone(),
+        };
         let tarfile = self.work.join(format!("copy-{}.tar", self.seq));
         let res = self.layer_step(state, "copy", |b, rootfs| {
             let rel = dest.trim_start_matches('/');
@@ -728,7 +1111,7 @@ impl Builder<'_> {
                 sources,
                 dest,
                 dest_is_dir,
-                ignore: from.is_none().then_some(&b.ignore),
+                ignore: (from.is_none() && heredocs.is_none()).then_some(&b.ignore),
                 owner,
                 keep_owner: from.is_some(),
                 mode,
@@ -783,6 +1166,14 @@ impl Builder<'_> {
             berth_snapshotter::apply_layer(rootfs, &data[..])?;
             Ok(true)
         })
+    }
+
+    /// The network store, with the default bridge network created if needed.
+    fn bridge(&self) -> Result<NetworkStore> {
+        let config = crate::containers::network::EngineConfig::load(&self.root)?;
+        let store = NetworkStore::open_with(self.root.join("networks"), config.names())?;
+        store.default_bridge_with(config.default_subnet()?)?;
+        Ok(store)
     }
 
     /// Writes config and manifest, records the names; returns the image id.

@@ -325,6 +325,17 @@ impl Images {
         }
         let config = &image.config;
         let diff_ids: Vec<String> = config.rootfs().diff_ids().clone();
+        // The raw config's `config` object: it keeps what the OCI type drops
+        // (Healthcheck, OnBuild, Shell of built images).
+        let raw_config = self
+            .content()
+            .read(&image.config_digest)
+            .ok()
+            .and_then(|f| {
+                serde_json::from_reader::<_, serde_json::Value>(std::io::BufReader::new(f)).ok()
+            })
+            .map(|v| v["config"].clone())
+            .filter(|c| c.is_object());
         Ok(serde_json::json!({
             "Id": image.config_digest.to_string(),
             "RepoTags": tags,
@@ -333,7 +344,7 @@ impl Images {
             "Author": config.author(),
             "Architecture": config.architecture().to_string(),
             "Os": config.os().to_string(),
-            "Config": config.config(),
+            "Config": raw_config.unwrap_or_else(|| serde_json::json!(config.config())),
             "RootFS": {"Type": "layers", "Layers": diff_ids},
             "Size": image.layers.iter().map(|l| l.size()).sum::<u64>(),
             "Manifest": image.manifest_digest.to_string(),

@@ -594,7 +594,23 @@ impl Runtime {
     /// terminal and forwarding signals; then delete it. With `detach`, return
     /// after start.
     pub fn run(&self, opts: &CreateOptions, detach: bool) -> Result<Option<Exit>> {
+        self.run_prepared(opts, detach, |_| Ok(()))
+    }
+
+    /// [`Runtime::run`], calling `prepare(pid)` between create and start (the
+    /// namespaces exist, the process has not run yet), e.g. to set up its
+    /// network namespace. If `prepare` fails, the container is deleted.
+    pub fn run_prepared(
+        &self,
+        opts: &CreateOptions,
+        detach: bool,
+        prepare: impl FnOnce(i32) -> std::result::Result<(), String>,
+    ) -> Result<Option<Exit>> {
         let created = self.create(opts)?;
+        if let Err(e) = prepare(created.pid) {
+            let _ = self.delete(&opts.id, true);
+            return Err(Error::Init(e));
+        }
         let pid = Pid::from_raw(created.pid);
         let relay = match (created.pty, detach) {
             (Some(master), false) => Some(tty::Relay::start(master)?),

@@ -7,7 +7,10 @@
 //! - `unpack`: the same image's gzip layers unpacked by berth-snapshotter against GNU tar.
 //! - `network`: `berth run` on the bridge against `--network none`, and container-to-container
 //!   throughput over a bridge against the host's loopback.
+//! - `build`: `berth build` of one Dockerfile (cold, fully cached, last RUN changed) against
+//!   docker build / podman build / buildah bud where installed.
 
+mod build;
 mod docker_runtime;
 mod dockerd;
 mod network;
@@ -24,7 +27,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::util;
 
-const USAGE: &str = "usage: cargo xtask bench <runtime | pull | unpack | run | network> [--runs N] [--warmup N] [--install-peers (runtime only)]";
+const USAGE: &str = "usage: cargo xtask bench <runtime | pull | unpack | run | network | build> [--runs N] [--warmup N] [--install-peers (runtime only)]";
 
 /// Set in the environment of the release build of xtask that the pull and unpack
 /// benchmarks re-run themselves in.
@@ -40,6 +43,7 @@ pub fn main(args: &[String]) -> Result<()> {
         Some("runtime") => runtime::main(&args[1..]),
         Some("run") => run::main(&args[1..]),
         Some("network") => network::main(&args[1..]),
+        Some("build") => build::main(&args[1..]),
         Some(which @ ("pull" | "unpack")) => {
             // These time code running inside xtask (berth-snapshotter's apply_layer, the
             // raw sha256 + write loop): an unoptimised build would measure the debug
@@ -54,12 +58,13 @@ pub fn main(args: &[String]) -> Result<()> {
         }
         Some("-h" | "--help") => {
             println!(
-                "{USAGE}\n  {}\n  {}\n  {}\n  {}\n  {}",
+                "{USAGE}\n  {}\n  {}\n  {}\n  {}\n  {}\n  {}",
                 runtime::USAGE,
                 pull::USAGE,
                 unpack::USAGE,
                 run::USAGE,
-                network::USAGE
+                network::USAGE,
+                build::USAGE
             );
             Ok(())
         }

@@ -22,7 +22,7 @@ use crate::spec::NetworkMode;
 
 /// `<root>/config.json`, all keys optional:
 /// `{"bridge": "berth0", "bridge-prefix": "berth-", "nft-table": "berth",
-///   "default-subnet": "10.123.0.0/16"}`.
+///   "default-subnet": "10.123.0.0/16", "build-cache-max-bytes": 10000000000}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct EngineConfig {
@@ -35,6 +35,9 @@ pub struct EngineConfig {
     pub nft_table: Option<String>,
     /// Subnet of the default network, used when it is first created.
     pub default_subnet: Option<String>,
+    /// Cap on the layers the build cache references; least recently used
+    /// entries are evicted after each build (default 10 GB).
+    pub build_cache_max_bytes: Option<u64>,
 }
 
 impl EngineConfig {
