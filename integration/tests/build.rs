@@ -663,7 +663,7 @@ fn run_network_quiet_and_iidfile() {
     let e = Engine::with_busybox();
     let probe = "readlink /proc/self/ns/net; cat /proc/net/dev";
     // (The first RUN fails unless `lo` is up in an isolated step, as Docker's.)
-    let df = format!("FROM bb\nRUN ping -c1 -W2 127.0.0.1\nRUN ({probe}) > /default\nRUN --network=host ({probe}) > /host\nRUN --network=none ({probe}) > /none\n");
+    let df = format!("FROM bb\nRUN ping -c1 -W2 127.0.0.1\nRUN ({probe}) > /default\nRUN --network=host ({probe}) > /host\nRUN --network=none ({probe}) > /none\nRUN grep -c nameserver /etc/resolv.conf > /resolvers && grep localhost /etc/hosts\n");
     let ctx = context(&e, "net", &df);
     let iid = e.tmp.path().join("iid");
     let id = e.ok(&["build", "-q", "--iidfile", p(&iid), "-t", "net", p(&ctx)]);
@@ -686,11 +686,44 @@ fn run_network_quiet_and_iidfile() {
         (ns, ifs)
     };
     let isolated = |(ns, ifs): (String, Vec<String>)| ns != host_ns && ifs == ["lo"];
-    assert!(isolated(seen("net", "/default")));
+    // The default is the bridge, as Docker's RUN: its own namespace with eth0.
+    let (ns, ifs) = seen("net", "/default");
+    assert!(
+        ns != host_ns && ifs.contains(&"eth0".to_string()),
+        "{ifs:?}"
+    );
     assert!(isolated(seen("net", "/none")));
+    // A networked step saw the host's resolvers and a hosts file, and the image
+    // (which has neither) did not get the mount points in a layer.
+    let resolvers = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "net",
+        "cat",
+        "/resolvers",
+    ]);
+    let host_resolvers = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("nameserver"))
+        .count();
+    assert_eq!(resolvers.trim(), host_resolvers.to_string());
+    let snapshots = e.root().join("snapshots");
+    for entry in std::fs::read_dir(&snapshots).unwrap().flatten() {
+        for f in ["resolv.conf", "hosts"] {
+            let p = entry.path().join("fs/etc").join(f);
+            assert!(
+                p.symlink_metadata().is_err(),
+                "{} is in a layer",
+                p.display()
+            );
+        }
+    }
     assert_eq!(seen("net", "/host").0, host_ns);
     // --network host for every RUN without a flag (and not a cache hit of the
-    // isolated steps); bridge is refused clearly.
+    // bridged steps); an unknown network is refused clearly.
     e.ok(&["build", "-q", "--network", "host", "-t", "net2", p(&ctx)]);
     assert_eq!(seen("net2", "/default").0, host_ns);
     assert!(isolated(seen("net2", "/none")));

@@ -36,8 +36,8 @@ pub struct BuildArgs {
     /// Say for each step whether the cache was hit and, if not, which input changed.
     #[arg(long)]
     pub explain_cache: bool,
-    /// Network of RUN steps: none (default), host or bridge.
-    #[arg(long, default_value = "none")]
+    /// Network of RUN steps: bridge (default, as Docker's), host or none.
+    #[arg(long, default_value = "bridge")]
     pub network: String,
     /// The context directory, or `-` for a tar on stdin.
     pub context: String,

@@ -66,13 +66,13 @@ pub struct BuildOptions {
 /// The network of RUN steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BuildNetwork {
-    /// A new network namespace with only loopback (the default).
-    #[default]
+    /// A new network namespace with only loopback.
     None,
     /// The host's network namespace.
     Host,
     /// A new network namespace attached to the default `bridge` network
-    /// for the step (detached afterwards).
+    /// for the step (detached afterwards), as Docker's RUN: the default.
+    #[default]
     Bridge,
 }
 
@@ -80,9 +80,9 @@ impl std::str::FromStr for BuildNetwork {
     type Err = Error;
     fn from_str(s: &str) -> Result<BuildNetwork> {
         match s {
-            "none" | "default" => Ok(BuildNetwork::None),
+            "none" => Ok(BuildNetwork::None),
             "host" => Ok(BuildNetwork::Host),
-            "bridge" => Ok(BuildNetwork::Bridge),
+            "bridge" | "default" => Ok(BuildNetwork::Bridge),
             o => Err(invalid(format!(
                 "unknown build network {o:?} (use none, host or bridge)"
             ))),
@@ -980,6 +980,39 @@ impl Builder<'_> {
                         .map_err(|e| invalid(format!("here-document mount: {e}")))?,
                 );
             }
+            // A networked step resolves names as a container does: the host's
+            // resolvers and a hosts file, mounted for the step only. Mount points
+            // the image lacks are removed again, so the layer does not get them.
+            let mut created = Vec::new();
+            if net != BuildNetwork::None {
+                let resolv = match net {
+                    BuildNetwork::Host => {
+                        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+                    }
+                    _ => crate::containers::network::resolv_conf_from_host(),
+                };
+                let hosts = match net {
+                    BuildNetwork::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+                    _ => format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", &id[..id.len().min(12)]),
+                };
+                for (file, content) in [("resolv.conf", resolv), ("hosts", hosts)] {
+                    let path = bundle.join(file);
+                    std::fs::write(&path, content).map_err(Error::io("write step file"))?;
+                    let target = rootfs.join("etc").join(file);
+                    if target.symlink_metadata().is_err() {
+                        created.push(target);
+                    }
+                    extra_mounts.push(
+                        oci_spec::runtime::MountBuilder::default()
+                            .destination(format!("/etc/{file}"))
+                            .typ("bind")
+                            .source(path)
+                            .options(vec!["bind".to_string(), "ro".to_string()])
+                            .build()
+                            .map_err(|e| invalid(format!("{file} mount: {e}")))?,
+                    );
+                }
+            }
             let opts = RunOptions {
                 entrypoint: Some(run.argv.clone()),
                 env,
@@ -1045,6 +1078,12 @@ impl Builder<'_> {
                 )
             };
             let _ = std::fs::remove_dir_all(&bundle);
+            for target in created {
+                // Only the empty mount point the runtime made, not a file the step wrote.
+                if target.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
+                    let _ = std::fs::remove_file(&target);
+                }
+            }
             if let Some(store) = &bridge {
                 // Not attached if `prepare` failed before attaching.
                 let _ = store.detach(DEFAULT_NETWORK, &id);

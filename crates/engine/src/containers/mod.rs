@@ -524,15 +524,9 @@ impl Containers {
             NetworkMode::Bridge(_) => self.hosts_content(record),
             _ => "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string(),
         };
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let resolv = match record.options.network {
-            NetworkMode::Host => host_resolv,
-            _ => network::container_resolv_conf(
-                &host_resolv,
-                std::fs::read_to_string("/run/systemd/resolve/resolv.conf")
-                    .ok()
-                    .as_deref(),
-            ),
+            NetworkMode::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            _ => network::resolv_conf_from_host(),
         };
         let mut mounts = Vec::new();
         for (file, content, dest) in [

@@ -108,6 +108,18 @@ fn is_loopback(ns: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The resolv.conf a container (or a build's RUN step) on its own network gets:
+/// the host's, through [`container_resolv_conf`].
+pub fn resolv_conf_from_host() -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    container_resolv_conf(
+        &host,
+        std::fs::read_to_string("/run/systemd/resolve/resolv.conf")
+            .ok()
+            .as_deref(),
+    )
+}
+
 /// The container's resolv.conf from the host's: loopback resolvers (such
 /// as systemd-resolved's 127.0.0.53, unreachable from the container) are
 /// replaced by the upstream servers of `/run/systemd/resolve/resolv.conf`
