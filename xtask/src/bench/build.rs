@@ -192,6 +192,8 @@ pub(super) fn main(args: &[String]) -> Result<()> {
         built: Vec::new(),
     }];
     let mut notes = Vec::new();
+    // Docker installed but no daemon running: a private one, for the comparison.
+    let _dockerd = super::dockerd::for_peers("build", &[]);
     for name in ["docker", "podman"] {
         match engine_peer(name, &archive) {
             Ok((bin, version, image)) => tools.push(Tool {
