@@ -283,6 +283,8 @@ pub struct Engine {
     pub tmp: tempfile::TempDir,
     /// This engine's number in the process (names, subnets).
     pub index: usize,
+    /// Third octet of this engine's test subnets (see [`Engine::subnet`]).
+    octet: usize,
 }
 
 impl Drop for Engine {
@@ -337,16 +339,48 @@ impl Default for Engine {
     }
 }
 
+/// The third octet of an engine's test subnets `10.201..=241.X.0/24`: X is
+/// `slot * 32 + index`, the slot first taken from the process id (so suites running
+/// at the same time almost surely differ), then the next slot whose subnets no host
+/// route uses yet (a bridge left by a killed suite, for one).
+fn free_third_octet(index: usize) -> usize {
+    assert!(index < 32, "too many engines in one test process");
+    let routes = Command::new("ip")
+        .args(["-4", "route", "show"])
+        .output()
+        .map(|o| text(&o.stdout))
+        .unwrap_or_default();
+    let used = |x: usize| {
+        routes.lines().any(|l| {
+            let dst = l.split_whitespace().next().unwrap_or("");
+            let o: Vec<&str> = dst.split(['.', '/']).collect();
+            o.len() >= 3
+                && o[0] == "10"
+                && o[1]
+                    .parse::<usize>()
+                    .is_ok_and(|b| (201..=241).contains(&b))
+                && o[2] == x.to_string()
+        })
+    };
+    let first = std::process::id() as usize % 8;
+    (0..8)
+        .map(|j| ((first + j) % 8) * 32 + index)
+        .find(|&x| !used(x))
+        .unwrap_or(first * 32 + index)
+}
+
 impl Engine {
     /// A fresh engine state in `TMPDIR`.
     pub fn new() -> Engine {
         static N: AtomicUsize = AtomicUsize::new(0);
+        let index = N.fetch_add(1, Ordering::Relaxed);
         let e = Engine {
             tmp: tempfile::Builder::new()
                 .prefix("berth-engine-")
                 .tempdir()
                 .expect("create temp dir"),
-            index: N.fetch_add(1, Ordering::Relaxed),
+            index,
+            octet: free_third_octet(index),
         };
 
         let (bridge, prefix, table) = e.net_names();
@@ -387,8 +421,7 @@ impl Engine {
     }
 
     fn third_octet(&self) -> usize {
-        assert!(self.index < 32, "too many engines in one test process");
-        (std::process::id() as usize % 8) * 32 + self.index
+        self.octet
     }
 
     /// The first three octets of this engine's default-bridge subnet, e.g. `10.201.37`.

@@ -316,8 +316,22 @@ fn interactive_tty_session() {
     expect("42", &mut seen);
     // Ctrl-C interrupts the foreground command, not the shell.
     write(b"sleep 30\r");
-    std::thread::sleep(Duration::from_millis(300));
+    // (On a loaded machine the shell may take a while to start it.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !e.run(&["exec", "tty", "pidof", "sleep"]).status.success() {
+        assert!(Instant::now() < deadline, "sleep never started: {seen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let prompts = seen.matches("# ").count();
     write(b"\x03");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.matches("# ").count() == prompts {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no prompt after Ctrl-C in {seen:?}");
+        if let Ok(chunk) = rx.recv_timeout(left) {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
     write(b"echo after-$((1+1))\r");
     expect("after-2", &mut seen);
     write(b"tty\r");
