@@ -7,6 +7,7 @@
 //! killed, its mounts and cgroup freed, and it is marked exited) and acts.
 
 pub mod attach;
+pub mod check;
 pub mod logs;
 pub mod monitor;
 pub mod network;
@@ -271,6 +272,9 @@ impl Containers {
         let id = random_id()?;
         let dir = self.paths(&id).dir;
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        // Held until the record is saved: `system check` and a later claim of the same
+        // name tell a create in progress from one that was killed by this lock.
+        let _creating = self.store.lock(&id)?;
         let name = match &req.name {
             Some(n) => {
                 let n = n.trim_start_matches('/').to_string();
