@@ -45,6 +45,7 @@ enum Fix {
     Snapshot(String),
     CommittedSnapshots,
     Unmount(PathBuf),
+    RuntimeState(String),
     FinishRemoval(String),
     ContainerDir(String),
     Name(String),
@@ -117,6 +118,7 @@ impl Containers {
             },
             Fix::CommittedSnapshots => self.images.release_snapshots()?,
             Fix::Unmount(p) => berth_snapshotter::unmount(&p)?,
+            Fix::RuntimeState(id) => self.runtime.delete(&id, true)?,
             Fix::FinishRemoval(id) => {
                 self.remove_with_volumes(&id, true, false)?;
             }
@@ -343,8 +345,29 @@ impl Containers {
                 }
             }
         }
-        // Unmount first, remove last: order the fixes so.
+        // Runtime state (processes, cgroups) of containers without a record and of
+        // builds whose process is gone.
+        for st in self.runtime.list().unwrap_or_default() {
+            let id = st.id.as_str();
+            let orphan = if let Some(pid) = pid_of_key(id, "build-") {
+                !process_exists(pid)
+            } else {
+                id.len() == 64
+                    && !ids.contains(id)
+                    && !self.paths(id).dir.join("container.json").exists()
+                    && self.store.lock_is_free(id)
+            };
+            if orphan {
+                leftover(
+                    &mut fixes,
+                    format!("runtime container {id} belongs to no container or live build"),
+                    Fix::RuntimeState(id.to_string()),
+                );
+            }
+        }
+        // Stop processes and unmount first, remove last: order the fixes so.
         fixes.sort_by_key(|(_, f)| match f {
+            Fix::RuntimeState(_) => 0,
             Fix::Unmount(_) => 0,
             Fix::FinishRemoval(_) => 1,
             Fix::ContainerDir(_) | Fix::Name(_) => 2,
