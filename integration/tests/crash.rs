@@ -483,7 +483,13 @@ fn crash_matrix() {
                 &["rm", "-f", &format!("crash-rm-{t}")],
                 "no such container",
             );
-            assert!(!e.ok(&["ps", "-a"]).contains(&format!("crash-rm-{t}")));
+            let names = e.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+            assert!(
+                !names
+                    .lines()
+                    .any(|l| l.split(' ').next() == Some(&format!("crash-rm-{t}"))),
+                "crash-rm-{t} is still listed after a re-run of rm: {names}"
+            );
         },
     );
 
@@ -515,9 +521,11 @@ fn crash_matrix() {
                 &["volume", "rm", &format!("crash-vol-{t}")],
                 "no such volume",
             );
-            assert!(!e
-                .ok(&["volume", "ls", "-q"])
-                .contains(&format!("crash-vol-{t}")));
+            let vols = e.ok(&["volume", "ls", "-q"]);
+            assert!(
+                !vols.lines().any(|l| l.trim() == format!("crash-vol-{t}")),
+                "crash-vol-{t} is still listed after a re-run of volume rm: {vols}"
+            );
         },
     );
 

@@ -339,6 +339,10 @@ impl Snapshotter {
                     children,
                 });
             }
+            // The record goes first: a crash after this leaves a directory no record
+            // owns (removed by `cleanup`), never a record without its directory.
+            meta.snapshots.remove(key);
+            self.store.write(meta)?;
             let dir = self.dir(rec.id);
             trash = self.root.join(format!("{TRASH_PREFIX}{}", rec.id));
             if dir.exists() {
@@ -346,8 +350,6 @@ impl Snapshotter {
                     .map_err(|e| Error::io("move snapshot dir to trash", &dir, e))?;
             }
             let _ = std::fs::remove_file(self.root.join(LINK_DIR).join(short_name(rec.id)));
-            meta.snapshots.remove(key);
-            self.store.write(meta)?;
         }
         // Delete outside the lock; a crash here leaves a trash dir for `cleanup`.
         if trash.exists() {
