@@ -19,8 +19,31 @@ fn check(e: &Engine, repair: bool) -> (i32, String) {
     } else {
         &["system", "check"]
     };
-    let out = e.run(args);
-    (out.status.code().unwrap_or(-1), text(&out.stdout))
+    // A lock a killed command's leftover still holds would make it wait forever.
+    let out = tempfile::tempfile().expect("temp file");
+    let mut child = e
+        .command(args)
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn berth");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("berth {args:?} did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    let mut out = out;
+    std::io::Seek::rewind(&mut out).expect("rewind");
+    std::io::Read::read_to_string(&mut out, &mut stdout).expect("read");
+    (status.code().unwrap_or(-1), stdout)
 }
 
 fn assert_consistent(e: &Engine, context: &str) {

@@ -699,8 +699,12 @@ impl Images {
     }
 
     /// Check blobs and image records (see [`berth_image_store::check::check`]).
-    pub(crate) fn check_content(&self) -> Result<berth_image_store::check::Report> {
-        Ok(berth_image_store::check::check(&self.content, &self.store)?)
+    pub(crate) fn check_content(&self, verify: bool) -> Result<berth_image_store::check::Report> {
+        Ok(berth_image_store::check::check_with(
+            &self.content,
+            &self.store,
+            verify,
+        )?)
     }
 
     /// Chain ids of every image's layers: the committed snapshots images need.

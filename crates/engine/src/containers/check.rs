@@ -78,10 +78,20 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 impl Containers {
     /// Check the whole state; with `repair`, remove the leftovers found and check again.
     pub fn check(&self, repair: bool) -> Result<CheckReport> {
+        self.check_and_repair(repair, true)
+    }
+
+    /// Remove what interrupted commands left, without re-hashing every blob
+    /// (`system prune`); returns what was removed.
+    pub fn remove_leftovers(&self) -> Result<Vec<String>> {
+        Ok(self.check_and_repair(true, false)?.removed)
+    }
+
+    fn check_and_repair(&self, repair: bool, verify: bool) -> Result<CheckReport> {
         // No pull, load, build or prune runs meanwhile: blobs not yet recorded by an
         // image are never taken for orphans.
         let _gc = self.images.lock(true)?;
-        let (mut report, fixes) = self.check_once()?;
+        let (mut report, fixes) = self.check_once(verify)?;
         if !repair || fixes.is_empty() {
             return Ok(report);
         }
@@ -94,7 +104,7 @@ impl Containers {
                     .push(format!("could not remove ({line}): {e}")),
             }
         }
-        let (mut after, _) = self.check_once()?;
+        let (mut after, _) = self.check_once(verify)?;
         after.problems.extend(
             report
                 .problems
@@ -142,7 +152,7 @@ impl Containers {
         Ok(())
     }
 
-    fn check_once(&self) -> Result<(CheckReport, Vec<(String, Fix)>)> {
+    fn check_once(&self, verify: bool) -> Result<(CheckReport, Vec<(String, Fix)>)> {
         let mut report = CheckReport::default();
         let mut fixes: Vec<(String, Fix)> = Vec::new();
         let leftover = |fixes: &mut Vec<(String, Fix)>, line: String, fix: Fix| {
@@ -150,7 +160,7 @@ impl Containers {
         };
 
         // Blobs and image records.
-        let content = self.images.check_content()?;
+        let content = self.images.check_content(verify)?;
         report.blobs = content.blobs;
         report.images = content.images;
         report.problems.extend(content.problems);
