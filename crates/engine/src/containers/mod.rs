@@ -570,11 +570,14 @@ impl Containers {
             Ok(()) | Err(berth_snapshotter::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        self.store.release_name(&record.name);
         let paths = self.paths(&record.id);
         let _ = std::fs::remove_dir_all(&paths.run_dir);
+        // The record goes before the name: a kill in between leaves a name that points
+        // to no container (taken over by the next claim), never a container that can
+        // no longer be named.
         std::fs::remove_dir_all(&paths.dir)
             .map_err(Error::io(format!("remove {}", paths.dir.display())))?;
+        self.store.release_name(&record.name);
         if volumes {
             self.remove_anonymous_volumes(record);
         }
