@@ -696,9 +696,9 @@ fn concurrent_mixed_operations() {
                         let a: Vec<&str> = args.iter().map(String::as_str).collect();
                         let out = e.run(&a);
                         let verdict = if out.status.success() {
-                            Ok(true)
+                            Ok(None)
                         } else {
-                            clear_failure(&out).map(|_| false)
+                            clear_failure(&out).map(|_| Some(text(&out.stderr).trim().to_string()))
                         };
                         log.push((i, args.join(" "), verdict));
                     }
@@ -714,11 +714,15 @@ fn concurrent_mixed_operations() {
     let mut ok = 0;
     let mut failed = 0;
     let mut unclear = Vec::new();
+    let mut messages = BTreeSet::new();
     for (w, log) in results.iter().enumerate() {
         for (i, op, verdict) in log {
             match verdict {
-                Ok(true) => ok += 1,
-                Ok(false) => failed += 1,
+                Ok(None) => ok += 1,
+                Ok(Some(message)) => {
+                    failed += 1;
+                    messages.insert(message.clone());
+                }
                 Err(why) => unclear.push(format!("worker {w} op {i} `{op}`: {why}")),
             }
         }
@@ -728,6 +732,9 @@ fn concurrent_mixed_operations() {
         WORKERS * OPS,
         unclear.len()
     );
+    for m in messages.iter().take(12) {
+        println!("  clear failure: {m}");
+    }
     assert!(unclear.is_empty(), "{unclear:#?}");
     assert_consistent(&e, "after the concurrent operations");
     for id in e.ok(&["ps", "-a", "-q"]).split_whitespace() {

@@ -384,6 +384,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_name_claimed_by_a_dead_create_is_taken_over_but_a_live_one_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(tmp.path()).unwrap();
+        let dead = "a".repeat(64);
+        let live = "b".repeat(64);
+        let new = "c".repeat(64);
+        for id in [&dead, &live, &new] {
+            std::fs::create_dir_all(store.dir(id)).unwrap();
+        }
+        store.claim_name("dead", &dead).unwrap();
+        store.claim_name("live", &live).unwrap();
+        let _creating = store.lock(&live).unwrap();
+        assert!(
+            store.claim_name("live", &new).is_err(),
+            "a create in progress"
+        );
+        store.claim_name("dead", &new).unwrap();
+        assert_eq!(store.id_of_name("dead").as_deref(), Some(new.as_str()));
+        assert!(!store.dir(&dead).exists());
+    }
+
+    #[test]
     fn restart_policies_parse_as_docker() {
         assert_eq!(RestartPolicy::parse("no").unwrap(), RestartPolicy::No);
         assert_eq!(
