@@ -357,8 +357,15 @@ impl Containers {
         }
         // Runtime state (processes, cgroups) of containers without a record and of
         // builds whose process is gone.
-        for st in self.runtime.list().unwrap_or_default() {
-            let id = st.id.as_str();
+        // (Also those a killed create left without a state record: listed by directory.)
+        let runtime_ids: BTreeSet<String> = std::fs::read_dir(self.runtime.root())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for id in &runtime_ids {
+            let id = id.as_str();
             let orphan = if let Some(pid) = pid_of_key(id, "build-") {
                 !process_exists(pid)
             } else {
