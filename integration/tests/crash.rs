@@ -181,13 +181,15 @@ fn seed() -> u64 {
 }
 
 /// Run `berth ARGS` and SIGKILL it after `delay`; true when it was still running.
-fn kill_after(e: &Engine, args: &[&str], delay: Duration) -> bool {
+/// The cgroup prefix of the build containers it may make goes into `ids`.
+fn kill_after(e: &Engine, args: &[&str], delay: Duration, ids: &mut BTreeSet<String>) -> bool {
     let mut child = e
         .command(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn berth");
+    ids.insert(format!("build-{}-", child.id()));
     let deadline = Instant::now() + delay;
     loop {
         if child.try_wait().expect("wait").is_some() {
@@ -381,7 +383,7 @@ fn crash_matrix() {
             let ms = rng.below(span);
             max_ms = max_ms.max(ms);
             known_ids(&e, ids);
-            if kill_after(&e, &a, Duration::from_millis(ms)) {
+            if kill_after(&e, &a, Duration::from_millis(ms), ids) {
                 killed += 1;
             }
             known_ids(&e, ids);
