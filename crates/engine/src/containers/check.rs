@@ -59,6 +59,24 @@ fn process_exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Ids of the containers whose monitor process (`berth ... __monitor ID`) is alive:
+/// one that is starting has its rootfs mounted before its record says running.
+fn live_monitors() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if let Some(i) = args.iter().position(|a| *a == b"__monitor") {
+            if let Some(id) = args.get(i + 1) {
+                out.insert(String::from_utf8_lossy(id).into_owned());
+            }
+        }
+    }
+    out
+}
+
 /// Mount points (unescaped) of the host's mount table under `dir`.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -313,9 +331,10 @@ impl Containers {
         }
 
         // Mounts of containers that are not running, of dead builds and copies.
+        let monitors = live_monitors();
         let running: BTreeSet<&str> = records
             .iter()
-            .filter(|r| r.state.status == Status::Running)
+            .filter(|r| r.state.status == Status::Running || monitors.contains(&r.id))
             .map(|r| r.id.as_str())
             .collect();
         for m in mounts_under(&containers_dir) {
