@@ -146,7 +146,25 @@ fn check_reports_corruption_and_repair_removes_only_leftovers() {
     assert!(out.contains("its image's layer snapshot"), "{out}");
     std::fs::write(&meta_path, saved).unwrap();
     assert_consistent(&e, "metadata restored");
-    e.ok(&["rm", "-f", "c1"]);
+    // A half-written container record is a problem, and repair keeps its directory.
+    e.ok(&["create", "--name", "c2", "--network", "none", "bb", "true"]);
+    let c2 = e.inspect("c2")["Id"].as_str().unwrap().to_string();
+    let record = root.join("containers").join(&c2).join("container.json");
+    let saved = std::fs::read(&record).unwrap();
+    std::fs::write(&record, &saved[..saved.len() / 2]).unwrap();
+    let (code, out) = check(&e, true);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("problem: container record {c2}")),
+        "{out}"
+    );
+    assert!(
+        record.exists(),
+        "repair must not remove an unreadable record"
+    );
+    std::fs::write(&record, saved).unwrap();
+    assert_consistent(&e, "record restored");
+    e.ok(&["rm", "-f", "c1", "c2"]);
     assert_consistent(&e, "after rm");
     e.assert_no_mounts();
 }

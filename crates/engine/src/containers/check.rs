@@ -200,12 +200,17 @@ impl Containers {
                 );
             }
         }
-        let records: Vec<_> = self
-            .store
-            .ids()?
-            .into_iter()
-            .filter_map(|id| self.store.load(&id).ok())
-            .collect();
+        let mut records = Vec::new();
+        let mut unreadable = BTreeSet::new();
+        for id in self.store.ids()? {
+            match self.store.load(&id) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    report.problems.push(format!("container record {id}: {e}"));
+                    unreadable.insert(id);
+                }
+            }
+        }
         let infos = snaps.walk()?;
         let keys: BTreeSet<&str> = infos.iter().map(|i| i.name.as_str()).collect();
         let parents: BTreeSet<&str> = infos.iter().filter_map(|i| i.parent.as_deref()).collect();
@@ -311,7 +316,11 @@ impl Containers {
             .flatten()
         {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.len() == 64 && !ids.contains(name.as_str()) && self.store.lock_is_free(&name) {
+            if name.len() == 64
+                && !ids.contains(name.as_str())
+                && !unreadable.contains(&name)
+                && self.store.lock_is_free(&name)
+            {
                 leftover(
                     &mut fixes,
                     format!("container directory {name} has no record (an interrupted create)"),
