@@ -239,6 +239,8 @@ enum SystemCommand {
     Prune(system_cmd::PruneArgs),
     /// Show system-wide information.
     Info(system_cmd::InfoArgs),
+    /// Verify blobs, images, snapshots and containers; --repair removes leftovers.
+    Check(system_cmd::CheckArgs),
 }
 
 /// `stop` and `restart`.
@@ -449,6 +451,9 @@ fn engine_command(
         Command::System {
             command: SystemCommand::Prune(a),
         } => return system_cmd::prune(&containers()?, a),
+        Command::System {
+            command: SystemCommand::Check(a),
+        } => return system_cmd::check(&containers()?, a),
         Command::Info(a)
         | Command::System {
             command: SystemCommand::Info(a),

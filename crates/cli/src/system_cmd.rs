@@ -1,5 +1,5 @@
-//! rename, top, pause, unpause, stats, cp, system df, system prune, info and
-//! version: Docker's names, flags and output.
+//! rename, top, pause, unpause, stats, cp, system df, system prune, system check,
+//! info and version: Docker's names, flags and output.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -475,6 +475,52 @@ pub fn prune(containers: &Containers, args: PruneArgs) -> anyhow::Result<i32> {
         human_size(report.reclaimed)
     )?;
     Ok(0)
+}
+
+/// `system check` flags.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Remove the leftovers found (orphans and partial writes; never anything an
+    /// image or container needs).
+    #[arg(long)]
+    repair: bool,
+}
+
+/// `system check`: one line per problem and leftover, a summary line; exit 1 when
+/// the state is inconsistent.
+pub fn check(containers: &Containers, args: CheckArgs) -> anyhow::Result<i32> {
+    let r = containers.check(args.repair)?;
+    let mut out = std::io::stdout().lock();
+    for line in &r.removed {
+        writeln!(out, "removed: {line}")?;
+    }
+    for line in &r.problems {
+        writeln!(out, "problem: {line}")?;
+    }
+    for line in &r.leftovers {
+        writeln!(out, "leftover: {line}")?;
+    }
+    let verdict = if r.problems.is_empty() {
+        "consistent"
+    } else {
+        "INCONSISTENT"
+    };
+    let removed = if args.repair {
+        format!(", {} removed", r.removed.len())
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "{verdict}: {} blobs, {} images, {} snapshots, {} containers checked; {} problems, {} leftovers{removed}",
+        r.blobs,
+        r.images,
+        r.snapshots,
+        r.containers,
+        r.problems.len(),
+        r.leftovers.len()
+    )?;
+    Ok(if r.problems.is_empty() { 0 } else { 1 })
 }
 
 fn os_name() -> String {

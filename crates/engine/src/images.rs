@@ -139,7 +139,8 @@ impl Images {
         &self.content
     }
 
-    fn lock(&self, exclusive: bool) -> Result<File> {
+    /// The store-wide collection lock (see the module doc).
+    pub(crate) fn lock(&self, exclusive: bool) -> Result<File> {
         let path = self.root.join("gc.lock");
         let file = File::options()
             .create(true)
@@ -669,7 +670,7 @@ impl Images {
     }
 
     /// Remove committed layer snapshots no image needs (children first).
-    fn release_snapshots(&self) -> Result<()> {
+    pub(crate) fn release_snapshots(&self) -> Result<()> {
         let mut keep = BTreeSet::new();
         for (_, image) in self.all()? {
             keep.extend(chain_ids(image.config.rootfs().diff_ids()));
@@ -844,6 +845,24 @@ impl Images {
             created: now(),
         })?;
         Ok(image.config_digest)
+    }
+
+    /// Check blobs and image records (see [`berth_image_store::check::check`]).
+    pub(crate) fn check_content(&self, verify: bool) -> Result<berth_image_store::check::Report> {
+        Ok(berth_image_store::check::check_with(
+            &self.content,
+            &self.store,
+            verify,
+        )?)
+    }
+
+    /// Chain ids of every image's layers: the committed snapshots images need.
+    pub(crate) fn needed_chains(&self) -> Result<BTreeSet<String>> {
+        let mut keep = BTreeSet::new();
+        for (_, image) in self.all()? {
+            keep.extend(chain_ids(image.config.rootfs().diff_ids()));
+        }
+        Ok(keep)
     }
 
     /// Number of blobs and their total size (for tests and `system df`).

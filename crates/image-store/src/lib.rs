@@ -6,9 +6,11 @@
 //! - [`manifest`]: OCI / Docker schema2 manifests and indexes, host platform selection.
 //! - [`images`]: image names -> manifest descriptors, image resolution, GC roots.
 //! - [`registry`]: the distribution API v2 client.
+//! - [`check`]: consistency check and repair of blobs, ingests and image records.
 //! - [`archive`]: docker-archive and OCI layout save/load, rootfs import.
 
 pub mod archive;
+pub mod check;
 pub mod content;
 pub mod digest;
 pub mod error;

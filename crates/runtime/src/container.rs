@@ -548,6 +548,25 @@ impl Runtime {
         };
         let Some(record) = loaded else {
             if force {
+                // An interrupted create: its init and cgroup may exist without a
+                // record. The saved spec says where the cgroup is.
+                if let Ok(spec) = Self::saved_spec(&dir) {
+                    let path = spec
+                        .linux()
+                        .as_ref()
+                        .and_then(|l| l.cgroups_path().clone())
+                        .map(|p| p.to_string_lossy().into_owned());
+                    if let Ok(cgroup) = CgroupManager::open(id, path.as_deref()) {
+                        let _ = cgroup.kill_all(Signal::SIGKILL);
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        while cgroup.pids().is_ok_and(|p| !p.is_empty())
+                            && Instant::now() < deadline
+                        {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        cgroup.remove()?;
+                    }
+                }
                 return dir.remove();
             }
             return Err(Error::WrongState {

@@ -2,7 +2,7 @@
 //! clone and `execve`.
 
 use std::convert::Infallible;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
@@ -57,6 +57,15 @@ fn wait_go(channel: &mut Channel) -> Result<()> {
 fn init(args: InitArgs, channel: &mut Channel) -> Result<Infallible> {
     // The runtime puts us in the cgroup first, so that a new cgroup namespace is rooted there.
     wait_go(channel)?;
+    // Close (not only mark close-on-exec) what the caller's process had open: a
+    // created container may wait for `start` for a long time, and must not hold the
+    // caller's file locks meanwhile (nor after the caller died). The descriptors the
+    // caller passes on (`--preserve-fds`, right after stderr) stay.
+    let mut keep: Vec<RawFd> = args.join.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    keep.push(channel.raw_fd());
+    keep.push(args.start.as_raw_fd());
+    keep.extend((0..args.preserve_fds).filter_map(|i| RawFd::try_from(3 + i).ok()));
+    close_inherited_fds(&mut keep);
     mark_inherited_fds_cloexec(args.preserve_fds);
     for (flag, fd) in &args.join {
         setns(fd.as_fd(), *flag).ctx(|| format!("join namespace {flag:?}"))?;
@@ -138,6 +147,30 @@ fn report_ready_and_take_terminal(channel: &mut Channel, pty: Option<tty::Pty>) 
             tty::make_controlling(&p.slave)
         }
         None => nix::unistd::setsid().map(drop).ctx(|| "setsid".into()),
+    }
+}
+
+/// Close every descriptor from 3 up except those in `keep`.
+fn close_inherited_fds(keep: &mut [RawFd]) {
+    keep.sort_unstable();
+    let mut from: u32 = 3;
+    for &k in keep.iter() {
+        let Ok(k) = u32::try_from(k) else { continue };
+        if k >= from {
+            if k > from {
+                close_range(from, k - 1);
+            }
+            from = k + 1;
+        }
+    }
+    close_range(from, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: closes descriptors this process no longer uses; none is owned by a live
+    // Rust object except those kept by the caller.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, last, 0u32);
     }
 }
 

@@ -80,6 +80,11 @@ impl Channel {
         Ok((Channel { stream: a }, Channel { stream: b }))
     }
 
+    /// The socket's descriptor (kept open when the init closes what it inherited).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
+    }
+
     /// Wrap an accepted or connected stream.
     pub(crate) fn from_stream(stream: UnixStream) -> Channel {
         Channel { stream }

@@ -34,4 +34,4 @@ pub use apply::{apply_layer, ApplyStats};
 pub use diff::{diff_dir, DiffStats};
 pub use error::{Error, Result};
 pub use mount::{mount_all, unmount, Mount, MountGuard};
-pub use snapshotter::{Info, Kind, Snapshotter, Usage};
+pub use snapshotter::{CheckReport, Info, Kind, Snapshotter, Usage};

@@ -54,6 +54,17 @@ pub struct Info {
     pub created: SystemTime,
 }
 
+/// What [`Snapshotter::check`] found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Snapshots in the metadata.
+    pub snapshots: usize,
+    /// Inconsistencies, one line each.
+    pub problems: Vec<String>,
+    /// Directories, links and files no snapshot owns (removed by [`Snapshotter::cleanup`]).
+    pub leftovers: Vec<PathBuf>,
+}
+
 /// Disk use of one snapshot's own directory (not its parents').
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -367,6 +378,10 @@ impl Snapshotter {
                     children,
                 });
             }
+            // The record goes first: a crash after this leaves a directory no record
+            // owns (removed by `cleanup`), never a record without its directory.
+            meta.snapshots.remove(key);
+            self.store.write(meta)?;
             let dir = self.dir(rec.id);
             trash = self.root.join(format!("{TRASH_PREFIX}{}", rec.id));
             if dir.exists() {
@@ -374,8 +389,6 @@ impl Snapshotter {
                     .map_err(|e| Error::io("move snapshot dir to trash", &dir, e))?;
             }
             let _ = std::fs::remove_file(self.root.join(LINK_DIR).join(short_name(rec.id)));
-            meta.snapshots.remove(key);
-            self.store.write(meta)?;
         }
         // Delete outside the lock; a crash here leaves a trash dir for `cleanup`.
         if trash.exists() {
@@ -460,6 +473,79 @@ impl Snapshotter {
     /// The snapshot should not be mounted by a running container while this runs.
     pub fn diff(&self, key: &str, out: impl Write) -> Result<DiffStats> {
         diff_dir(&self.fs_dir(key)?, out)
+    }
+
+    /// Checks the metadata against the disk: every snapshot's parent exists, is
+    /// committed and the chain has no cycle; its directory, work dir (active ones) and
+    /// short link exist. Lists what [`Snapshotter::cleanup`] would remove as leftovers.
+    pub fn check(&self) -> Result<CheckReport> {
+        let l = self.store.shared()?;
+        let meta = &l.meta;
+        let mut report = CheckReport {
+            snapshots: meta.snapshots.len(),
+            ..CheckReport::default()
+        };
+        for (key, rec) in &meta.snapshots {
+            let mut problem =
+                |what: String| report.problems.push(format!("snapshot {key}: {what}"));
+            if let Some(p) = &rec.parent {
+                match meta.snapshots.get(p) {
+                    None => problem(format!("its parent {p} is missing")),
+                    Some(pr) if pr.kind != Kind::Committed => {
+                        problem(format!("its parent {p} is {}, not committed", pr.kind))
+                    }
+                    Some(_) => {
+                        if let Err(e) = meta.parent_ids(key) {
+                            if !matches!(e, Error::NotFound(_)) {
+                                problem(e.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            let dir = self.dir(rec.id);
+            if !dir.join("fs").is_dir() {
+                problem(format!(
+                    "its directory {} is missing",
+                    dir.join("fs").display()
+                ));
+            }
+            if rec.kind == Kind::Active && !dir.join("work").is_dir() {
+                problem(format!(
+                    "its work directory {} is missing",
+                    dir.join("work").display()
+                ));
+            }
+            let link = self.root.join(LINK_DIR).join(short_name(rec.id));
+            if std::fs::read_link(&link).ok() != Some(PathBuf::from(format!("../{}/fs", rec.id))) {
+                problem(format!(
+                    "its short link {} is missing or wrong",
+                    link.display()
+                ));
+            }
+        }
+        let ids: HashSet<String> = meta.snapshots.values().map(|r| r.id.to_string()).collect();
+        let links: HashSet<String> = meta.snapshots.values().map(|r| short_name(r.id)).collect();
+        for e in std::fs::read_dir(&self.root).map_err(|e| Error::io("read dir", &self.root, e))? {
+            let e = e.map_err(|e| Error::io("read dir", &self.root, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let numeric = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
+            if (numeric && !ids.contains(&name))
+                || name.starts_with(TRASH_PREFIX)
+                || name == format!("{META_FILE}.tmp")
+            {
+                report.leftovers.push(e.path());
+            }
+        }
+        let ldir = self.root.join(LINK_DIR);
+        for e in std::fs::read_dir(&ldir).map_err(|e| Error::io("read dir", &ldir, e))? {
+            let e = e.map_err(|e| Error::io("read dir", &ldir, e))?;
+            if !links.contains(&*e.file_name().to_string_lossy()) {
+                report.leftovers.push(e.path());
+            }
+        }
+        report.leftovers.sort();
+        Ok(report)
     }
 
     /// Removes what crashed processes left behind: snapshot dirs not in the metadata,

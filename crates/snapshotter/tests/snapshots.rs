@@ -503,3 +503,48 @@ fn diff_round_trips_and_is_deterministic() {
     let d3 = env2.snap.diff("ctr", std::io::sink()).unwrap();
     assert_eq!(d3, d1);
 }
+
+#[test]
+fn check_finds_broken_chains_and_leftovers_and_cleanup_removes_leftovers() {
+    let env = Env::new();
+    let s = &env.snap;
+    s.prepare("a", None).unwrap();
+    s.commit("base", "a").unwrap();
+    s.prepare("mid-a", Some("base")).unwrap();
+    s.commit("mid", "mid-a").unwrap();
+    s.prepare("c1", Some("mid")).unwrap();
+    let r = s.check().unwrap();
+    assert_eq!(r.snapshots, 3);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert!(r.leftovers.is_empty(), "{:?}", r.leftovers);
+
+    // What crashed processes leave: a dir no record owns, a trash dir, a dangling link.
+    fs::create_dir_all(env.root.join("999/fs")).unwrap();
+    fs::create_dir_all(env.root.join("trash-7/fs")).unwrap();
+    std::os::unix::fs::symlink("../998/fs", env.root.join("l/zz")).unwrap();
+    let r = s.check().unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.leftovers.len(), 3, "{:?}", r.leftovers);
+    s.cleanup().unwrap();
+    let r = s.check().unwrap();
+    assert!(r.leftovers.is_empty(), "{:?}", r.leftovers);
+
+    // A parent deleted from the metadata behind the snapshotter's back.
+    let meta_path = env.root.join("metadata.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+    meta["snapshots"].as_object_mut().unwrap().remove("mid");
+    fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let r = s.check().unwrap();
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert!(
+        r.problems[0].contains("snapshot c1: its parent mid is missing"),
+        "{:?}",
+        r.problems
+    );
+    // mid's directory and link are now leftovers; c1 (which needs them) is broken,
+    // and cleanup never touches a snapshot that is still recorded.
+    assert_eq!(r.leftovers.len(), 2, "{:?}", r.leftovers);
+    s.cleanup().unwrap();
+    assert!(s.fs_dir("c1").unwrap().is_dir());
+}

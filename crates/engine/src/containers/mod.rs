@@ -7,6 +7,7 @@
 //! killed, its mounts and cgroup freed, and it is marked exited) and acts.
 
 pub mod attach;
+pub mod check;
 pub mod logs;
 pub mod monitor;
 pub mod network;
@@ -286,6 +287,9 @@ impl Containers {
         let id = random_id()?;
         let dir = self.paths(&id).dir;
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        // Held until the record is saved: `system check` and a later claim of the same
+        // name tell a create in progress from one that was killed by this lock.
+        let _creating = self.store.lock(&id)?;
         let name = match &req.name {
             Some(n) => {
                 let n = n.trim_start_matches('/').to_string();
@@ -575,11 +579,14 @@ impl Containers {
             Ok(()) | Err(berth_snapshotter::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        self.store.release_name(&record.name);
         let paths = self.paths(&record.id);
         let _ = std::fs::remove_dir_all(&paths.run_dir);
+        // The record goes before the name: a kill in between leaves a name that points
+        // to no container (taken over by the next claim), never a container that can
+        // no longer be named.
         std::fs::remove_dir_all(&paths.dir)
             .map_err(Error::io(format!("remove {}", paths.dir.display())))?;
+        self.store.release_name(&record.name);
         if volumes {
             self.remove_anonymous_volumes(record);
         }

@@ -538,6 +538,9 @@ impl Containers {
                 }));
             }
         }
+        // What interrupted commands left behind (mounts, runtime state, partial
+        // writes, orphan snapshots): nothing an image or container needs.
+        self.remove_leftovers()?;
         report.reclaimed = before.saturating_sub(self.disk_total()?) + volume_bytes;
         Ok(report)
     }

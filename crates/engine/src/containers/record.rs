@@ -239,6 +239,23 @@ impl RecordStore {
                 .map_err(Error::io(format!("write {}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                // A name a killed `create` claimed for a container that never got a
+                // record: take it over (once).
+                if owner != id
+                    && owner.len() == 64
+                    && owner.bytes().all(|b| b.is_ascii_hexdigit())
+                    && !self.dir(&owner).join("container.json").exists()
+                    && self.lock_is_free(&owner)
+                    && std::fs::read_to_string(&path).is_ok_and(|o| o == owner)
+                {
+                    let _ = std::fs::remove_file(&path);
+                    let _ = std::fs::remove_dir_all(self.dir(&owner));
+                    if let Ok(mut f) = OpenOptions::new().write(true).create_new(true).open(&path) {
+                        return f
+                            .write_all(id.as_bytes())
+                            .map_err(Error::io(format!("write {}", path.display())));
+                    }
+                }
                 Err(Error::Conflict(format!(
                     "the container name \"/{name}\" is already in use by container \"{owner}\": remove or rename that container to reuse the name"
                 )))
@@ -269,6 +286,32 @@ impl RecordStore {
         file.lock()
             .map_err(Error::io(format!("lock {}", path.display())))?;
         Ok(file)
+    }
+
+    /// Whether nobody holds the lock of container `id` (true also when it has no lock
+    /// file): a container directory without a record and a free lock is what a killed
+    /// `create` left.
+    pub fn lock_is_free(&self, id: &str) -> bool {
+        match File::open(self.dir(id).join("lock")) {
+            Ok(f) => f.try_lock().is_ok(),
+            Err(_) => true,
+        }
+    }
+
+    /// Names in the name index with the id each points to.
+    pub fn names(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.dir.join("names"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            out.push((name, id));
+        }
+        out.sort();
+        out
     }
 
     /// Write a record atomically and durably (fsync before the rename); the caller
@@ -351,6 +394,28 @@ impl RecordStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_claimed_by_a_dead_create_is_taken_over_but_a_live_one_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(tmp.path()).unwrap();
+        let dead = "a".repeat(64);
+        let live = "b".repeat(64);
+        let new = "c".repeat(64);
+        for id in [&dead, &live, &new] {
+            std::fs::create_dir_all(store.dir(id)).unwrap();
+        }
+        store.claim_name("dead", &dead).unwrap();
+        store.claim_name("live", &live).unwrap();
+        let _creating = store.lock(&live).unwrap();
+        assert!(
+            store.claim_name("live", &new).is_err(),
+            "a create in progress"
+        );
+        store.claim_name("dead", &new).unwrap();
+        assert_eq!(store.id_of_name("dead").as_deref(), Some(new.as_str()));
+        assert!(!store.dir(&dead).exists());
+    }
 
     #[test]
     fn restart_policies_parse_as_docker() {
