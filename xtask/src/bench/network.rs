@@ -636,6 +636,8 @@ fn bench(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
                         bin.display().to_string(),
                         "run".into(),
                         "--rm".into(),
+                        "--ulimit".into(),
+                        super::PEER_NOFILE.into(),
                         image,
                         "true".into(),
                     ],

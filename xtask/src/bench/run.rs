@@ -118,7 +118,7 @@ impl Contender {
                 "--network".into(),
                 "none".into(),
                 "--ulimit".into(),
-                PEER_NOFILE.into(),
+                super::PEER_NOFILE.into(),
                 image.clone(),
                 "true".into(),
             ],
@@ -611,11 +611,6 @@ fn berth_monitors(env: &Env) -> Result<Monitors> {
     result
 }
 
-/// The open-files limit given to docker's and podman's containers: their default
-/// (1048576) is above the hard limit a session may have (20000 here), which makes
-/// their runtime fail to set it.
-const PEER_NOFILE: &str = "nofile=1024:1024";
-
 /// The same for conmon (podman) or containerd-shim-runc-v2 (docker).
 fn peer_monitors(shim: &str, engine: &Path, image: &str) -> Result<Monitors> {
     let mut ids = Vec::new();
@@ -627,7 +622,7 @@ fn peer_monitors(shim: &str, engine: &Path, image: &str) -> Result<Monitors> {
                 "--network",
                 "none",
                 "--ulimit",
-                PEER_NOFILE,
+                super::PEER_NOFILE,
                 image,
                 "sleep",
                 "1000",
