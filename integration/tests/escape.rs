@@ -13,13 +13,18 @@ use std::sync::OnceLock;
 
 use berth_integration::{berth_bin, privileged, text, Engine};
 
-/// The probe binary, compiled once per test process with plain `rustc`.
+/// The directory holding the probe binary, compiled once per test process
+/// with plain `rustc`.
 fn probe_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("probe/escape_probe.rs");
-        let dir = std::env::temp_dir().join(format!("berth-escape-probe-{}", std::process::id()));
+        // Under the target dir, so nothing piles up in TMPDIR; built under a
+        // name of this process's own and renamed, so a suite running at the
+        // same time never sees a half-written probe.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/escape-probe");
         std::fs::create_dir_all(&dir).expect("probe dir");
+        let tmp = dir.join(format!(".probe.{}", std::process::id()));
         let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
         let out = std::process::Command::new(rustc)
             .args([
@@ -30,11 +35,12 @@ fn probe_dir() -> &'static Path {
                 "target-feature=+crt-static",
                 "-o",
             ])
-            .arg(dir.join("probe"))
+            .arg(&tmp)
             .arg(&src)
             .output()
             .expect("run rustc");
         assert!(out.status.success(), "build probe: {}", text(&out.stderr));
+        std::fs::rename(&tmp, dir.join("probe")).expect("install probe");
         dir
     })
 }
