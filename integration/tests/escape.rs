@@ -298,23 +298,40 @@ fn exec_never_exposes_the_berth_binary() {
     if !privileged() {
         return;
     }
+    let out = scan_during_execs(&[]);
+    assert!(
+        !out.contains("reached"),
+        "the berth binary was reachable: {out}"
+    );
+}
+
+/// The same scan in a `--privileged` container (which holds CAP_SYS_PTRACE)
+/// does reach the binary: the scan can see the window it guards.
+#[test]
+fn privileged_lifts_the_exe_guard() {
+    if !privileged() {
+        return;
+    }
+    let out = scan_during_execs(&["--privileged"]);
+    assert!(out.contains("reached"), "{out}");
+    // Still not writable while berth runs it.
+    assert!(!out.contains("write: ok"), "{out}");
+}
+
+/// Runs the probe's /proc/*/exe scan in a container made with `flags` while
+/// `berth exec` runs over and over; returns the probe's output.
+fn scan_during_execs(flags: &[&str]) -> String {
     let e = Engine::with_busybox();
     let md = std::fs::metadata(berth_bin()).unwrap();
     let vol = format!("{}:/probe:ro", probe_dir().display());
     let name = berth_integration::unique_id("escape");
-    e.ok(&[
-        "run", "-d", "--name", &name, "-v", &vol, "bb", "sleep", "60",
-    ]);
+    let mut run = vec!["run", "-d", "--name", &name, "-v", &vol];
+    run.extend_from_slice(flags);
+    run.extend_from_slice(&["bb", "sleep", "60"]);
+    e.ok(&run);
+    let (dev, ino) = (md.dev().to_string(), md.ino().to_string());
     let mut scan = e
-        .command(&[
-            "exec",
-            &name,
-            "/probe/probe",
-            "exe-scan",
-            &md.dev().to_string(),
-            &md.ino().to_string(),
-            "4",
-        ])
+        .command(&["exec", &name, "/probe/probe", "exe-scan", &dev, &ino, "4"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -334,10 +351,7 @@ fn exec_never_exposes_the_berth_binary() {
     e.ok(&["rm", "-f", &name]);
     println!("{execs} execs during the scan; {}", out.trim());
     assert!(out.contains("looked: "), "{out}");
-    assert!(
-        !out.contains("reached"),
-        "the berth binary was reachable: {out}"
-    );
+    out
 }
 
 #[test]
