@@ -102,20 +102,21 @@ fn tree(dir: &Path, base: &Path, out: &mut Vec<String>) {
     }
 }
 
-/// The scratch tree, made once per process on a tmpfs when there is one
-/// (directory churn on a disk file system is most of the cost otherwise).
+/// The scratch tree, made once per process in `$BERTH_FUZZ_SCRATCH` (which
+/// `cargo xtask fuzz` points at a tmpfs and removes afterwards: a process
+/// that libFuzzer ends runs no destructors), else on /dev/shm. Directory
+/// churn on a disk file system is most of the cost otherwise.
 fn scratch() -> &'static tempfile::TempDir {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let shm = Path::new("/dev/shm");
-        let mut b = tempfile::Builder::new();
-        b.prefix("berth-fuzz-layer-");
-        let dir = if shm.is_dir() {
-            b.tempdir_in(shm)
-        } else {
-            b.tempdir()
-        }
-        .expect("scratch dir");
+        let parent = std::env::var_os("BERTH_FUZZ_SCRATCH")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/dev/shm".into());
+        let dir = tempfile::Builder::new()
+            .prefix("berth-fuzz-layer-")
+            .tempdir_in(&parent)
+            .or_else(|_| tempfile::tempdir())
+            .expect("scratch dir");
         fs::create_dir_all(dir.path().join("a/b/c")).expect("create scratch tree");
         fs::write(dir.path().join("a/b/c/sentinel"), b"keep").expect("sentinel");
         fs::write(dir.path().join("a/sentinel"), b"keep").expect("sentinel");

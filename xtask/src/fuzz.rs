@@ -165,13 +165,24 @@ fn run_one(bin: &Path, target: &str, seconds: u64) -> Result<Outcome> {
         cmd.arg(format!("-dict={}", dict.display()));
     }
     cmd.arg(&corpus).arg(root.join("corpus").join(target));
+    // Scratch space for targets that write files (layer_tar), on a tmpfs
+    // when there is one; removed here, since libFuzzer's exit skips cleanup.
+    let shm = Path::new("/dev/shm");
+    let scratch = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        work.clone()
+    }
+    .join(format!("berth-fuzz-{}-{target}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    cmd.env("BERTH_FUZZ_SCRATCH", &scratch);
     println!(
         "== fuzzing {target} for {seconds} s (log: {})",
         log.display()
     );
-    let out = cmd
-        .output()
-        .with_context(|| format!("run {}", bin.display()))?;
+    let out = cmd.output();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let out = out.with_context(|| format!("run {}", bin.display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     std::fs::write(&log, &stderr)?;
     let stat = |name: &str| -> u64 {
