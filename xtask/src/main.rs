@@ -4,12 +4,14 @@
 //! - `test [--host|--vm]`: fmt check, clippy, unit tests, the
 //!   privileged integration suite on this host, and the same suite in a VM
 //!   (cgroup v2) for the runtime.
+//! - `fuzz [TARGET] [--seconds N] [--jobs J]`: run the libFuzzer targets in fuzz/.
 //! - `test-images`: build the offline busybox test images under target/.
 //! - `test-vm [--shell] [-- FILTER]`: the privileged suite in a throwaway VM.
 //! - `bench runtime|pull|unpack`: berth beside runc/crun (start-up), skopeo and a
 //!   raw write (pull), GNU tar (layer unpack); written to docs/benchmarks.md.
 
 mod bench;
+mod fuzz;
 mod images;
 mod util;
 mod vm;
@@ -33,7 +35,7 @@ fn main() {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | test [--host|--vm] | test-images | test-vm [--shell] [-- FILTER] | bench runtime|pull|unpack [--runs N]>";
+const USAGE: &str = "usage: cargo xtask <demo | test [--host|--vm] | fuzz [TARGET] [--seconds N] | test-images | test-vm [--shell] [-- FILTER] | bench runtime|pull|unpack [--runs N]>";
 
 fn dispatch(args: &[String]) -> Result<()> {
     let Some(task) = args.first() else {
@@ -46,6 +48,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         "test-images" => images::build(&target_dir()).map(|_| ()),
         "test-vm" => test_vm(rest),
         "bench" => bench::main(rest),
+        "fuzz" => fuzz::main(rest),
         other => bail!("unknown task {other:?}\n{USAGE}"),
     }
 }
@@ -233,6 +236,8 @@ fn test(args: &[String]) -> Result<()> {
         build_berth(false)?;
         println!("== cargo test (unit tests and the privileged integration suite, on this host)");
         run_inherit(cargo().args(["test", "--workspace"]))?;
+        println!("== fuzz targets, 60 s each");
+        fuzz::main(&[])?;
     }
     if vm {
         println!("== the privileged suite in a VM (cgroup v2)");

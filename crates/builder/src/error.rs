@@ -53,7 +53,13 @@ pub(crate) fn offset_of(src: &str, line: usize, column: usize) -> usize {
     let mut off = 0;
     for (i, l) in src.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            return (off + column.saturating_sub(1)).min(src.len());
+            // The parser's byte column may land inside a character (it does
+            // after a byte-order mark): round down to the character's start.
+            let mut pos = (off + column.saturating_sub(1)).min(src.len());
+            while !src.is_char_boundary(pos) {
+                pos -= 1;
+            }
+            return pos;
         }
         off += l.len();
     }

@@ -239,3 +239,17 @@ fn error_carries_file_and_text() {
         "sub/Dockerfile.dev:2:3: unknown instruction \"RUNN\" (did you mean RUN?)"
     );
 }
+
+/// Found by the `dockerfile` fuzz target: after a byte-order mark the
+/// parser's column fell inside a character, and building the error panicked.
+#[test]
+fn error_position_after_a_byte_order_mark() {
+    let input =
+        b"\xef\xbb\xbf echo E` aNV\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\r\x0c\x0c\x0c\x0c\x0c\x0ct";
+    let text = std::str::from_utf8(input).unwrap();
+    let err = berth_builder::parse(text).unwrap_err();
+    assert_eq!(err.line, 1, "{err}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+    // A BOM before a valid Dockerfile is fine, as in Docker.
+    berth_builder::parse("\u{feff}FROM busybox\nRUN true\n").unwrap();
+}

@@ -36,6 +36,7 @@ pub(crate) struct InitArgs {
 
 /// Run the container's init. Never returns: it execs or exits.
 pub(crate) fn init_main(args: InitArgs, mut channel: Channel) -> ! {
+    make_undumpable();
     let err = match init(args, &mut channel) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -174,6 +175,19 @@ fn close_range(first: u32, last: u32) {
     }
 }
 
+/// Until it execs, this process runs the berth binary inside the container's
+/// namespaces: a process there must not reach it through `/proc/PID/exe`
+/// and, once berth exits, write to it (CVE-2019-5736). A non-dumpable
+/// process's `/proc/PID` links need CAP_SYS_PTRACE over the host's user
+/// namespace, which a default container lacks; execve makes the container's
+/// own program dumpable again.
+fn make_undumpable() {
+    // SAFETY: PR_SET_DUMPABLE takes an integer and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
 /// Descriptors the caller of the runtime leaked to us must not reach the
 /// container process (runc's fd-leak advisories): mark 3 and up close-on-exec,
 /// except the `preserve` descriptors right after stderr that the caller passes on.
@@ -209,6 +223,7 @@ pub(crate) struct ExecArgs {
 
 /// Run an exec'd process's setup. Never returns.
 pub(crate) fn exec_main(args: ExecArgs, mut channel: Channel) -> ! {
+    make_undumpable();
     let err = match exec_setup(args, &mut channel) {
         Ok(never) => match never {},
         Err(e) => e,
