@@ -179,6 +179,15 @@ pub(super) fn main(args: &[String]) -> Result<()> {
     let id = loaded_reference(&loaded)
         .with_context(|| format!("berth load printed no image: {}", loaded.trim()))?;
     util::run(&mut berth_cmd(&["tag", &id, IMAGE]))?;
+    // Peers load the docker-archive `berth save` makes: docker 20.10 cannot load
+    // an OCI layout.
+    let peer_archive = tmp.0.join("busybox-docker.tar");
+    util::run(&mut berth_cmd(&[
+        "save",
+        "-o",
+        &peer_archive.display().to_string(),
+        IMAGE,
+    ]))?;
     let mut argv = vec![berth.display().to_string()];
     argv.extend(berth_root.iter().cloned());
     argv.push("build".into());
@@ -195,7 +204,7 @@ pub(super) fn main(args: &[String]) -> Result<()> {
     // Docker installed but no daemon running: a private one, for the comparison.
     let _dockerd = super::dockerd::for_peers("build", &[]);
     for name in ["docker", "podman"] {
-        match engine_peer(name, &archive) {
+        match engine_peer(name, &peer_archive) {
             Ok((bin, version, image)) => tools.push(Tool {
                 name: format!("{name} build"),
                 version,

@@ -29,10 +29,15 @@ use crate::util;
 
 const USAGE: &str = "usage: cargo xtask bench <runtime | pull | unpack | run | network | build> [--runs N] [--warmup N] [--install-peers (runtime only)]";
 
-/// The open-files limit given to docker's and podman's containers: their default
-/// (1048576) is above the hard limit a session may have (20000 here), which makes
-/// their runtime fail to set it.
-const PEER_NOFILE: &str = "nofile=1024:1024";
+/// The open-files and process limits given to docker's and podman's containers:
+/// their defaults (1048576) are above the hard limits a session may have (20000
+/// and 96369 here), which makes their runtime fail to set them.
+const PEER_ULIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=4096:4096",
+];
 
 /// Set in the environment of the release build of xtask that the pull and unpack
 /// benchmarks re-run themselves in.

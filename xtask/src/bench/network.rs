@@ -606,6 +606,10 @@ fn bench(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
     let id = loaded_reference(&loaded)
         .with_context(|| format!("berth load printed no image: {}", loaded.trim()))?;
     util::run(&mut env.berth(&["tag", &id, IMAGE]))?;
+    // Peers load the docker-archive `berth save` makes: docker 20.10 cannot load
+    // an OCI layout.
+    let peer_archive = tmp.0.join("busybox-docker.tar");
+    util::run(&mut env.berth(&["save", "-o", &peer_archive.display().to_string(), IMAGE]))?;
     println!("bench: loaded the busybox test image as {IMAGE} ({id})");
 
     // 1. Start latency.
@@ -626,21 +630,17 @@ fn bench(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
     ];
     let mut engine_images: Vec<(PathBuf, String)> = Vec::new();
     for name in ["docker", "podman"] {
-        match engine_peer(name, &archive) {
+        match engine_peer(name, &peer_archive) {
             Ok((bin, version, image)) => {
                 engine_images.push((bin.clone(), image.clone()));
                 contenders.push(Contender {
                     name: format!("{name} run (bridge)"),
                     version,
-                    argv: vec![
-                        bin.display().to_string(),
-                        "run".into(),
-                        "--rm".into(),
-                        "--ulimit".into(),
-                        super::PEER_NOFILE.into(),
-                        image,
-                        "true".into(),
-                    ],
+                    argv: [bin.display().to_string(), "run".into(), "--rm".into()]
+                        .into_iter()
+                        .chain(super::PEER_ULIMITS.map(String::from))
+                        .chain([image, "true".into()])
+                        .collect(),
                     samples: Vec::new(),
                 });
             }

@@ -111,17 +111,12 @@ impl Contender {
                     .map(String::from),
             )
             .collect(),
-            Kind::Engine { bin, image } => vec![
-                s(bin),
-                "run".into(),
-                "--rm".into(),
-                "--network".into(),
-                "none".into(),
-                "--ulimit".into(),
-                super::PEER_NOFILE.into(),
-                image.clone(),
-                "true".into(),
-            ],
+            Kind::Engine { bin, image } => [s(bin), "run".into(), "--rm".into()]
+                .into_iter()
+                .chain(["--network".into(), "none".into()])
+                .chain(super::PEER_ULIMITS.map(String::from))
+                .chain([image.clone(), "true".into()])
+                .collect(),
             Kind::Oci { prefix, root } => {
                 let mut v = prefix.clone();
                 v.extend([
@@ -271,6 +266,10 @@ fn bench(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
     let id = loaded_reference(&loaded)
         .with_context(|| format!("berth load printed no image: {}", loaded.trim()))?;
     util::run(&mut env.berth(&["tag", &id, IMAGE]))?;
+    // Peers load the docker-archive `berth save` makes: docker 20.10 cannot load
+    // an OCI layout.
+    let peer_archive = tmp.0.join("busybox-docker.tar");
+    util::run(&mut env.berth(&["save", "-o", &peer_archive.display().to_string(), IMAGE]))?;
     println!("bench: loaded the busybox test image as {IMAGE} ({id})");
 
     // The bundle for the OCI runtimes, as `bench runtime` makes it.
@@ -299,7 +298,7 @@ fn bench(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
     // Docker installed but no daemon running: a private one, for the comparison.
     let _dockerd = super::dockerd::for_peers("run", &[]);
     for name in ["docker", "podman"] {
-        match engine_peer(name, &archive) {
+        match engine_peer(name, &peer_archive) {
             Ok((bin, version, image)) => {
                 engine_images.push((bin.clone(), image.clone()));
                 contenders.push(Contender {
@@ -621,8 +620,10 @@ fn peer_monitors(shim: &str, engine: &Path, image: &str) -> Result<Monitors> {
                 "-d",
                 "--network",
                 "none",
-                "--ulimit",
-                super::PEER_NOFILE,
+                super::PEER_ULIMITS[0],
+                super::PEER_ULIMITS[1],
+                super::PEER_ULIMITS[2],
+                super::PEER_ULIMITS[3],
                 image,
                 "sleep",
                 "1000",
