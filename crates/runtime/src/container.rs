@@ -531,8 +531,10 @@ impl Runtime {
             });
         }
         if all {
+            // The init is in the cgroup too: signalling it again could find it gone
+            // already (it may exit on the first signal) and fail, as runc does not.
             let cgroup = CgroupManager::from_location(record.cgroup.clone());
-            cgroup.kill_all(signal)?;
+            return Ok(cgroup.kill_all(signal)?);
         }
         kill(Pid::from_raw(record.pid), signal).ctx(|| format!("send {signal} to container {id}"))
     }
