@@ -153,15 +153,7 @@ impl Snapshotter {
             return Err(Error::AlreadyExists(key.to_string()));
         }
         if let Some(p) = parent {
-            let pr = meta.get(p)?;
-            if pr.kind != Kind::Committed {
-                return Err(Error::WrongKind {
-                    op: "use as parent",
-                    key: p.to_string(),
-                    actual: pr.kind.to_string(),
-                    expected: "committed",
-                });
-            }
+            committed(meta, p)?;
         }
         let id = meta.next_id.max(1);
         meta.next_id = id + 1;
@@ -325,15 +317,7 @@ impl Snapshotter {
                 });
             }
             if let Some(p) = parent {
-                let pr = meta.get(p)?;
-                if pr.kind != Kind::Committed {
-                    return Err(Error::WrongKind {
-                        op: "use as parent",
-                        key: p.to_string(),
-                        actual: pr.kind.to_string(),
-                        expected: "committed",
-                    });
-                }
+                committed(meta, p)?;
             }
             rec.parent = parent.map(str::to_string);
         }
@@ -591,6 +575,20 @@ impl Snapshotter {
         drop(l);
         Ok(())
     }
+}
+
+/// Fails unless `key` is a committed snapshot (what a parent must be).
+fn committed(meta: &crate::meta::Meta, key: &str) -> Result<()> {
+    let rec = meta.get(key)?;
+    if rec.kind != Kind::Committed {
+        return Err(Error::WrongKind {
+            op: "use as parent",
+            key: key.to_string(),
+            actual: rec.kind.to_string(),
+            expected: "committed",
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::{
     date_utc, engine_peer, find_in_path, git_describe, loadavg, loaded_reference, machine,
@@ -101,19 +101,7 @@ pub(super) fn main(args: &[String]) -> Result<()> {
     let opts = Options::parse(&rest, DEFAULT_RUNS, 1, false, USAGE)?;
     let root = util::workspace_root();
     let target = util::target_dir();
-    let berth = match &given {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("--berth {}", p.display()))?,
-        None => {
-            println!("bench: building berth (release)");
-            util::run_inherit(util::cargo().args(["build", "--release", "-p", "berth-cli"]))?;
-            target.join("release/berth")
-        }
-    };
-    if !berth.is_file() {
-        bail!("{} missing after the build", berth.display());
-    }
+    let berth = super::berth_binary(given.as_deref())?;
     let berth_version = format!(
         "{} ({})",
         version_of(&berth, &["--version"]),

@@ -39,6 +39,25 @@ const PEER_ULIMITS: [&str; 4] = [
     "nproc=4096:4096",
 ];
 
+/// The berth binary a benchmark times: the one given with `--berth`, or else a
+/// release build of berth-cli made now.
+fn berth_binary(given: Option<&Path>) -> Result<PathBuf> {
+    let berth = match given {
+        Some(p) => p
+            .canonicalize()
+            .with_context(|| format!("--berth {}", p.display()))?,
+        None => {
+            println!("bench: building berth (release)");
+            util::run_inherit(util::cargo().args(["build", "--release", "-p", "berth-cli"]))?;
+            util::target_dir().join("release/berth")
+        }
+    };
+    if !berth.is_file() {
+        bail!("{} missing after the build", berth.display());
+    }
+    Ok(berth)
+}
+
 /// Set in the environment of the release build of xtask that the pull and unpack
 /// benchmarks re-run themselves in.
 const RELEASE_ENV: &str = "BERTH_XTASK_BENCH_RELEASE";

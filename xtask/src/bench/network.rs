@@ -529,19 +529,7 @@ fn mb_per_s(d: Duration) -> f64 {
 fn bench(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
     let root = util::workspace_root();
     let target = util::target_dir();
-    let berth = match &given_berth {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("--berth {}", p.display()))?,
-        None => {
-            println!("bench: building berth (release)");
-            util::run_inherit(util::cargo().args(["build", "--release", "-p", "berth-cli"]))?;
-            target.join("release/berth")
-        }
-    };
-    if !berth.is_file() {
-        bail!("{} missing after the build", berth.display());
-    }
+    let berth = super::berth_binary(given_berth.as_deref())?;
     let berth_version = match &given_berth {
         None => format!(
             "{} (release build of {})",

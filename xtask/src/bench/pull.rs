@@ -804,25 +804,12 @@ fn version_of(bin: &Path, args: &[&str]) -> String {
 
 fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
     let root = util::workspace_root();
-    let target = util::target_dir();
     util::ensure_packages(&[
         ("docker-registry", "/usr/bin/docker-registry"),
         ("skopeo", "/usr/bin/skopeo"),
     ])?;
 
-    let berth = match &given_berth {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("--berth {}", p.display()))?,
-        None => {
-            println!("bench: building berth (release)");
-            util::run_inherit(util::cargo().args(["build", "--release", "-p", "berth-cli"]))?;
-            target.join("release/berth")
-        }
-    };
-    if !berth.is_file() {
-        bail!("{} missing after the build", berth.display());
-    }
+    let berth = super::berth_binary(given_berth.as_deref())?;
     let image = BenchImage::ensure()?;
 
     let tmp =
