@@ -118,3 +118,91 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// What a failing interop test's daemons started outside their own process: shims
+/// and monitors (found by `dir` on their command line), container processes (in the
+/// cgroup parent `cgroup` of every hierarchy), mounts under `dir`. Declared before
+/// the daemon, it is dropped after it; it only acts when the test is panicking (a
+/// passing test checks and removes all of these itself).
+pub struct Leftovers {
+    dir: PathBuf,
+    cgroup: String,
+}
+
+impl Leftovers {
+    /// Guard the test's scratch `dir` and its cgroup parent (`berth-it-...`, no slash).
+    pub fn new(dir: &Path, cgroup: &str) -> Leftovers {
+        Leftovers {
+            dir: dir.to_path_buf(),
+            cgroup: cgroup.trim_start_matches('/').to_string(),
+        }
+    }
+
+    /// The cgroup parent's directories in every hierarchy, deepest first.
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&e.path(), out);
+                }
+            }
+            out.push(d.to_path_buf());
+        }
+        let mut out = Vec::new();
+        let mut roots = vec![Path::new("/sys/fs/cgroup").join(&self.cgroup)];
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            roots.push(h.path().join(&self.cgroup));
+        }
+        for r in roots.into_iter().filter(|r| r.is_dir()) {
+            walk(&r, &mut out);
+        }
+        out
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let dir = self.dir.display().to_string();
+        let kill = |pid: i32| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        };
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if pid != std::process::id() as i32 && String::from_utf8_lossy(&cmdline).contains(&dir)
+            {
+                kill(pid);
+            }
+        }
+        for d in self.cgroup_dirs() {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            procs.lines().filter_map(|p| p.parse().ok()).for_each(kill);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut targets: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|t| t.starts_with(&dir))
+            .collect();
+        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        for t in targets {
+            let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
+        }
+        for d in self.cgroup_dirs() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use berth_integration::daemon::{berth_runc, ensure_tool, in_pty, Daemon};
+use berth_integration::daemon::{berth_runc, ensure_tool, in_pty, Daemon, Leftovers};
 use berth_integration::{
     cgroup_dirs_named, path_str, privileged, sh, text, unique_id, Engine, Env,
 };
@@ -109,6 +109,7 @@ fn containerd_runs_execs_and_kills_through_berth_runc() {
     let archive = busybox_archive(&engine);
     let runc = berth_runc(engine.tmp.path());
     let dir = engine.tmp.path().join("containerd");
+    let _leftovers = Leftovers::new(&dir, &format!("berth-it-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.toml");
     std::fs::write(&config, containerd_config(&dir, &runc)).unwrap();
@@ -284,6 +285,7 @@ fn docker_runs_execs_and_stops_through_berth_runc() {
     let archive = busybox_archive(&engine);
     let runc = berth_runc(engine.tmp.path());
     let dir = engine.tmp.path().join("docker");
+    let _leftovers = Leftovers::new(&dir, &format!("berth-it-docker-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bridge = Bridge::new();
     let sock = dir.join("docker.sock");
@@ -446,6 +448,7 @@ fn podman_runs_execs_and_stops_through_berth_runc() {
     let archive = busybox_archive(&engine);
     let runc = berth_runc(engine.tmp.path());
     let dir = engine.tmp.path().join("podman");
+    let _leftovers = Leftovers::new(&dir, &format!("berth-it-podman-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let globals = format!(
         "--root {d}/root --runroot {d}/runroot --tmpdir {d}/tmp --runtime {r} \
