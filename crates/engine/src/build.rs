@@ -970,27 +970,14 @@ impl Builder<'_> {
                 std::fs::write(&path, script).map_err(Error::io("write here-document"))?;
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
                     .map_err(Error::io("chmod here-document"))?;
-                extra_mounts.push(
-                    oci_spec::runtime::MountBuilder::default()
-                        .destination(HEREDOC_PATH)
-                        .typ("bind")
-                        .source(path)
-                        .options(vec!["bind".to_string(), "ro".to_string()])
-                        .build()
-                        .map_err(|e| invalid(format!("here-document mount: {e}")))?,
-                );
+                extra_mounts.push(spec::bind_mount(&path, HEREDOC_PATH, &["bind", "ro"]));
             }
             // A networked step resolves names as a container does: the host's
             // resolvers and a hosts file, mounted for the step only. Mount points
             // the image lacks are removed again, so the layer does not get them.
             let mut created = Vec::new();
             if net != BuildNetwork::None {
-                let resolv = match net {
-                    BuildNetwork::Host => {
-                        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
-                    }
-                    _ => crate::containers::network::resolv_conf_from_host(),
-                };
+                let resolv = crate::containers::network::resolv_conf(net == BuildNetwork::Host);
                 let hosts = match net {
                     BuildNetwork::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
                     _ => format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", &id[..id.len().min(12)]),
@@ -1002,15 +989,8 @@ impl Builder<'_> {
                     if target.symlink_metadata().is_err() {
                         created.push(target);
                     }
-                    extra_mounts.push(
-                        oci_spec::runtime::MountBuilder::default()
-                            .destination(format!("/etc/{file}"))
-                            .typ("bind")
-                            .source(path)
-                            .options(vec!["bind".to_string(), "ro".to_string()])
-                            .build()
-                            .map_err(|e| invalid(format!("{file} mount: {e}")))?,
-                    );
+                    let dest = format!("/etc/{file}");
+                    extra_mounts.push(spec::bind_mount(&path, &dest, &["bind", "ro"]));
                 }
             }
             let opts = RunOptions {

@@ -555,11 +555,10 @@ impl Images {
         results: std::sync::mpsc::Sender<PullEvent>,
     ) -> Result<()> {
         type Plan = (Vec<oci_spec::image::Descriptor>, Vec<String>, Vec<String>);
-        let workers = UNPACK_WORKERS;
         let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<(usize, Job)>();
         let jobs_rx = std::sync::Mutex::new(jobs_rx);
         std::thread::scope(|scope| {
-            for _ in 0..workers {
+            for _ in 0..UNPACK_WORKERS {
                 let (jobs_rx, results) = (&jobs_rx, results.clone());
                 scope.spawn(move || loop {
                     let job = jobs_rx
@@ -671,10 +670,7 @@ impl Images {
 
     /// Remove committed layer snapshots no image needs (children first).
     pub(crate) fn release_snapshots(&self) -> Result<()> {
-        let mut keep = BTreeSet::new();
-        for (_, image) in self.all()? {
-            keep.extend(chain_ids(image.config.rootfs().diff_ids()));
-        }
+        let keep = self.needed_chains()?;
         loop {
             let infos = self.snapshots.walk()?;
             let parents: BTreeSet<String> = infos.iter().filter_map(|i| i.parent.clone()).collect();

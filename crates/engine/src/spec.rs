@@ -1725,7 +1725,8 @@ fn parse_tmpfs(value: &str) -> Result<Mount, SpecError> {
     Ok(m)
 }
 
-fn bind_mount(source: &Path, dest: &str, options: &[&str]) -> Mount {
+/// A bind mount of `source` on `dest` with `options`.
+pub(crate) fn bind_mount(source: &Path, dest: &str, options: &[&str]) -> Mount {
     let mut m = Mount::default();
     m.set_destination(PathBuf::from(dest));
     m.set_typ(Some("bind".into()));

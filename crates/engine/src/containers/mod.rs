@@ -528,10 +528,7 @@ impl Containers {
             NetworkMode::Bridge(_) => self.hosts_content(record),
             _ => "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string(),
         };
-        let resolv = match record.options.network {
-            NetworkMode::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-            _ => network::resolv_conf_from_host(),
-        };
+        let resolv = network::resolv_conf(matches!(record.options.network, NetworkMode::Host));
         let mut mounts = Vec::new();
         for (file, content, dest) in [
             ("hostname", format!("{hostname}\n"), "/etc/hostname"),
@@ -541,15 +538,7 @@ impl Containers {
             let path = paths.dir.join(file);
             std::fs::write(&path, content)
                 .map_err(Error::io(format!("write {}", path.display())))?;
-            mounts.push(
-                oci_spec::runtime::MountBuilder::default()
-                    .destination(dest)
-                    .typ("bind")
-                    .source(path)
-                    .options(vec!["rbind".to_string(), "rprivate".to_string()])
-                    .build()
-                    .map_err(|e| Error::Invalid(format!("mount spec: {e}")))?,
-            );
+            mounts.push(crate::spec::bind_mount(&path, dest, &["rbind", "rprivate"]));
         }
         Ok(mounts)
     }

@@ -108,10 +108,13 @@ fn is_loopback(ns: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The resolv.conf a container (or a build's RUN step) on its own network gets:
-/// the host's, through [`container_resolv_conf`].
-pub fn resolv_conf_from_host() -> String {
+/// The resolv.conf a container (or a build's RUN step) gets: the host's as it is
+/// on the host's network, else through [`container_resolv_conf`].
+pub fn resolv_conf(host_network: bool) -> String {
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if host_network {
+        return host;
+    }
     container_resolv_conf(
         &host,
         std::fs::read_to_string("/run/systemd/resolve/resolv.conf")
