@@ -119,6 +119,20 @@ impl Drop for Daemon {
     }
 }
 
+/// Where a cgroup parent `name` (no leading slash) a client makes would be: under
+/// the unified root and under every hierarchy (existing or not).
+pub fn cgroup_parent_dirs(name: &str) -> Vec<PathBuf> {
+    let mut dirs = vec![Path::new("/sys/fs/cgroup").join(name)];
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        dirs.push(h.path().join(name));
+    }
+    dirs
+}
+
 /// What a failing interop test's daemons started outside their own process: shims
 /// and monitors (found by `dir` on their command line), container processes (in the
 /// cgroup parent `cgroup` of every hierarchy), mounts under `dir`. Declared before
@@ -138,7 +152,7 @@ impl Leftovers {
         }
     }
 
-    /// The cgroup parent's directories in every hierarchy, deepest first.
+    /// The cgroup parent's directories and those below them, deepest first.
     fn cgroup_dirs(&self) -> Vec<PathBuf> {
         fn walk(d: &Path, out: &mut Vec<PathBuf>) {
             for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
@@ -149,15 +163,10 @@ impl Leftovers {
             out.push(d.to_path_buf());
         }
         let mut out = Vec::new();
-        let mut roots = vec![Path::new("/sys/fs/cgroup").join(&self.cgroup)];
-        for h in std::fs::read_dir("/sys/fs/cgroup")
+        for r in cgroup_parent_dirs(&self.cgroup)
             .into_iter()
-            .flatten()
-            .flatten()
+            .filter(|r| r.is_dir())
         {
-            roots.push(h.path().join(&self.cgroup));
-        }
-        for r in roots.into_iter().filter(|r| r.is_dir()) {
             walk(&r, &mut out);
         }
         out

@@ -222,6 +222,31 @@ pub fn cgroup_dirs_named(id: &str) -> Vec<PathBuf> {
     out
 }
 
+/// Assert that the command `what` succeeded (else panic with its output); returns
+/// its stdout.
+pub fn expect_success(what: &str, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Poll `cond` every 50 ms until it holds; panics naming `what` after `secs`.
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Host mount points (from /proc/self/mountinfo) that contain `needle`.
 pub fn host_mounts_containing(needle: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -455,15 +480,7 @@ impl Engine {
 
     /// Run and assert success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "berth {args:?} failed ({}): {}{}",
-            out.status,
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        expect_success(&format!("berth {args:?}"), &self.run(args))
     }
 
     /// Names of the snapshots in the snapshotter's metadata, sorted.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth_integration::{privileged, text, Engine};
+use berth_integration::{privileged, text, wait_until, Engine};
 use serde_json::Value;
 
 /// The engine's record of a container (for fields `inspect` may not show yet).
@@ -11,15 +11,6 @@ fn record(e: &Engine, name: &str) -> Value {
     let id = e.inspect(name)["Id"].as_str().unwrap().to_string();
     let path = e.root().join("containers").join(id).join("container.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-/// Wait up to `secs` for `cond`; panics with `what` otherwise.
-fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn status(e: &Engine, name: &str) -> String {

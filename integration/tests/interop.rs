@@ -10,11 +10,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
-use berth_integration::daemon::{berth_runc, ensure_tool, in_pty, Daemon, Leftovers};
+use berth_integration::daemon::{
+    berth_runc, cgroup_parent_dirs, ensure_tool, in_pty, Daemon, Leftovers,
+};
 use berth_integration::{
-    cgroup_dirs_named, path_str, privileged, sh, text, unique_id, Engine, Env,
+    cgroup_dirs_named, expect_success, path_str, privileged, sh, text, unique_id, wait_until,
+    Engine, Env,
 };
 
 /// The busybox test image as a docker-archive made by `berth save`, named `bb:latest`.
@@ -22,26 +24,6 @@ fn busybox_archive(engine: &Engine) -> PathBuf {
     let tar = engine.tmp.path().join("bb-docker-archive.tar");
     engine.ok(&["save", "-o", path_str(&tar), "bb"]);
     tar
-}
-
-fn ok(what: &str, out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Poll `probe` every 50 ms until it holds (panics after 10 s).
-fn eventually(what: &str, probe: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !probe() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Containers berth still knows under the runtime root the client gave it (should be
@@ -57,11 +39,7 @@ fn leftover_containers(root: &Path) -> Vec<String> {
 /// Remove the (now empty) parent cgroup `name` a client made in every hierarchy;
 /// fails if a container's cgroup is still in it.
 fn remove_parent_cgroup(name: &str) {
-    let mut dirs = vec![Path::new("/sys/fs/cgroup").join(name)];
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        dirs.push(hierarchy.path().join(name));
-    }
-    for dir in dirs {
+    for dir in cgroup_parent_dirs(name) {
         if let Err(e) = std::fs::remove_dir(&dir) {
             let gone = matches!(
                 e.kind(),
@@ -134,7 +112,7 @@ fn containerd_runs_execs_and_kills_through_berth_runc() {
             .expect("run ctr")
     };
     let image = "docker.io/library/bb:latest";
-    ok(
+    expect_success(
         "ctr image import",
         &ctr(&["image", "import", path_str(&archive)]),
     );
@@ -147,7 +125,7 @@ fn containerd_runs_execs_and_kills_through_berth_runc() {
 
     // Output and exit codes.
     let out = run("c-echo", &["echo", "hi"]);
-    assert_eq!(ok("ctr run echo", &out).trim(), "hi");
+    assert_eq!(expect_success("ctr run echo", &out).trim(), "hi");
     let out = run("c-exit", &["sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
 
@@ -172,7 +150,7 @@ fn containerd_runs_execs_and_kills_through_berth_runc() {
     );
 
     // Detached: exec, ps, pause/resume, a signal the process handles, delete.
-    ok(
+    expect_success(
         "ctr run -d",
         &ctr(&[
             "run",
@@ -207,20 +185,20 @@ fn containerd_runs_execs_and_kills_through_berth_runc() {
         shown.contains("/dev/pts/") && shown.contains("exec-tty"),
         "{shown}"
     );
-    let ps = ok("ctr task ps", &ctr(&["task", "ps", "c-bg"]));
+    let ps = expect_success("ctr task ps", &ctr(&["task", "ps", "c-bg"]));
     assert!(ps.lines().count() >= 2, "no processes: {ps}");
-    let status = || ok("ctr task ls", &ctr(&["task", "ls"]));
-    ok("ctr task pause", &ctr(&["task", "pause", "c-bg"]));
+    let status = || expect_success("ctr task ls", &ctr(&["task", "ls"]));
+    expect_success("ctr task pause", &ctr(&["task", "pause", "c-bg"]));
     assert!(status().contains("PAUSED"), "{}", status());
-    ok("ctr task resume", &ctr(&["task", "resume", "c-bg"]));
+    expect_success("ctr task resume", &ctr(&["task", "resume", "c-bg"]));
     assert!(status().contains("RUNNING"), "{}", status());
-    ok(
+    expect_success(
         "ctr task kill",
         &ctr(&["task", "kill", "--all", "-s", "SIGTERM", "c-bg"]),
     );
-    eventually("c-bg stops on SIGTERM", || status().contains("STOPPED"));
-    ok("ctr task rm", &ctr(&["task", "rm", "c-bg"]));
-    ok("ctr container rm", &ctr(&["container", "rm", "c-bg"]));
+    wait_until(10, "c-bg stops on SIGTERM", || status().contains("STOPPED"));
+    expect_success("ctr task rm", &ctr(&["task", "rm", "c-bg"]));
+    expect_success("ctr container rm", &ctr(&["container", "rm", "c-bg"]));
 
     assert_eq!(leftover_containers(&runc_root), Vec::<String>::new());
     drop(daemon);
@@ -243,7 +221,7 @@ impl Bridge {
             vec!["link", "set", &name, "up"],
         ] {
             let out = Command::new("ip").args(&args).output().expect("run ip");
-            ok(&format!("ip {args:?}"), &out);
+            expect_success(&format!("ip {args:?}"), &out);
         }
         Bridge(name)
     }
@@ -317,7 +295,7 @@ fn docker_runs_execs_and_stops_through_berth_runc() {
         &dir.join("dockerd.log"),
         || sock.exists() && docker(&["version"]).status.success(),
     );
-    ok("docker load", &docker(&["load", "-i", path_str(&archive)]));
+    expect_success("docker load", &docker(&["load", "-i", path_str(&archive)]));
     let run = |args: &[&str]| -> Output {
         let mut all = vec!["run", "--runtime", "berth"];
         all.extend_from_slice(args);
@@ -325,7 +303,7 @@ fn docker_runs_execs_and_stops_through_berth_runc() {
     };
 
     let out = run(&["--rm", "bb", "echo", "hi"]);
-    assert_eq!(ok("docker run echo", &out).trim(), "hi");
+    assert_eq!(expect_success("docker run echo", &out).trim(), "hi");
     let out = run(&["--rm", "bb", "sh", "-c", "exit 5"]);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     let out = run(&["--rm", "bb", "nosuchbinary"]);
@@ -338,26 +316,26 @@ fn docker_runs_execs_and_stops_through_berth_runc() {
 
     // -d, exec, top, pause/unpause, stop (SIGTERM reaches the handler), rm.
     let script = "trap 'echo got-term; exit 0' TERM; echo started; while true; do sleep 0.1; done";
-    ok(
+    expect_success(
         "docker run -d",
         &run(&["-d", "--name", "bg", "bb", "sh", "-c", script]),
     );
     let out = docker(&["exec", "bg", "sh", "-c", "echo in-exec; exit 6"]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "in-exec");
-    let top = ok("docker top", &docker(&["top", "bg"]));
+    let top = expect_success("docker top", &docker(&["top", "bg"]));
     assert!(top.contains("while true"), "{top}");
-    ok("docker pause", &docker(&["pause", "bg"]));
-    ok("docker unpause", &docker(&["unpause", "bg"]));
-    ok("docker stop", &docker(&["stop", "-t", "10", "bg"]));
-    let code = ok(
+    expect_success("docker pause", &docker(&["pause", "bg"]));
+    expect_success("docker unpause", &docker(&["unpause", "bg"]));
+    expect_success("docker stop", &docker(&["stop", "-t", "10", "bg"]));
+    let code = expect_success(
         "inspect",
         &docker(&["inspect", "-f", "{{.State.ExitCode}}", "bg"]),
     );
     assert_eq!(code.trim(), "0", "stopped by SIGTERM, not SIGKILL");
-    let logs = ok("docker logs", &docker(&["logs", "bg"]));
+    let logs = expect_success("docker logs", &docker(&["logs", "bg"]));
     assert!(logs.contains("got-term"), "{logs}");
-    ok("docker rm", &docker(&["rm", "bg"]));
+    expect_success("docker rm", &docker(&["rm", "bg"]));
 
     // -it under a pty: the shim's console socket gets berth's pty master.
     let out = in_pty(&format!(
@@ -371,7 +349,7 @@ fn docker_runs_execs_and_stops_through_berth_runc() {
     );
 
     // Limits: set on the container's cgroup, changed by `docker update`, and enforced.
-    ok(
+    expect_success(
         "docker run -d limited",
         &run(&[
             "-d",
@@ -386,7 +364,7 @@ fn docker_runs_execs_and_stops_through_berth_runc() {
             "60",
         ]),
     );
-    let pid = ok(
+    let pid = expect_success(
         "inspect pid",
         &docker(&["inspect", "-f", "{{.State.Pid}}", "lim"]),
     );
@@ -394,12 +372,12 @@ fn docker_runs_execs_and_stops_through_berth_runc() {
     let memory = || cgroup_value(pid, "memory", "memory.limit_in_bytes", "memory.max");
     assert_eq!(memory(), (48u64 << 20).to_string());
     assert_eq!(cgroup_value(pid, "pids", "pids.max", "pids.max"), "7");
-    ok(
+    expect_success(
         "docker update",
         &docker(&["update", "--memory", "64m", "--memory-swap", "64m", "lim"]),
     );
     assert_eq!(memory(), (64u64 << 20).to_string());
-    ok("docker rm -f", &docker(&["rm", "-f", "lim"]));
+    expect_success("docker rm -f", &docker(&["rm", "-f", "lim"]));
     let out = run(&[
         "--rm",
         "--memory",
@@ -428,7 +406,7 @@ fn docker_runs_execs_and_stops_through_berth_runc() {
         text(&out.stderr)
     );
 
-    let ps = ok("docker ps -a", &docker(&["ps", "-aq"]));
+    let ps = expect_success("docker ps -a", &docker(&["ps", "-aq"]));
     assert_eq!(ps.trim(), "", "containers left");
     assert_eq!(
         leftover_containers(&dir.join("exec/runtime-runc/moby")),
@@ -463,7 +441,7 @@ fn podman_runs_execs_and_stops_through_berth_runc() {
             .output()
             .expect("run podman")
     };
-    ok("podman load", &podman(&["load", "-i", path_str(&archive)]));
+    expect_success("podman load", &podman(&["load", "-i", path_str(&archive)]));
     // Podman asks for RLIMIT_NOFILE/NPROC of 1048576 by default, above this host's hard
     // limits (which root cannot raise without CAP_SYS_RESOURCE): ask for less.
     let cgroup_parent = format!("berth-it-podman-{}", std::process::id());
@@ -480,7 +458,7 @@ fn podman_runs_execs_and_stops_through_berth_runc() {
     };
 
     let out = run(&["--rm", image, "echo", "hi"]);
-    assert_eq!(ok("podman run echo", &out).trim(), "hi");
+    assert_eq!(expect_success("podman run echo", &out).trim(), "hi");
     let out = run(&["--rm", image, "sh", "-c", "exit 4"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let out = run(&["--rm", image, "nosuchbinary"]);
@@ -492,22 +470,22 @@ fn podman_runs_execs_and_stops_through_berth_runc() {
     );
 
     let script = "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done";
-    ok(
+    expect_success(
         "podman run -d",
         &run(&["-d", "--name", "bg", image, "sh", "-c", script]),
     );
     let out = podman(&["exec", "bg", "sh", "-c", "echo in-exec; exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "in-exec");
-    ok("podman stop", &podman(&["stop", "-t", "10", "bg"]));
-    let code = ok(
+    expect_success("podman stop", &podman(&["stop", "-t", "10", "bg"]));
+    let code = expect_success(
         "inspect",
         &podman(&["inspect", "-f", "{{.State.ExitCode}}", "bg"]),
     );
     assert_eq!(code.trim(), "0", "stopped by SIGTERM, not SIGKILL");
-    let logs = ok("podman logs", &podman(&["logs", "bg"]));
+    let logs = expect_success("podman logs", &podman(&["logs", "bg"]));
     assert!(logs.contains("got-term"), "{logs}");
-    ok("podman rm", &podman(&["rm", "bg"]));
+    expect_success("podman rm", &podman(&["rm", "bg"]));
 
     // The sleep lets conmon drain the pty before the process exits.
     let out = in_pty(&format!(
@@ -520,7 +498,7 @@ fn podman_runs_execs_and_stops_through_berth_runc() {
         "{shown}"
     );
 
-    let ps = ok("podman ps -a", &podman(&["ps", "-aq"]));
+    let ps = expect_success("podman ps -a", &podman(&["ps", "-aq"]));
     assert_eq!(ps.trim(), "", "containers left");
     let _ = podman(&["rmi", "-af"]);
     // conmon's own cgroup sits beside the containers'.
@@ -543,13 +521,13 @@ fn berth_runc_answers_runc_command_line() {
     let env = Env::new();
     let runc = berth_runc(env.tmp.path());
 
-    let version = ok(
+    let version = expect_success(
         "--version",
         &Command::new(&runc).arg("--version").output().unwrap(),
     );
     assert!(version.starts_with("berth-runc version "), "{version}");
     assert!(version.contains("\nspec: 1."), "{version}");
-    let features = ok(
+    let features = expect_success(
         "features",
         &runc_cmd(&env, &runc, &["features"]).output().unwrap(),
     );
@@ -591,7 +569,7 @@ fn berth_runc_answers_runc_command_line() {
     assert_eq!(line["msg"], "berth: container nosuch does not exist");
     assert!(line["time"].as_str().is_some_and(|t| t.ends_with('Z')));
     // As runc: forcing the removal of a missing container succeeds.
-    ok(
+    expect_success(
         "delete --force",
         &runc_cmd(&env, &runc, &["delete", "--force", "nosuch"])
             .output()
@@ -603,7 +581,7 @@ fn berth_runc_answers_runc_command_line() {
     let id = unique_id("runc");
     let run = env.run(&["run", "-d", "-b", path_str(&bundle), &id]);
     assert!(run.status.success(), "{}", text(&run.stderr));
-    let pids = ok(
+    let pids = expect_success(
         "ps",
         &runc_cmd(&env, &runc, &["ps", "--format", "json", &id])
             .output()
@@ -611,7 +589,7 @@ fn berth_runc_answers_runc_command_line() {
     );
     let pids: Vec<i32> = serde_json::from_str(&pids).expect("ps JSON");
     assert_eq!(pids, vec![env.pid(&id)]);
-    let table = ok(
+    let table = expect_success(
         "ps table",
         &runc_cmd(&env, &runc, &["ps", &id]).output().unwrap(),
     );
@@ -626,7 +604,7 @@ fn berth_runc_answers_runc_command_line() {
         r#"{"pids": {"limit": 42}, "cpu": {"period": 0, "quota": 0}}"#,
     )
     .unwrap();
-    ok(
+    expect_success(
         "update",
         &runc_cmd(
             &env,
@@ -642,15 +620,15 @@ fn berth_runc_answers_runc_command_line() {
         .map(|s| s.trim().to_string())
         .collect();
     assert_eq!(pids_max, vec!["42".to_string()]);
-    ok(
+    expect_success(
         "pause",
         &runc_cmd(&env, &runc, &["pause", &id]).output().unwrap(),
     );
-    ok(
+    expect_success(
         "resume",
         &runc_cmd(&env, &runc, &["resume", &id]).output().unwrap(),
     );
-    ok(
+    expect_success(
         "delete -f",
         &runc_cmd(&env, &runc, &["delete", "-f", &id])
             .output()
@@ -705,7 +683,7 @@ fn preserved_and_socket_activation_fds_reach_the_process() {
         });
     }
     let out = cmd.output().unwrap();
-    let fds = ok("run with fds", &out);
+    let fds = expect_success("run with fds", &out);
     assert_eq!(
         std::fs::read_to_string(&out3).unwrap().trim(),
         "listen=1 pid=1"

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use berth_integration::expect_success;
+
 const BRIDGE: &str = "berthvmtest0";
 const NFT_TABLE: &str = "berth_vm_test";
 
@@ -15,14 +17,7 @@ fn run(tool: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    expect_success(&format!("{tool} {args:?}"), &out)
 }
 
 /// Runs a tool and ignores the outcome (clean-up of state a previous run may have left).
