@@ -28,17 +28,11 @@ impl Table {
 
     /// Write the header and rows to `out`.
     pub fn write(&self, out: &mut dyn Write) -> io::Result<()> {
-        let mut tw = tabwriter::TabWriter::new(Vec::new())
-            .minwidth(10)
-            .padding(3);
+        let mut tw = tabwriter::TabWriter::new(out).minwidth(10).padding(3);
         for row in &self.rows {
             writeln!(tw, "{}", row.join("\t"))?;
         }
-        tw.flush()?;
-        let text = tw
-            .into_inner()
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        out.write_all(&text)
+        tw.flush()
     }
 }
 
