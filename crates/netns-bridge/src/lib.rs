@@ -808,6 +808,18 @@ impl NetworkStore {
     /// when the namespace is already gone (crash reconciliation). The
     /// bridge stays until the network is removed, as in Docker.
     pub fn detach(&self, network: &str, container_id: &str) -> Result<()> {
+        let host_veth = self.release(network, container_id)?;
+        delete_veth(&host_veth)
+    }
+
+    /// The bookkeeping half of [`Networks::detach`]: removes the container's
+    /// DNAT rules and frees its address and host ports, and returns the name
+    /// of the host end of its veth pair, which is left for the caller to
+    /// delete with [`delete_veth`] once nothing waits on it (the kernel's
+    /// deletion waits for an RCU grace period, tens of milliseconds). The
+    /// freed address may be handed out again meanwhile: the old pair keeps it
+    /// only inside the dying container's namespace.
+    pub fn release(&self, network: &str, container_id: &str) -> Result<String> {
         self.update(|st| {
             let net = Self::find(st, network)?;
             let Some(ep) = net.endpoints.get(container_id).cloned() else {
@@ -816,7 +828,6 @@ impl NetworkStore {
                     network: net.name.clone(),
                 });
             };
-            Netlink::new()?.delete_link_by_name(&ep.host_veth)?;
             // Only published ports have rules of their own (listing the table
             // runs nft twice: tens of milliseconds).
             if !ep.ports.is_empty() {
@@ -826,7 +837,7 @@ impl NetworkStore {
                 )?;
             }
             net.endpoints.remove(container_id);
-            Ok(())
+            Ok(ep.host_veth)
         })
     }
 
@@ -840,6 +851,12 @@ impl NetworkStore {
             .map(|n| n.name)
             .collect())
     }
+}
+
+/// Deletes the host end of a container's veth pair (and with it the peer);
+/// a pair that is already gone is fine.
+pub fn delete_veth(host_veth: &str) -> Result<()> {
+    netlink::Netlink::new()?.delete_link_by_name(host_veth)
 }
 
 /// Bring `lo` up in the network namespace at `netns` (e.g. `/proc/PID/ns/net`):

@@ -962,7 +962,7 @@ impl Report<'_> {
         let _ = writeln!(s, "\n### Start latency\n");
         let _ = writeln!(
             s,
-            "Wall-clock time of `run --rm {IMAGE} true`, from spawning the command to its exit, on the default bridge network (attach: veth pair, address, route, in the monitor between the runtime's create and start; detach after the exit) against `--network none` (a fresh, empty network namespace). {} timed runs each after {} warm-up round(s), interleaved (one run of each in turn, the order rotating every round); output captured, stdin /dev/null.\n",
+            "Wall-clock time of `run --rm {IMAGE} true`, from spawning the command to its exit, on the default bridge network (attach: veth pair, address, route, in the monitor between the runtime's create and start; detach after the exit: the rules and the address before the exit is reported, the veth pair by the monitor after it, so that deletion's RCU wait is not in the command's time but its CPU work overlaps the next run) against `--network none` (a fresh, empty network namespace). {} timed runs each after {} warm-up round(s), interleaved (one run of each in turn, the order rotating every round); output captured, stdin /dev/null.\n",
             self.opts.runs,
             self.opts.warmup.max(1)
         );

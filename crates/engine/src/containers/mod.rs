@@ -717,6 +717,18 @@ impl Containers {
         }
     }
 
+    /// Wait (a few seconds at most) until the monitor of `running` (a record
+    /// read while the container ran) is gone: after recording the exit it
+    /// still deletes the veth pairs, so `stop` and `rm -f` return with them gone.
+    fn wait_monitor_gone(&self, running: &ContainerRecord) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pid_alive(running.state.monitor_pid, running.state.monitor_start)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Stop: the stop signal, then SIGKILL after `timeout` seconds (default: the container's).
     pub fn stop(&self, name_or_id: &str, timeout: Option<u64>) -> Result<ContainerRecord> {
         let record = self.get(name_or_id)?;
@@ -730,16 +742,20 @@ impl Containers {
         self.thaw_if_paused(&record);
         let timeout = Duration::from_secs(timeout.unwrap_or(record.stop_timeout));
         if let Some(r) = self.wait_not_running(&record.id, timeout)? {
+            self.wait_monitor_gone(&record);
             return Ok(r);
         }
         let _ = self.runtime.kill(&record.id, Signal::SIGKILL, true);
-        self.wait_not_running(&record.id, Duration::from_secs(15))?
+        let stopped = self
+            .wait_not_running(&record.id, Duration::from_secs(15))?
             .ok_or_else(|| {
                 Error::Conflict(format!(
                     "container {} did not stop after SIGKILL",
                     record.name
                 ))
-            })
+            })?;
+        self.wait_monitor_gone(&record);
+        Ok(stopped)
     }
 
     /// Send a signal to a running container's init.
@@ -800,6 +816,7 @@ impl Containers {
             self.request_stop(&record.id)?;
             let _ = self.runtime.kill(&record.id, Signal::SIGKILL, true);
             self.wait_not_running(&record.id, Duration::from_secs(15))?;
+            self.wait_monitor_gone(&record);
         }
         let record = self.update(&record.id, |r| r.state.status = Status::Removing)?;
         // A monitor finishing a --rm may have removed it meanwhile.

@@ -277,13 +277,14 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
         LogWriter::open(&paths.log).map_err(Error::io(format!("open {}", paths.log.display())))?;
     let mut sig_r = File::from(sig_r);
     let mut backoff = BACKOFF_START;
-    let (code, oom) = loop {
+    let (code, oom, veths) = loop {
         let started = Instant::now();
         let code = supervise(&mut current, &listener, &mut clients, &mut log, &mut sig_r)?;
         let _ = log.flush();
         let oom = containers.runtime.oom_killed(id).unwrap_or(false);
         let _ = containers.runtime.delete(id, true);
-        containers.detach_networks(id);
+        // The veth pairs go after the exit is reported (their deletion is slow).
+        let veths = containers.release_networks(id);
         // Decide under the record's lock, so a concurrent stop either sees
         // the container exited or leaves its mark before we look.
         let restart = {
@@ -304,8 +305,9 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
             restart
         };
         if !restart {
-            break (code, oom);
+            break (code, oom, veths);
         }
+        delete_veths(&veths);
         // As Docker: clients attached to this run see it end; `attach` reaches the next one.
         let mut payload = code.to_le_bytes().to_vec();
         payload.push(oom as u8);
@@ -315,7 +317,7 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
             backoff = BACKOFF_START;
         }
         if !wait_unless_stopped(containers, id, backoff) {
-            break (code, oom);
+            break (code, oom, Vec::new());
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
         // Start again, same bundle, rootfs mount and log; under the lock
@@ -324,7 +326,7 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
         let mut r = containers.store.load(id)?;
         if r.state.stop_requested || r.state.status != Status::Running {
             drop(lock);
-            break (code, oom);
+            break (code, oom, Vec::new());
         }
         match start_once(containers, id, &r, &bundle, &devnull, &monitor_log) {
             Ok(next) => {
@@ -363,7 +365,16 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
         Ok(())
     };
     broadcast(&mut clients, Kind::Exited, &payload);
+    drop(clients);
+    delete_veths(&veths);
     removed
+}
+
+/// Delete the host ends of released veth pairs (see [`Containers::release_networks`]).
+fn delete_veths(veths: &[String]) {
+    for v in veths {
+        let _ = berth_netns_bridge::delete_veth(v);
+    }
 }
 
 /// Sleep `delay` before a restart; false as soon as a stop (or removal) of

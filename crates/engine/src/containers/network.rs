@@ -349,11 +349,23 @@ impl Containers {
     /// and port rules) and rewrites its former peers' /etc/hosts. Errors
     /// are ignored: used on exit, removal and reconciliation.
     pub(super) fn detach_networks(&self, id: &str) {
-        let nets = self.networks.networks_of(id).unwrap_or_default();
-        for n in &nets {
-            let _ = self.networks.detach(n, id);
+        for veth in self.release_networks(id) {
+            let _ = berth_netns_bridge::delete_veth(&veth);
         }
+    }
+
+    /// [`Containers::detach_networks`] but for the veth pairs, whose host
+    /// ends it returns: the caller deletes them with
+    /// [`berth_netns_bridge::delete_veth`] when nothing waits for it (the
+    /// monitor, after it has reported the exit).
+    pub(super) fn release_networks(&self, id: &str) -> Vec<String> {
+        let nets = self.networks.networks_of(id).unwrap_or_default();
+        let veths = nets
+            .iter()
+            .filter_map(|n| self.networks.release(n, id).ok())
+            .collect();
         self.refresh_peers(&nets, id);
+        veths
     }
 
     fn refresh_peers(&self, nets: &[String], except: &str) {
