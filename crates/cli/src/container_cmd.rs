@@ -633,35 +633,16 @@ fn status_text(r: &ContainerRecord) -> String {
         Status::Running if r.state.restarting => format!(
             "Restarting ({}) {} ago",
             r.state.exit_code,
-            since(r.state.finished_at.as_deref())
+            crate::table::since(r.state.finished_at.as_deref())
         ),
-        Status::Running => format!("Up {}", since(r.state.started_at.as_deref())),
+        Status::Running => format!("Up {}", crate::table::since(r.state.started_at.as_deref())),
         Status::Created => "Created".into(),
         Status::Exited => format!(
             "Exited ({}) {} ago",
             r.state.exit_code,
-            since(r.state.finished_at.as_deref())
+            crate::table::since(r.state.finished_at.as_deref())
         ),
         Status::Removing => "Removal In Progress".into(),
-    }
-}
-
-fn since(t: Option<&str>) -> String {
-    let Some(t) = t.and_then(|t| {
-        humantime::parse_rfc3339_weak(t.trim_end_matches('Z').split('.').next()?).ok()
-    }) else {
-        return "".into();
-    };
-    let secs = std::time::SystemTime::now()
-        .duration_since(t)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    match secs {
-        0..=1 => "Less than a second".into(),
-        2..=59 => format!("{secs} seconds"),
-        60..=3599 => format!("{} minutes", secs / 60),
-        3600..=172_799 => format!("{} hours", secs / 3600),
-        _ => format!("{} days", secs / 86_400),
     }
 }
 
@@ -763,7 +744,7 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
                 id,
                 r.image.clone(),
                 format!("\"{command}\""),
-                format!("{} ago", since(Some(&r.created))),
+                format!("{} ago", crate::table::since(Some(&r.created))),
                 status,
                 ports_text(containers, &r.id),
                 r.name.clone(),

@@ -251,20 +251,9 @@ fn human_size(bytes: u64) -> String {
 }
 
 fn ago(rfc3339: Option<&str>) -> String {
-    let Some(t) = rfc3339.and_then(|s| {
-        humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next()?).ok()
-    }) else {
-        return "N/A".into();
-    };
-    let secs = std::time::SystemTime::now()
-        .duration_since(t)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    match secs {
-        0..=59 => "Less than a minute ago".into(),
-        60..=3599 => format!("{} minutes ago", secs / 60),
-        3600..=172_799 => format!("{} hours ago", secs / 3600),
-        _ => format!("{} days ago", secs / 86_400),
+    match crate::table::since(rfc3339) {
+        s if s.is_empty() => "N/A".into(),
+        s => format!("{s} ago"),
     }
 }
 

@@ -340,7 +340,19 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let code = match engine_command(&cli.root, &cli.run_root, &cli.images, cli.command) {
+    // Relative state directories would mean something else in the monitor and
+    // in the runtime's bundle paths: make them absolute once, here.
+    let (root, run_root) = match (
+        std::path::absolute(&cli.root),
+        std::path::absolute(&cli.run_root),
+    ) {
+        (Ok(root), Ok(run_root)) => (root, run_root),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("berth: --root/--run-root: {e}");
+            std::process::exit(ENGINE_ERROR);
+        }
+    };
+    let code = match engine_command(&root, &run_root, &cli.images, cli.command) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("berth: {}", runtime_cmd::one_line(&err));
