@@ -618,6 +618,44 @@ fn bad_dockerfiles() {
 }
 
 #[test]
+fn cache_survives_rmi_and_image_prune_until_builder_prune() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let ctx = context(&e, "ctx", "FROM bb\nRUN head -c 100000 /dev/urandom > /r\n");
+    let base_blobs = e.blobs().len();
+    e.ok(&["build", "-t", "r", p(&ctx)]);
+    let built_blobs = e.blobs().len();
+    assert!(built_blobs > base_blobs, "the build stored a layer");
+    // Without the image, its layer stays for the cache (as Docker's build cache).
+    e.ok(&["rmi", "r"]);
+    e.ok(&["image", "prune", "-f"]);
+    assert_eq!(
+        e.blobs().len(),
+        built_blobs - 2,
+        "the image's config and manifest went"
+    );
+    let check = e.ok(&["system", "check"]);
+    assert!(!check.contains("leftover:"), "{check}");
+    e.ok(&["system", "check", "--repair"]);
+    let out = e.ok(&["build", "--explain-cache", "-t", "r", p(&ctx)]);
+    assert_eq!(verdicts(&out), ["HIT"], "{out}");
+    // builder prune lets the layer go once no image holds it.
+    e.ok(&["rmi", "r"]);
+    let out = e.ok(&["builder", "prune", "-f"]);
+    assert!(out.contains("Deleted 1 build cache entries"), "{out}");
+    assert!(out.contains("Total reclaimed space:"), "{out}");
+    assert_eq!(
+        e.blobs().len(),
+        built_blobs - 3,
+        "layer, config, manifest gone"
+    );
+    let out = e.ok(&["build", "--explain-cache", "-t", "r", p(&ctx)]);
+    assert!(out.contains("Running in"), "{out}");
+}
+
+#[test]
 fn cache_size_cap_evicts_least_recently_used() {
     if !privileged() {
         return;

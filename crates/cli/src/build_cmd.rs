@@ -121,8 +121,12 @@ pub enum BuilderCommand {
 pub fn builder(root: &std::path::Path, c: BuilderCommand) -> anyhow::Result<i32> {
     match c {
         BuilderCommand::Prune { force: _ } => {
-            let n = berth_engine::build::prune(root)?;
+            let (n, freed) = berth_engine::build::prune(root)?;
             println!("Deleted {n} build cache entries");
+            println!(
+                "Total reclaimed space: {}",
+                crate::system_cmd::human_size(freed)
+            );
             Ok(0)
         }
     }

@@ -431,7 +431,7 @@ pub fn prune(containers: &Containers, args: PruneArgs) -> anyhow::Result<i32> {
             ""
         };
         eprint!(
-            "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container{volumes}\n  - {images}\n\nAre you sure you want to continue? [y/N] "
+            "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container{volumes}\n  - {images}\n  - all build cache\n\nAre you sure you want to continue? [y/N] "
         );
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
@@ -468,6 +468,9 @@ pub fn prune(containers: &Containers, args: PruneArgs) -> anyhow::Result<i32> {
             writeln!(out, "{line}")?;
         }
         writeln!(out)?;
+    }
+    if report.build_cache > 0 {
+        writeln!(out, "Deleted build cache objects: {}\n", report.build_cache)?;
     }
     writeln!(
         out,

@@ -202,13 +202,7 @@ pub fn build(
 ) -> Result<Digest> {
     let images = Images::open(root)?;
     // Held shared for the whole build: no prune removes our new blobs meanwhile.
-    let gc = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(root.join("gc.lock"))
-        .map_err(Error::io("open gc.lock"))?;
-    gc.lock_shared().map_err(Error::io("lock gc.lock"))?;
+    let gc = images.lock(false)?;
     let work = run_root.join("build").join(std::process::id().to_string());
     std::fs::create_dir_all(&work).map_err(Error::io(format!("create {}", work.display())))?;
     let _work_guard = TempDir(work.clone());
@@ -275,9 +269,15 @@ pub fn build(
     };
     let res = run_plan(&mut b, &df, &plan);
     let _ = b.cache.touch(&b.hits);
-    let _ = b.cache.evict(cap);
-    let state = res?;
-    b.commit_image(state)
+    let evicted = b.cache.evict(cap).unwrap_or(0);
+    let id = b.commit_image(res?)?;
+    if evicted > 0 {
+        // The layers only the evicted entries kept: collected now that the
+        // new image is recorded (its blobs are referenced).
+        drop(gc);
+        let _ = b.images.remove_unused_blobs();
+    }
+    Ok(id)
 }
 
 /// Builds the needed stages in order; returns the target's state.
@@ -1268,8 +1268,11 @@ fn stage_index(stages: &[berth_builder::Stage], from: &str) -> Option<usize> {
         .or_else(|| from.parse::<usize>().ok().filter(|i| *i < stages.len()))
 }
 
-/// Empties the build cache (`berth builder prune`); returns the entries removed.
-pub fn prune(root: &Path) -> Result<usize> {
+/// Empties the build cache (`berth builder prune`) and deletes the layer
+/// blobs only it kept; returns the entries removed and the bytes freed.
+pub fn prune(root: &Path) -> Result<(usize, u64)> {
     let cache = CacheStore::open(&root.join("builder")).map_err(Error::io("open build cache"))?;
-    cache.clear().map_err(Error::io("clear build cache"))
+    let n = cache.clear().map_err(Error::io("clear build cache"))?;
+    let freed = Images::open(root)?.remove_unused_blobs()?;
+    Ok((n, freed))
 }

@@ -436,7 +436,7 @@ impl Images {
 
     /// Delete blobs that were not in `before` and that no image references.
     fn remove_new_unreferenced(&self, before: &BTreeSet<Digest>) -> Result<()> {
-        let keep = referenced_blobs(&self.content, &self.store)?;
+        let keep = self.kept_blobs()?;
         for (digest, _) in self.content.list()? {
             if !before.contains(&digest) && !keep.contains(&digest) {
                 self.content.delete(&digest)?;
@@ -692,11 +692,39 @@ impl Images {
         }
     }
 
-    /// Delete blobs no image references, and the snapshots no image needs.
-    /// Returns the deleted digests and bytes freed.
+    /// The layer blobs of the build cache: kept while their entries are, so
+    /// removing an image does not make its next build start over (as
+    /// Docker's build cache survives `rmi`); `builder prune` lets them go.
+    fn build_cache_blobs(&self) -> Result<BTreeSet<Digest>> {
+        let cache = berth_builder::CacheStore::open(&self.root.join("builder"))
+            .and_then(|c| c.entries())
+            .map_err(Error::io("read the build cache"))?;
+        Ok(cache
+            .values()
+            .filter_map(|e| e.layer.as_ref())
+            .filter_map(|l| Digest::parse(&l.digest).ok())
+            .collect())
+    }
+
+    /// Blobs that must stay: what images reference and the build cache's layers.
+    fn kept_blobs(&self) -> Result<BTreeSet<Digest>> {
+        let mut keep = referenced_blobs(&self.content, &self.store)?;
+        keep.extend(self.build_cache_blobs()?);
+        Ok(keep)
+    }
+
+    /// Under the exclusive store lock, delete the blobs and snapshots nothing
+    /// needs (after the build cache was emptied); returns the bytes freed.
+    pub fn remove_unused_blobs(&self) -> Result<u64> {
+        let _lock = self.lock(true)?;
+        Ok(self.collect_garbage()?.1)
+    }
+
+    /// Delete blobs no image (or build cache entry) references, and the
+    /// snapshots no image needs. Returns the deleted digests and bytes freed.
     fn collect_garbage(&self) -> Result<(Vec<Digest>, u64)> {
         self.release_snapshots()?;
-        let keep = referenced_blobs(&self.content, &self.store)?;
+        let keep = self.kept_blobs()?;
         let mut deleted = Vec::new();
         let mut freed = 0;
         for (digest, size) in self.content.list()? {
@@ -849,6 +877,7 @@ impl Images {
             &self.content,
             &self.store,
             verify,
+            &self.build_cache_blobs()?,
         )?)
     }
 

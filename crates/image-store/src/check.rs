@@ -67,15 +67,17 @@ fn ingest_is_idle(dir: &std::path::Path) -> bool {
 /// The caller should hold the engine's collection lock exclusively, so no pull is
 /// between writing its blobs and recording its image.
 pub fn check(content: &ContentStore, images: &ImageStore) -> Result<Report> {
-    check_with(content, images, true)
+    check_with(content, images, true, &BTreeSet::new())
 }
 
 /// [`check`], re-hashing the blobs only when `verify_digests` (finding leftovers
-/// does not need it).
+/// does not need it); blobs in `kept` (e.g. the build cache's layers) are
+/// referenced too, never orphans.
 pub fn check_with(
     content: &ContentStore,
     images: &ImageStore,
     verify_digests: bool,
+    kept: &BTreeSet<Digest>,
 ) -> Result<Report> {
     let mut report = Report::default();
     let blobs_dir = content.root().join("blobs").join("sha256");
@@ -135,7 +137,7 @@ pub fn check_with(
         Ok(referenced) => report.leftovers.extend(
             present
                 .into_iter()
-                .filter(|d| !referenced.contains(d))
+                .filter(|d| !referenced.contains(d) && !kept.contains(d))
                 .map(Leftover::OrphanBlob),
         ),
         Err(e) => report

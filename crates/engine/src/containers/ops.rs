@@ -96,6 +96,8 @@ pub struct PruneReport {
     pub volumes: Vec<String>,
     /// Names of removed (unused, user-defined) networks.
     pub networks: Vec<String>,
+    /// Build cache entries removed.
+    pub build_cache: usize,
     /// Bytes freed on disk.
     pub reclaimed: u64,
 }
@@ -502,7 +504,7 @@ impl Containers {
 
     /// `system prune`: stopped containers, with `volumes` the unused
     /// anonymous volumes (with `all`, every unused volume), then dangling
-    /// images (with `all`, every image no container uses).
+    /// images (with `all`, every image no container uses), then the build cache.
     pub fn system_prune(&self, all: bool, volumes: bool) -> Result<PruneReport> {
         let before = self.disk_total()?;
         let mut report = PruneReport {
@@ -538,6 +540,8 @@ impl Containers {
                 }));
             }
         }
+        // As Docker's: the build cache goes too (and the layers only it kept).
+        report.build_cache = crate::build::prune(&self.root)?.0;
         // What interrupted commands left behind (mounts, runtime state, partial
         // writes, orphan snapshots): nothing an image or container needs.
         self.remove_leftovers()?;
