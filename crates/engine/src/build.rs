@@ -191,6 +191,9 @@ struct Builder<'a> {
     hits: Vec<String>,
     /// The cache as read at the first lookup, plus this build's entries.
     entries: Option<BTreeMap<String, CacheEntry>>,
+    /// Deletions of RUN steps' veth pairs, running beside the next steps
+    /// (the kernel's deletion waits for an RCU grace period); joined at the end.
+    veth_deletions: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Runs a build; returns the image id (config digest).
@@ -266,8 +269,12 @@ pub fn build(
         base_key: String::new(),
         hits: Vec::new(),
         entries: None,
+        veth_deletions: Vec::new(),
     };
     let res = run_plan(&mut b, &df, &plan);
+    for t in b.veth_deletions.drain(..) {
+        let _ = t.join();
+    }
     let _ = b.cache.touch(&b.hits);
     let evicted = b.cache.evict(cap).unwrap_or(0);
     let id = b.commit_image(res?)?;
@@ -1066,7 +1073,11 @@ impl Builder<'_> {
             }
             if let Some(store) = &bridge {
                 // Not attached if `prepare` failed before attaching.
-                let _ = store.detach(DEFAULT_NETWORK, &id);
+                if let Ok(veth) = store.release(DEFAULT_NETWORK, &id) {
+                    b.veth_deletions.push(std::thread::spawn(move || {
+                        let _ = berth_netns_bridge::delete_veth(&veth);
+                    }));
+                }
             }
             let code = exit?.map(|e| e.code).unwrap_or(0);
             if code != 0 {
