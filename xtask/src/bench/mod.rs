@@ -195,6 +195,33 @@ fn sync_all() {
     unsafe { libc::sync() };
 }
 
+/// Start a timed run from the same memory state every time: `sync`, drop the
+/// clean page cache (so the run's writes find free pages instead of paying
+/// for reclaim, which otherwise depends on what ran before), then read every
+/// file under `warm` back into the cache (the run's inputs, e.g. a registry's
+/// blobs, are cached for every tool alike).
+fn settle(warm: &[&Path]) {
+    sync_all();
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
+    fn read_all(p: &Path) {
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        if meta.is_dir() {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                read_all(&e.path());
+            }
+        } else if meta.is_file() {
+            if let Ok(mut f) = std::fs::File::open(p) {
+                let _ = std::io::copy(&mut f, &mut std::io::sink());
+            }
+        }
+    }
+    for p in warm {
+        read_all(p);
+    }
+}
+
 /// Bytes as MB (10^6), for throughput.
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6

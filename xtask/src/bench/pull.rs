@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    date_utc, find_in_path, first_lines, git_describe, loadavg, machine, mb, sync_all,
-    write_section, Options, Stats, TempDir,
+    date_utc, find_in_path, first_lines, git_describe, loadavg, machine, mb, settle, write_section,
+    Options, Stats, TempDir,
 };
 use crate::util;
 
@@ -597,6 +597,40 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// CPU time (user + system) the registry has used so far.
+    fn cpu(&self) -> Duration {
+        proc_cpu(self.child.id())
+    }
+}
+
+/// CPU time (user + system) of `who` (RUSAGE_CHILDREN: the waited-for children).
+fn rusage_cpu(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage.
+    unsafe { libc::getrusage(who, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// CPU time (user + system) of a running process, from /proc/PID/stat.
+fn proc_cpu(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf with a valid name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -621,6 +655,11 @@ struct Tool {
     kind: Kind,
     version: String,
     samples: Vec<Duration>,
+    /// CPU time (user + system) of each timed run: the tool's process and its
+    /// children (the in-process raw limit: its thread).
+    cpu: Vec<Duration>,
+    /// The registry's CPU time during each timed run.
+    registry_cpu: Vec<Duration>,
 }
 
 impl Tool {
@@ -684,15 +723,21 @@ impl Tool {
         image: &BenchImage,
         reference: &str,
         dest: &Path,
-    ) -> std::result::Result<Duration, String> {
-        let elapsed = match self.command(reference, dest) {
-            None => raw_copy(image, dest).map_err(|e| format!("raw copy: {e:#}"))?,
+    ) -> std::result::Result<(Duration, Duration), String> {
+        let (elapsed, cpu) = match self.command(reference, dest) {
+            None => {
+                let cpu = rusage_cpu(libc::RUSAGE_THREAD);
+                let wall = raw_copy(image, dest).map_err(|e| format!("raw copy: {e:#}"))?;
+                (wall, rusage_cpu(libc::RUSAGE_THREAD).saturating_sub(cpu))
+            }
             Some(mut cmd) => {
+                let cpu = rusage_cpu(libc::RUSAGE_CHILDREN);
                 let start = Instant::now();
                 let out = cmd.output();
                 let elapsed = start.elapsed();
+                let cpu = rusage_cpu(libc::RUSAGE_CHILDREN).saturating_sub(cpu);
                 match out {
-                    Ok(out) if out.status.success() => elapsed,
+                    Ok(out) if out.status.success() => (elapsed, cpu),
                     Ok(out) => {
                         return Err(format!(
                             "{} exited with {}: {}",
@@ -735,7 +780,7 @@ impl Tool {
                 }
             }
         }
-        Ok(elapsed)
+        Ok((elapsed, cpu))
     }
 
     /// Undo one pull (untimed); `dest` is deleted later, when all runs are over.
@@ -819,7 +864,8 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
     }
     std::fs::create_dir_all(&tmp.0)?;
     // Declared after `tmp`, so dropped (killed) before its storage is removed.
-    let registry = Registry::start(&tmp.0.join("registry"))?;
+    let registry_dir = tmp.0.join("registry");
+    let registry = Registry::start(&registry_dir)?;
     let reference = format!("{}/{REMOTE_PATH}", registry.addr);
     println!("bench: registry on {}; pushing {reference}", registry.addr);
     let seed = tmp.0.join("seed");
@@ -846,6 +892,8 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
         },
         kind: Kind::Berth(berth.clone()),
         samples: Vec::new(),
+        cpu: Vec::new(),
+        registry_cpu: Vec::new(),
     }];
     let skopeo = find_in_path("skopeo").context("skopeo is not installed")?;
     tools.push(Tool {
@@ -853,6 +901,8 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
         version: version_of(&skopeo, &["--version"]),
         kind: Kind::Skopeo(skopeo),
         samples: Vec::new(),
+        cpu: Vec::new(),
+        registry_cpu: Vec::new(),
     });
     // Docker installed but no daemon running: a private one, for the comparison.
     let _dockerd =
@@ -880,6 +930,8 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
                     Kind::Podman(bin)
                 },
                 samples: Vec::new(),
+                cpu: Vec::new(),
+                registry_cpu: Vec::new(),
             }),
             Err(e) => {
                 let note = format!("{name} pull: skipped, {name} does not work here: {e:#}");
@@ -893,6 +945,8 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
         version: "sha256 (sha2 crate) + write + fsync, in the release-built xtask".into(),
         kind: Kind::Raw,
         samples: Vec::new(),
+        cpu: Vec::new(),
+        registry_cpu: Vec::new(),
     });
     let dest_of =
         |name: &str, tag: &str| tmp.0.join(format!("dest-{}-{tag}", name.replace(' ', "-")));
@@ -928,8 +982,10 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
         let mut failed = Vec::new();
         for (idx, tool) in tools.iter_mut().enumerate() {
             let dest = dest_of(tool.name, &tag);
-            sync_all();
+            settle(&[&registry_dir, &image.dir]);
+            let registry_cpu = registry.cpu();
             let result = tool.run_once(&image, &reference, &dest);
+            let registry_cpu = registry.cpu().saturating_sub(registry_cpu);
             if matches!(tool.kind, Kind::Berth(_)) {
                 berth_unpacks |= std::fs::read_dir(dest.join("snapshots"))
                     .map(|mut d| d.next().is_some())
@@ -937,10 +993,18 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
             }
             tool.clean(&reference, &dest, &mut leftovers);
             match result {
-                Ok(d) => {
-                    println!("bench: {tag} {}: {:.2} s", tool.name, d.as_secs_f64());
+                Ok((d, cpu)) => {
+                    println!(
+                        "bench: {tag} {}: {:.2} s (CPU {:.2} s, registry {:.2} s)",
+                        tool.name,
+                        d.as_secs_f64(),
+                        cpu.as_secs_f64(),
+                        registry_cpu.as_secs_f64()
+                    );
                     if record {
                         tool.samples.push(d);
+                        tool.cpu.push(cpu);
+                        tool.registry_cpu.push(registry_cpu);
                     }
                 }
                 Err(why) if matches!(tool.kind, Kind::Berth(_) | Kind::Raw) => {
@@ -1005,7 +1069,30 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
             ));
         }
     }
-    println!("\n{table}");
+    let mut cpu_table = String::from(
+        "| tool | CPU s (median, user+sys) | registry CPU s (median) | together | together / 2 cores |\n|---|---:|---:|---:|---:|\n",
+    );
+    for t in &tools {
+        let median = |v: &[Duration]| {
+            let mut v: Vec<f64> = v.iter().map(Duration::as_secs_f64).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let (cpu, reg) = (median(&t.cpu), median(&t.registry_cpu));
+        let note = if matches!(t.kind, Kind::Docker(_)) {
+            " (the client only: the pull runs in dockerd)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            cpu_table,
+            "| {}{note} | {cpu:.2} | {reg:.2} | {:.2} | {:.2} |",
+            t.name,
+            cpu + reg,
+            (cpu + reg) / 2.0
+        );
+    }
+    println!("\n{table}\n{cpu_table}");
     for r in &ratios {
         println!("{r}");
     }
@@ -1020,11 +1107,14 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
         "Wall-clock time to pull a {:.0} MB, {}-layer image from a local registry (Debian's \
          `docker-registry` on 127.0.0.1, plain http, storage on the same disk) into an empty \
          destination on the same ext4 disk, from spawning the tool to its exit. Per round one \
-         run of each tool in turn; {} timed round(s) after {} warm-up round(s) (so the registry's \
-         files are in the page cache for every tool alike); `sync` before each run; every \
-         run has its own destination, all deleted after the last round (deleting thousands of \
-         files just before a run slows the file creations of the next one on an ext4 without a \
-         journal, as this machine's root is); the page cache is not dropped. \
+         run of each tool in turn; {} timed round(s) after {} warm-up round(s). Before each run: \
+         `sync`, the clean page cache dropped (`drop_caches` = 1), then the registry's files \
+         and the raw limit's source blobs read back in, so every run starts with free memory \
+         (writes that must first reclaim cached pages cost up to 3x as much here, and how much \
+         depends on what ran before) and its inputs cached, alike for every tool. Every run has \
+         its own destination, all deleted after the last round (deleting thousands of files \
+         just before a run slows the file creations of the next one on an ext4 without a \
+         journal, as this machine's root is). \
          Regenerate with `cargo xtask bench pull --runs {}`{}.\n",
         mb(bytes),
         image.layers.len(),
@@ -1056,6 +1146,14 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
     for r in &ratios {
         let _ = writeln!(md, "- {r}");
     }
+    let _ = writeln!(
+        md,
+        "\nCPU time of the same runs: the tool's process and the children it waited for \
+         (getrusage RUSAGE_CHILDREN around the run; the raw limit: its thread), and the \
+         registry's (/proc/PID/stat before and after). On this machine's 2 cores no tool can \
+         finish sooner than the last column, whatever it overlaps.\n"
+    );
+    md.push_str(&cpu_table);
     let _ = writeln!(md);
     let _ = writeln!(
         md,
