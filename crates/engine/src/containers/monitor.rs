@@ -439,7 +439,9 @@ impl Watch<'_> {
     fn relay(&mut self, run: Run) -> Result<i32> {
         let Run { pid, mut io } = run;
         let paths = self.containers.paths(self.id);
-        if self.log.is_none() {
+        // A run that ended before the hand-over (`run --rm bb true`) is finished
+        // here: two execs would only add to its latency.
+        if self.log.is_none() && !exited(pid) {
             match self.exec_slim(pid, &io, &paths.log) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => eprintln!("berth monitor {}: {e}; relaying in-process", self.id),
@@ -561,6 +563,23 @@ impl Watch<'_> {
         broadcast(&mut self.clients, Kind::Exited, &payload);
         removed
     }
+}
+
+/// Whether the child `pid` has exited (it is left to be reaped).
+fn exited(pid: i32) -> bool {
+    // SAFETY: an all-zero siginfo_t is valid; waitid fills it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid with WNOWAIT only peeks, writing into a valid siginfo_t.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid reads the field waitid set (0 when the child still runs).
+    r == 0 && unsafe { info.si_pid() } == pid
 }
 
 /// This berth binary (after an upgrade in place, the new file at its path).
