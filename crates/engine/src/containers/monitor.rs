@@ -439,9 +439,10 @@ impl Watch<'_> {
     fn relay(&mut self, run: Run) -> Result<i32> {
         let Run { pid, mut io } = run;
         let paths = self.containers.paths(self.id);
-        // A run that ended before the hand-over (`run --rm bb true`) is finished
-        // here: two execs would only add to its latency.
-        if self.log.is_none() && !exited(pid) {
+        // A run that ends within the first few ms (`run --rm bb true`) is finished
+        // here: two execs would only add to its latency. Its output waits in the
+        // pipes meanwhile.
+        if self.log.is_none() && !exited_within(pid, HAND_OVER_GRACE) {
             match self.exec_slim(pid, &io, &paths.log) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => eprintln!("berth monitor {}: {e}; relaying in-process", self.id),
@@ -562,6 +563,23 @@ impl Watch<'_> {
         };
         broadcast(&mut self.clients, Kind::Exited, &payload);
         removed
+    }
+}
+
+/// How long a run may take to end before the monitor hands it to berth-monitor.
+const HAND_OVER_GRACE: Duration = Duration::from_millis(10);
+
+/// Whether the child `pid` exits within `grace` (checked every millisecond).
+fn exited_within(pid: i32, grace: Duration) -> bool {
+    let deadline = Instant::now() + grace;
+    loop {
+        if exited(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
