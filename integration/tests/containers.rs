@@ -186,6 +186,10 @@ fn killed_monitor_is_reconciled() {
     )
     .unwrap();
     let monitor = record["state"]["monitor_pid"].as_i64().unwrap() as i32;
+    // Kill it in its steady state: berth-monitor, execed into from `berth __monitor`.
+    berth_integration::wait_until(10, "berth-monitor to take over", || {
+        exe_and_ppid(monitor).is_some_and(|(exe, _)| exe.ends_with("berth-monitor"))
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(monitor),
         nix::sys::signal::Signal::SIGKILL,
@@ -539,4 +543,171 @@ fn images_in_use_are_kept() {
     );
     assert!(e.blobs().is_empty());
     assert!(e.snapshot_dirs().is_empty());
+}
+
+/// The monitor's pid from the engine's record of `name`.
+fn monitor_pid(e: &Engine, name: &str) -> i32 {
+    let id = e.inspect(name)["Id"].as_str().unwrap().to_string();
+    let path = e.root().join("containers").join(id).join("container.json");
+    let record: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    record["state"]["monitor_pid"].as_i64().unwrap() as i32
+}
+
+/// The executable of a process and its parent's pid (`None` once it is gone).
+fn exe_and_ppid(pid: i32) -> Option<(std::path::PathBuf, i32)> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ppid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((exe, ppid))
+}
+
+#[test]
+fn slim_monitor_relays_and_hands_back() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let slim = berth_integration::berth_bin()
+        .canonicalize()
+        .unwrap()
+        .with_file_name("berth-monitor");
+    // Running: the monitor is berth-monitor (execed into, same pid), parent of the init.
+    e.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "slim",
+        "bb",
+        "sh",
+        "-c",
+        "echo ready; echo warn >&2; read line; echo got $line; exit 3",
+    ]);
+    let init = e.inspect("slim")["State"]["Pid"].as_i64().unwrap() as i32;
+    let monitor = monitor_pid(&e, "slim");
+    berth_integration::wait_until(10, "berth-monitor to take over", || {
+        exe_and_ppid(monitor).is_some_and(|(exe, _)| exe == slim)
+    });
+    assert_eq!(exe_and_ppid(init).unwrap().1, monitor, "the init's parent");
+    let logs = |name: &str| {
+        let out = e.run(&["logs", name]);
+        (text(&out.stdout), text(&out.stderr))
+    };
+    berth_integration::wait_until(10, "logs", || {
+        logs("slim") == ("ready\n".into(), "warn\n".into())
+    });
+    // Attach through berth-monitor: input in, output and the exit code (sent
+    // by berth after the exec back) out.
+    let mut attach = e
+        .command(&["attach", "slim"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::io::Write::write_all(attach.stdin.as_mut().unwrap(), b"hello\n").unwrap();
+    drop(attach.stdin.take());
+    let out = attach.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "got hello\n");
+    assert_eq!(out.status.code(), Some(3));
+    let state = e.inspect("slim");
+    assert_eq!(state["State"]["Status"], "exited");
+    assert_eq!(state["State"]["ExitCode"], 3);
+    assert!(!process_alive(monitor), "the monitor is gone");
+    assert_eq!(logs("slim"), ("ready\ngot hello\n".into(), "warn\n".into()));
+
+    // Restarts: each run relayed by berth-monitor, the same monitor process throughout.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        "--restart",
+        "on-failure:2",
+        "bb",
+        "sh",
+        "-c",
+        "echo run; sleep 1; exit 1",
+    ]);
+    let monitor = monitor_pid(&e, "again");
+    let mut inits = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while e.inspect("again")["State"]["Status"] != "exited" {
+        assert!(Instant::now() < deadline, "on-failure:2 never gave up");
+        let pid = e.inspect("again")["State"]["Pid"].as_i64().unwrap() as i32;
+        let slim_parent = exe_and_ppid(monitor).is_some_and(|(exe, _)| exe == slim)
+            && exe_and_ppid(pid).is_some_and(|(_, ppid)| ppid == monitor);
+        if pid > 0 && slim_parent {
+            inits.insert(pid);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(inits.len(), 3, "3 runs under berth-monitor: {inits:?}");
+    assert_eq!(e.ok(&["logs", "again"]), "run\nrun\nrun\n");
+    assert_eq!(e.inspect("again")["State"]["ExitCode"], 1);
+
+    // --rm in the foreground: output, exit code, and nothing left.
+    let out = e.run(&["run", "--rm", "bb", "sh", "-c", "echo bye; exit 4"]);
+    assert_eq!(text(&out.stdout), "bye\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(4));
+    e.ok(&["rm", "slim", "again"]);
+    assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "");
+    e.assert_no_mounts();
+}
+
+#[test]
+fn without_berth_monitor_the_monitor_relays_itself() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // A berth with no berth-monitor beside it (hard link, else a copy).
+    let lone = e.tmp.path().join("lone/berth");
+    std::fs::create_dir_all(lone.parent().unwrap()).unwrap();
+    let bin = berth_integration::berth_bin().canonicalize().unwrap();
+    if std::fs::hard_link(&bin, &lone).is_err() {
+        std::fs::copy(&bin, &lone).unwrap();
+    }
+    let berth = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(&lone);
+        cmd.arg("--root")
+            .arg(e.root())
+            .arg("--run-root")
+            .arg(e.tmp.path().join("run"))
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    berth(&[
+        "run",
+        "-d",
+        "--name",
+        "inproc",
+        "bb",
+        "sh",
+        "-c",
+        "echo one; sleep 1000",
+    ]);
+    let monitor = monitor_pid(&e, "inproc");
+    let init = e.inspect("inproc")["State"]["Pid"].as_i64().unwrap() as i32;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        exe_and_ppid(monitor).unwrap().0,
+        lone.canonicalize().unwrap()
+    );
+    assert_eq!(exe_and_ppid(init).unwrap().1, monitor);
+    berth_integration::wait_until(10, "logs", || e.ok(&["logs", "inproc"]) == "one\n");
+    berth(&["stop", "-t", "1", "inproc"]);
+    assert_eq!(e.inspect("inproc")["State"]["ExitCode"], 137);
+    let out = berth(&["run", "--rm", "bb", "sh", "-c", "echo two"]);
+    assert_eq!(out, "two\n");
+    berth(&["rm", "inproc"]);
+    e.assert_no_mounts();
 }

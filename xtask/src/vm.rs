@@ -226,7 +226,8 @@ fn remove_stale_run_dirs(cache: &Path) {
     }
 }
 
-/// Builds the share dir contents for a test run: copies `berth_bin` to share/bin/berth, each test binary to share/tests/<name>,
+/// Builds the share dir contents for a test run: copies `berth_bin` to share/bin/berth (and the
+/// berth-monitor beside it to share/bin/berth-monitor), each test binary to share/tests/<name>,
 /// symlinks or copies `assets` to share/test-images, and returns the guest script that runs each test binary
 /// (with `--test-threads=1` plus the optional filter) with BERTH_BIN=/mnt/share/bin/berth, BERTH_TEST_ASSETS=/mnt/share/test-images, TMPDIR=/scratch/tmp,
 /// printing a header per binary and exiting non-zero if any failed.
@@ -264,9 +265,14 @@ pub fn prepare_share(
     fs::create_dir_all(share.join("lib"))?;
     fs::copy(berth_bin, share.join("bin/berth"))
         .with_context(|| format!("copying {}", berth_bin.display()))?;
+    // The slim container monitor `berth __monitor` execs into, found next to berth.
+    let slim = berth_bin.with_file_name("berth-monitor");
+    fs::copy(&slim, share.join("bin/berth-monitor"))
+        .with_context(|| format!("copying {}", slim.display()))?;
     let mut names = Vec::new();
     let mut libs = BTreeSet::new();
     libs.extend(ldd(berth_bin)?);
+    libs.extend(ldd(&slim)?);
     for bin in test_bins {
         let name = bin
             .file_name()

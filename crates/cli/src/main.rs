@@ -3,6 +3,7 @@
 mod build_cmd;
 mod container_cmd;
 mod image_cmd;
+mod monitor_cmd;
 mod network_cmd;
 mod runtime_cmd;
 mod system_cmd;
@@ -118,13 +119,7 @@ enum Command {
     },
     /// Run a container's monitor (internal).
     #[command(name = "__monitor", hide = true)]
-    Monitor {
-        /// Container id.
-        id: String,
-        /// Wait for one attach client before starting.
-        #[arg(long)]
-        wait_attach: bool,
-    },
+    Monitor(monitor_cmd::MonitorArgs),
     /// The OCI runtime, with runc's command line (create, start, state, kill, delete, run, exec, list, spec).
     Runtime(runtime_cmd::RuntimeArgs),
     /// Manage images.
@@ -375,14 +370,7 @@ fn engine_command(
     let image = match command {
         // The runtime reports its own errors, with runc's exit codes.
         Command::Runtime(args) => return Ok(runtime_cmd::main(args)),
-        Command::Monitor { id, wait_attach } => {
-            return Ok(berth_engine::containers::monitor::main(
-                root,
-                run_root,
-                &id,
-                wait_attach,
-            ))
-        }
+        Command::Monitor(a) => return Ok(monitor_cmd::main(root, run_root, a)),
         Command::Run(a)
         | Command::Container {
             command: ContainerCommand::Run(a),

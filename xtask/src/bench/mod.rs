@@ -40,7 +40,7 @@ const PEER_ULIMITS: [&str; 4] = [
 ];
 
 /// The berth binary a benchmark times: the one given with `--berth`, or else a
-/// release build of berth-cli made now.
+/// release build of berth-cli made now (with berth-monitor beside it).
 fn berth_binary(given: Option<&Path>) -> Result<PathBuf> {
     let berth = match given {
         Some(p) => p
@@ -54,6 +54,12 @@ fn berth_binary(given: Option<&Path>) -> Result<PathBuf> {
     };
     if !berth.is_file() {
         bail!("{} missing after the build", berth.display());
+    }
+    if !berth.with_file_name("berth-monitor").is_file() {
+        println!(
+            "bench: no berth-monitor next to {}: container monitors relay in-process",
+            berth.display()
+        );
     }
     Ok(berth)
 }

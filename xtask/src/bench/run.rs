@@ -380,9 +380,26 @@ fn bench(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
         );
     }
 
-    // Peak RSS of the monitors.
+    // Peak RSS of the monitors: berth's steady state (berth-monitor, when it is
+    // next to berth), then a copy of berth alone, whose monitor relays in-process:
+    // its peak is the setup phase's, which the exec into berth-monitor leaves behind.
     println!("bench: peak RSS of {RSS_SAMPLES} berth monitors");
     let mut rss = vec![berth_monitors(&env)?];
+    if rss[0].slim {
+        let lone = tmp.0.join("lone/berth");
+        std::fs::create_dir_all(tmp.0.join("lone"))?;
+        if std::fs::hard_link(&berth, &lone).is_err() {
+            std::fs::copy(&berth, &lone).with_context(|| format!("copy {}", berth.display()))?;
+        }
+        println!("bench: peak RSS of {RSS_SAMPLES} in-process berth monitors (setup phase)");
+        let alone = Env {
+            berth: lone,
+            root: env.root.clone(),
+            run_root: env.run_root.clone(),
+            bundle: env.bundle.clone(),
+        };
+        rss.push(berth_monitors(&alone)?);
+    }
     for (shim, engine) in [("conmon", "podman"), ("containerd-shim-runc-v2", "docker")] {
         if find_in_path(shim).is_none() {
             note(&mut notes, format!("{shim}: skipped: not installed"));
@@ -521,9 +538,12 @@ fn edit_config(path: &Path) -> Result<()> {
 /// Peak RSS samples of one kind of monitor.
 struct Monitors {
     name: String,
-    /// VmHWM and VmRSS, KiB, one per container.
+    /// VmHWM, VmRSS and Pss (smaps_rollup), KiB, one per container.
     hwm: Vec<u64>,
     rss: Vec<u64>,
+    pss: Vec<u64>,
+    /// Whether it is berth's slim steady-state monitor, `berth-monitor`.
+    slim: bool,
     /// What the first one's resident memory is made of (markdown).
     breakdown: String,
 }
@@ -546,6 +566,17 @@ fn status_kib(pid: i32, field: &str) -> Result<u64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
+/// Pss of a process (shared pages divided among their users), KiB.
+fn pss_kib(pid: i32) -> Result<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .with_context(|| format!("read /proc/{pid}/smaps_rollup"))?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no Pss in /proc/{pid}/smaps_rollup"))
+}
+
 /// Start RSS_SAMPLES `berth run -d bb sleep 1000`, read VmHWM of each monitor a second later,
 /// then `berth rm -f` them.
 fn berth_monitors(env: &Env) -> Result<Monitors> {
@@ -565,9 +596,11 @@ fn berth_monitors(env: &Env) -> Result<Monitors> {
         }
         std::thread::sleep(Duration::from_secs(1));
         let mut m = Monitors {
-            name: "berth monitor (`berth __monitor`)".into(),
+            name: String::new(),
             hwm: Vec::new(),
             rss: Vec::new(),
+            pss: Vec::new(),
+            slim: false,
             breakdown: String::new(),
         };
         for id in &ids {
@@ -582,8 +615,17 @@ fn berth_monitors(env: &Env) -> Result<Monitors> {
                 as i32;
             m.hwm.push(status_kib(pid, "VmHWM")?);
             m.rss.push(status_kib(pid, "VmRSS")?);
+            m.pss.push(pss_kib(pid)?);
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .with_context(|| format!("read /proc/{pid}/exe"))?;
+            m.slim = exe.file_name().is_some_and(|n| n == "berth-monitor");
+            m.name = if m.slim {
+                "berth monitor, steady state (`berth-monitor`, execed into by `berth __monitor` after the start)".into()
+            } else {
+                "berth monitor, in-process (`berth __monitor`, no berth-monitor beside berth): its peak is the setup phase's".into()
+            };
             if m.breakdown.is_empty() {
-                m.breakdown = breakdown(pid, &env.berth)?;
+                m.breakdown = breakdown(pid, &exe)?;
             }
         }
         Ok(m)
@@ -623,6 +665,8 @@ fn peer_monitors(shim: &str, engine: &Path, image: &str) -> Result<Monitors> {
             name: shim.into(),
             hwm: Vec::new(),
             rss: Vec::new(),
+            pss: Vec::new(),
+            slim: false,
             breakdown: String::new(),
         };
         for id in &ids {
@@ -630,6 +674,7 @@ fn peer_monitors(shim: &str, engine: &Path, image: &str) -> Result<Monitors> {
                 .with_context(|| format!("no {shim} process naming container {id}"))?;
             m.hwm.push(status_kib(pid, "VmHWM")?);
             m.rss.push(status_kib(pid, "VmRSS")?);
+            m.pss.push(pss_kib(pid)?);
         }
         Ok(m)
     })();
@@ -729,7 +774,7 @@ fn breakdown(pid: i32, binary: &Path) -> Result<String> {
         "One berth monitor (pid {pid}, {threads} thread(s)) a second after start, from \
          /proc/{pid}/smaps_rollup: Rss {} KiB = file-backed {} KiB + anonymous {} KiB; \
          Private_Dirty {} KiB, Shared_Clean {} KiB, Private_Clean {} KiB; Pss {} KiB. \
-         The berth binary (the monitor is `berth __monitor ID`, the same executable as the CLI) is {:.1} MiB on disk{}.\n",
+         Its executable, `{}`, is {:.1} MiB on disk{}.\n",
         field("Rss"),
         field("Rss").saturating_sub(field("Anonymous")),
         field("Anonymous"),
@@ -737,6 +782,7 @@ fn breakdown(pid: i32, binary: &Path) -> Result<String> {
         field("Shared_Clean"),
         field("Private_Clean"),
         field("Pss"),
+        binary.file_name().unwrap_or_default().to_string_lossy(),
         size as f64 / (1024.0 * 1024.0),
         text_size.map_or(String::new(), |t| format!(
             " (text {:.1} MiB, by `size`)",
@@ -860,15 +906,16 @@ fn rss_table(rss: &[Monitors]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| monitor | samples | peak RSS (VmHWM) min KiB | median KiB | max KiB | RSS (VmRSS) median KiB |"
+        "| monitor | samples | peak RSS (VmHWM) min KiB | median KiB | max KiB | RSS (VmRSS) median KiB | Pss median KiB |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for m in rss {
         let (min, median, max) = kib_stats(&m.hwm);
         let (_, rss_median, _) = kib_stats(&m.rss);
+        let (_, pss_median, _) = kib_stats(&m.pss);
         let _ = writeln!(
             out,
-            "| {} | {} | {min} | {median:.0} | {max} | {rss_median:.0} |",
+            "| {} | {} | {min} | {median:.0} | {max} | {rss_median:.0} | {pss_median:.0} |",
             m.name,
             m.hwm.len()
         );
@@ -942,7 +989,12 @@ impl Report<'_> {
              container: {RSS_SAMPLES} containers started with `berth run -d --network none bb sleep 1000`, \
              the monitor's pid read from `<root>/containers/<id>/container.json` (`state.monitor_pid`), \
              VmHWM read after they had run for a second, then `berth rm -f`. Aim: under 2 MiB \
-             (2048 KiB).\n"
+             (2048 KiB). After the start, `berth __monitor` execs (same pid, still the init's \
+             parent) into the slim `berth-monitor` that relays until the exit; an execve starts a \
+             new VmHWM, so the first row is the steady state only. The setup phase's peak is the \
+             in-process row: the same containers from a copy of berth alone in a directory, whose \
+             monitor relays in-process. VmRSS counts the shared pages of libc and the binary in \
+             full; Pss divides them among the processes that map them.\n"
         );
         md.push_str(&self.rss_table);
         let _ = writeln!(md);
@@ -981,7 +1033,8 @@ impl Report<'_> {
         }
         let _ = writeln!(
             md,
-            "# monitor memory, {RSS_SAMPLES} times, then `rm -f` each:\n{} --root {} --run-root {} run -d --network none {IMAGE} sleep 1000",
+            "# monitor memory, {RSS_SAMPLES} times, then `rm -f` each (again with {} for the in-process monitor):\n{} --root {} --run-root {} run -d --network none {IMAGE} sleep 1000",
+            self.tmp.join("lone/berth").display(),
             self.berth.display(),
             self.tmp.join("root").display(),
             self.tmp.join("run").display(),

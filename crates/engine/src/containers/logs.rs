@@ -1,10 +1,12 @@
 //! Container logs: Docker's json-file format, one JSON object per line with
-//! the text, its stream and an RFC 3339 timestamp.
+//! the text, its stream and an RFC 3339 timestamp. The writer is the
+//! monitor's ([`LogWriter`], from berth-monitor); reading is here.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
+pub use berth_monitor::json_log::LogWriter;
 use serde::{Deserialize, Serialize};
 
 /// One log line.
@@ -16,62 +18,6 @@ pub struct Entry {
     pub stream: String,
     /// RFC 3339 with nanoseconds, UTC.
     pub time: String,
-}
-
-/// Appends container output to a log file, splitting it into lines.
-pub struct LogWriter {
-    file: File,
-    pending: [Vec<u8>; 2],
-}
-
-impl LogWriter {
-    /// Open `path` for appending.
-    pub fn open(path: &Path) -> std::io::Result<LogWriter> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(LogWriter {
-            file,
-            pending: [Vec::new(), Vec::new()],
-        })
-    }
-
-    /// Add output of stream 0 (stdout) or 1 (stderr); complete lines are written.
-    pub fn write(&mut self, stream: usize, data: &[u8]) -> std::io::Result<()> {
-        self.pending[stream].extend_from_slice(data);
-        while let Some(pos) = self.pending[stream].iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending[stream].drain(..=pos).collect();
-            self.emit(stream, &line)?;
-        }
-        if self.pending[stream].len() >= 16 * 1024 {
-            let line = std::mem::take(&mut self.pending[stream]);
-            self.emit(stream, &line)?;
-        }
-        Ok(())
-    }
-
-    /// Write what is left of unterminated lines.
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        for stream in 0..2 {
-            if !self.pending[stream].is_empty() {
-                let line = std::mem::take(&mut self.pending[stream]);
-                self.emit(stream, &line)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn emit(&mut self, stream: usize, line: &[u8]) -> std::io::Result<()> {
-        let entry = Entry {
-            log: String::from_utf8_lossy(line).into_owned(),
-            stream: if stream == 0 { "stdout" } else { "stderr" }.into(),
-            time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-        };
-        let mut json = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
-        json.push(b'\n');
-        self.file.write_all(&json)
-    }
 }
 
 /// Read entries from `offset` on; returns them and the offset after the last complete line.

@@ -6,7 +6,6 @@
 //! reads the records, reconciles the ones whose monitor died (the container is
 //! killed, its mounts and cgroup freed, and it is marked exited) and acts.
 
-pub mod attach;
 pub mod check;
 pub mod logs;
 pub mod monitor;
@@ -14,6 +13,8 @@ pub mod network;
 pub mod ops;
 pub mod record;
 pub mod volumes;
+
+pub use berth_monitor::attach;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -89,7 +90,7 @@ pub struct Containers {
 
 /// RFC 3339 now, nanoseconds, UTC.
 pub fn now() -> String {
-    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+    berth_monitor::json_log::rfc3339_nanos(std::time::SystemTime::now())
 }
 
 fn random_id() -> Result<String> {

@@ -14,34 +14,34 @@
 //!
 //! It reports to the command that spawned it on fd 3: `ok <pid>` or
 //! `err <code> <message>`, one line.
+//!
+//! Once a run has started, the monitor execs (same process, still the parent
+//! and subreaper of the init) into the slim `berth-monitor` binary next to
+//! `berth`, which only relays output, input and attach clients
+//! ([`berth_monitor::supervise`]) and, after the exit, execs back into
+//! `berth __monitor ID --resume --exit-code N` (see
+//! [`berth_monitor::handover`]) for the rest: OOM check, runtime delete,
+//! network detach, restart policy (a restart execs into berth-monitor again),
+//! unmount, record, `--rm`, the Exited frame. Without a berth-monitor next
+//! to berth, the monitor relays in-process, as before the split.
 
+use std::ffi::OsString;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use berth_monitor::attach::Kind;
+use berth_monitor::handover::{self, Handover};
+use berth_monitor::{broadcast, supervise, Client, Stdio};
 
-use super::attach::{write_frame, Decoder, Kind};
 use super::logs::LogWriter;
 use super::record::{ContainerRecord, Status};
 use super::Containers;
 use crate::error::{Error, Result};
-
-static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_sigchld(_: libc::c_int) {
-    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: write(2) is async-signal-safe; the buffer is a valid byte.
-        unsafe { libc::write(fd, b"c".as_ptr().cast(), 1) };
-    }
-}
 
 /// The report channel to the spawning command (fd 3), if it gave one.
 struct Report(Option<File>);
@@ -84,26 +84,6 @@ pub fn main(root: &Path, run_root: &Path, id: &str, wait_attach: bool) -> i32 {
     }
 }
 
-/// What a polled descriptor is.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Signal,
-    Listener,
-    Stdout,
-    Stderr,
-    Pty,
-    Client,
-}
-
-struct Client {
-    stream: UnixStream,
-    decoder: Decoder,
-}
-
-fn broadcast(clients: &mut Vec<Client>, kind: Kind, payload: &[u8]) {
-    clients.retain_mut(|c| write_frame(&mut c.stream, kind, payload).is_ok());
-}
-
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::Invalid(format!("pipe: {e}")))
@@ -117,10 +97,7 @@ fn dup_onto(fd: RawFd, target: RawFd) {
 /// One run of the container's process: its pid and its stdio ends.
 struct Run {
     pid: i32,
-    out_r: Option<File>,
-    err_r: Option<File>,
-    master: Option<File>,
-    stdin_w: Option<File>,
+    io: Stdio,
 }
 
 /// Create and start the container through the runtime, its stdio on fresh
@@ -182,10 +159,12 @@ fn start_once(
     };
     Ok(Run {
         pid: created.pid,
-        out_r: (!tty).then(|| File::from(stdout_r)),
-        err_r: (!tty).then(|| File::from(stderr_r)),
-        master: created.pty.map(File::from),
-        stdin_w: (!tty && record.options.stdin_open).then(|| File::from(stdin_w)),
+        io: Stdio {
+            stdout: (!tty).then(|| File::from(stdout_r)),
+            stderr: (!tty).then(|| File::from(stderr_r)),
+            pty: created.pty.map(File::from),
+            stdin: (!tty && record.options.stdin_open).then(|| File::from(stdin_w)),
+        },
     })
 }
 
@@ -232,10 +211,7 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
         let (stream, _) = listener
             .accept()
             .map_err(Error::io("accept attach client"))?;
-        clients.push(Client {
-            stream,
-            decoder: Decoder::default(),
-        });
+        clients.push(Client::new(stream));
     }
     listener
         .set_nonblocking(true)
@@ -250,7 +226,7 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
             return Err(e);
         }
     };
-    let mut current = match start_once(containers, id, &record, &bundle, &devnull, &monitor_log) {
+    let current = match start_once(containers, id, &record, &bundle, &devnull, &monitor_log) {
         Ok(r) => r,
         Err(e) => {
             fail(containers, id, &e, &mut clients);
@@ -263,111 +239,336 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
     containers.update_with(id, false, |r| mark_running(&mut r.state, pid, true))?;
     report.send(&format!("ok {pid}"));
     broadcast(&mut clients, Kind::Started, &pid.to_le_bytes());
+    let mut watch = Watch {
+        containers,
+        id,
+        listener,
+        clients,
+        bundle,
+        devnull,
+        monitor_log,
+        backoff: BACKOFF_START,
+        run_started_ms: monotonic_ms(),
+        log: None,
+    };
+    watch.watch(Next::Supervise(current))
+}
 
-    let (sig_r, sig_w) = pipe()?;
-    SIGNAL_PIPE.store(sig_w.as_raw_fd(), Ordering::Relaxed);
-    let action = nix::sys::signal::SigAction::new(
-        nix::sys::signal::SigHandler::Handler(on_sigchld),
-        nix::sys::signal::SaFlags::SA_RESTART | nix::sys::signal::SaFlags::SA_NOCLDSTOP,
-        nix::sys::signal::SigSet::empty(),
-    );
-    // SAFETY: the handler only writes one byte to a pipe.
-    let _ = unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGCHLD, &action) };
-    let mut log =
-        LogWriter::open(&paths.log).map_err(Error::io(format!("open {}", paths.log.display())))?;
-    let mut sig_r = File::from(sig_r);
-    let mut backoff = BACKOFF_START;
-    let (code, oom, veths) = loop {
-        let started = Instant::now();
-        let code = supervise(&mut current, &listener, &mut clients, &mut log, &mut sig_r)?;
-        let _ = log.flush();
-        let oom = containers.runtime.oom_killed(id).unwrap_or(false);
-        let _ = containers.runtime.delete(id, true);
-        // The veth pairs go after the exit is reported (their deletion is slow).
-        let veths = containers.release_networks(id);
-        // Decide under the record's lock, so a concurrent stop either sees
-        // the container exited or leaves its mark before we look.
-        let restart = {
-            let _lock = containers.store.lock(id)?;
-            let mut r = containers.store.load(id)?;
-            let restart = !r.state.stop_requested
-                && r.state.status == Status::Running
-                && r.restart_policy.should_restart(code, r.state.restart_count);
-            if restart {
-                r.state.pid = 0;
-                r.state.exit_code = code;
-                r.state.oom_killed = oom;
-                r.state.finished_at = Some(super::now());
-                r.state.restarting = true;
-                r.state.restart_count += 1;
-                containers.store.save(&r)?;
-            }
-            restart
-        };
-        if !restart {
-            break (code, oom, veths);
+/// What `berth-monitor` hands back when a run's process has exited.
+pub struct Resume {
+    /// The process's exit code (128+N for signal N).
+    pub exit_code: i32,
+    /// The attach listener's descriptor.
+    pub listener: RawFd,
+    /// The attached clients' descriptors.
+    pub clients: Vec<RawFd>,
+    /// The delay before the next restart.
+    pub backoff_ms: u64,
+    /// When the run started ([`monotonic_ms`]).
+    pub run_started_ms: u64,
+}
+
+/// Entry point of `berth __monitor ID --resume`, the exec back from
+/// berth-monitor: handle the exit of a run. Returns the process exit code.
+pub fn resume(root: &Path, run_root: &Path, id: &str, resume: Resume) -> i32 {
+    let result = Containers::open(root, run_root).and_then(|containers| {
+        let mut fds = vec![resume.listener];
+        fds.extend(&resume.clients);
+        let mut distinct = fds.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != fds.len() {
+            return Err(Error::Invalid("a descriptor is named twice".into()));
         }
-        delete_veths(&veths);
-        // As Docker: clients attached to this run see it end; `attach` reaches the next one.
+        for fd in &fds {
+            handover::inherit(*fd, false)
+                .map_err(|e| Error::Invalid(format!("descriptor {fd}: {e}")))?;
+        }
+        // SAFETY: the descriptors are open (checked above), distinct, and were
+        // handed to this process by berth-monitor for its sole use.
+        let socket = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
+        let listener = UnixListener::from(socket(resume.listener));
+        listener
+            .set_nonblocking(true)
+            .map_err(Error::io("attach socket"))?;
+        let clients = resume
+            .clients
+            .iter()
+            .map(|fd| Client::new(UnixStream::from(socket(*fd))))
+            .collect();
+        let paths = containers.paths(id);
+        let mut watch = Watch {
+            containers: &containers,
+            id,
+            listener,
+            clients,
+            bundle: paths.bundle,
+            devnull: File::open("/dev/null").map_err(Error::io("open /dev/null"))?,
+            monitor_log: paths.dir.join("monitor.log"),
+            backoff: Duration::from_millis(resume.backoff_ms),
+            run_started_ms: resume.run_started_ms,
+            log: None,
+        };
+        watch.watch(Next::Exited(resume.exit_code))
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("berth monitor {id}: {e}");
+            1
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in milliseconds (the same clock across an exec).
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// What comes next for a monitor: relaying a run, or handling its exit.
+enum Next {
+    Supervise(Run),
+    Exited(i32),
+}
+
+/// A monitor's state across the runs of its container.
+struct Watch<'a> {
+    containers: &'a Containers,
+    id: &'a str,
+    listener: UnixListener,
+    clients: Vec<Client>,
+    bundle: PathBuf,
+    devnull: File,
+    monitor_log: PathBuf,
+    backoff: Duration,
+    /// When the current run started ([`monotonic_ms`]).
+    run_started_ms: u64,
+    /// The log, when relaying in-process.
+    log: Option<LogWriter>,
+}
+
+impl Watch<'_> {
+    /// Relay runs and handle their exits until the container is done.
+    fn watch(&mut self, mut next: Next) -> Result<()> {
+        let (containers, id) = (self.containers, self.id);
+        let (code, oom, veths) = loop {
+            let code = match next {
+                Next::Supervise(run) => self.relay(run)?,
+                Next::Exited(code) => code,
+            };
+            let oom = containers.runtime.oom_killed(id).unwrap_or(false);
+            let _ = containers.runtime.delete(id, true);
+            // The veth pairs go after the exit is reported (their deletion is slow).
+            let veths = containers.release_networks(id);
+            // Decide under the record's lock, so a concurrent stop either sees
+            // the container exited or leaves its mark before we look.
+            let restart = {
+                let _lock = containers.store.lock(id)?;
+                let mut r = containers.store.load(id)?;
+                let restart = !r.state.stop_requested
+                    && r.state.status == Status::Running
+                    && r.restart_policy.should_restart(code, r.state.restart_count);
+                if restart {
+                    r.state.pid = 0;
+                    r.state.exit_code = code;
+                    r.state.oom_killed = oom;
+                    r.state.finished_at = Some(super::now());
+                    r.state.restarting = true;
+                    r.state.restart_count += 1;
+                    containers.store.save(&r)?;
+                }
+                restart
+            };
+            if !restart {
+                break (code, oom, veths);
+            }
+            delete_veths(&veths);
+            // As Docker: clients attached to this run see it end; `attach` reaches the next one.
+            let mut payload = code.to_le_bytes().to_vec();
+            payload.push(oom as u8);
+            broadcast(&mut self.clients, Kind::Exited, &payload);
+            self.clients.clear();
+            if monotonic_ms().saturating_sub(self.run_started_ms)
+                >= BACKOFF_RESET.as_millis() as u64
+            {
+                self.backoff = BACKOFF_START;
+            }
+            if !wait_unless_stopped(containers, id, self.backoff) {
+                break (code, oom, Vec::new());
+            }
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            // Start again, same bundle, rootfs mount and log; under the lock
+            // so that a stop cannot slip between the check and the start.
+            let lock = containers.store.lock(id)?;
+            let mut r = containers.store.load(id)?;
+            if r.state.stop_requested || r.state.status != Status::Running {
+                drop(lock);
+                break (code, oom, Vec::new());
+            }
+            match start_once(
+                containers,
+                id,
+                &r,
+                &self.bundle,
+                &self.devnull,
+                &self.monitor_log,
+            ) {
+                Ok(run) => {
+                    mark_running(&mut r.state, run.pid, false);
+                    containers.store.save_volatile(&r)?;
+                    self.run_started_ms = monotonic_ms();
+                    next = Next::Supervise(run);
+                }
+                Err(e) => {
+                    drop(lock);
+                    fail(containers, id, &e, &mut self.clients);
+                    return Err(e);
+                }
+            }
+            drop(lock);
+        };
+        self.finish(code, oom, &veths)
+    }
+
+    /// Relay a run until its process has exited: in berth-monitor (this call
+    /// then never returns), or in this process without one.
+    fn relay(&mut self, run: Run) -> Result<i32> {
+        let Run { pid, mut io } = run;
+        let paths = self.containers.paths(self.id);
+        // A run that ends within the first few ms (`run --rm bb true`) is finished
+        // here: two execs would only add to its latency. Its output waits in the
+        // pipes meanwhile.
+        if self.log.is_none() && !exited_within(pid, HAND_OVER_GRACE) {
+            match self.exec_slim(pid, &io, &paths.log) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => eprintln!("berth monitor {}: {e}; relaying in-process", self.id),
+                Ok(never) => match never {},
+            }
+        }
+        let log = match &mut self.log {
+            Some(log) => log,
+            None => self.log.insert(
+                LogWriter::open(&paths.log)
+                    .map_err(Error::io(format!("open {}", paths.log.display())))?,
+            ),
+        };
+        let code = supervise(pid, &mut io, &self.listener, &mut self.clients, log)
+            .map_err(|e| Error::Invalid(format!("relay the container's output: {e}")))?;
+        let _ = log.flush();
+        Ok(code)
+    }
+
+    /// Exec into berth-monitor next to this binary; returns only on failure
+    /// (`NotFound` when there is none).
+    fn exec_slim(
+        &self,
+        pid: i32,
+        io: &Stdio,
+        log_path: &Path,
+    ) -> std::io::Result<std::convert::Infallible> {
+        let exe = berth_exe()?;
+        let slim = exe.with_file_name(handover::BINARY);
+        if !slim.is_file() {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)?;
+        let fd = |f: &Option<File>| f.as_ref().map(|f| f.as_raw_fd());
+        let mut back: Vec<OsString> = vec![exe.into_os_string()];
+        back.extend(
+            [
+                "--root".as_ref(),
+                self.containers.root.as_os_str(),
+                "--run-root".as_ref(),
+                self.containers.run_root.as_os_str(),
+                "__monitor".as_ref(),
+                self.id.as_ref(),
+                "--resume".as_ref(),
+            ]
+            .map(OsString::from),
+        );
+        back.extend(
+            [
+                "--backoff-ms".to_string(),
+                self.backoff.as_millis().to_string(),
+                "--run-started-ms".to_string(),
+                self.run_started_ms.to_string(),
+            ]
+            .map(OsString::from),
+        );
+        let h = Handover {
+            id: self.id.to_string(),
+            pid,
+            log: log.as_raw_fd(),
+            stdout: fd(&io.stdout),
+            stderr: fd(&io.stderr),
+            pty: fd(&io.pty),
+            stdin: fd(&io.stdin),
+            listener: self.listener.as_raw_fd(),
+            clients: self.clients.iter().map(|c| c.stream.as_raw_fd()).collect(),
+            back,
+        };
+        let mut fds = vec![h.log, h.listener];
+        fds.extend([h.stdout, h.stderr, h.pty, h.stdin].into_iter().flatten());
+        fds.extend(&h.clients);
+        let mut result = Ok(());
+        for fd in &fds {
+            result = result.and(handover::inherit(*fd, true));
+        }
+        let e = match result {
+            Ok(()) => std::process::Command::new(&slim).args(h.to_args()).exec(),
+            Err(e) => e,
+        };
+        // Not handed over: nothing of ours may leak into the next runtime call.
+        for fd in &fds {
+            let _ = handover::inherit(*fd, false);
+        }
+        Err(std::io::Error::new(
+            e.kind(),
+            format!("exec {}: {e}", slim.display()),
+        ))
+    }
+
+    /// The container is done: unmount, record the exit, `--rm`, tell clients,
+    /// then delete the released veth pairs.
+    fn finish(&mut self, code: i32, oom: bool, veths: &[String]) -> Result<()> {
+        let (containers, id) = (self.containers, self.id);
+        let paths = containers.paths(id);
+        containers.unmount_rootfs(id);
         let mut payload = code.to_le_bytes().to_vec();
         payload.push(oom as u8);
-        broadcast(&mut clients, Kind::Exited, &payload);
-        clients.clear();
-        if started.elapsed() >= BACKOFF_RESET {
-            backoff = BACKOFF_START;
-        }
-        if !wait_unless_stopped(containers, id, backoff) {
-            break (code, oom, Vec::new());
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-        // Start again, same bundle, rootfs mount and log; under the lock
-        // so that a stop cannot slip between the check and the start.
-        let lock = containers.store.lock(id)?;
-        let mut r = containers.store.load(id)?;
-        if r.state.stop_requested || r.state.status != Status::Running {
-            drop(lock);
-            break (code, oom, Vec::new());
-        }
-        match start_once(containers, id, &r, &bundle, &devnull, &monitor_log) {
-            Ok(next) => {
-                current = next;
-                mark_running(&mut r.state, current.pid, false);
-                containers.store.save_volatile(&r)?;
-            }
-            Err(e) => {
-                drop(lock);
-                fail(containers, id, &e, &mut clients);
-                return Err(e);
-            }
-        }
-        drop(lock);
-    };
-    containers.unmount_rootfs(id);
-    let mut payload = code.to_le_bytes().to_vec();
-    payload.push(oom as u8);
-    // A `--rm` container's record is removed right after: no need to wait for the disk.
-    let durable = !containers.store.load(id).is_ok_and(|r| r.auto_remove);
-    let record = containers.update_with(id, durable, |r| {
-        r.state.status = Status::Exited;
-        r.state.pid = 0;
-        r.state.monitor_pid = 0;
-        r.state.exit_code = code;
-        r.state.oom_killed = oom;
-        r.state.restarting = false;
-        r.state.finished_at = Some(super::now());
-    })?;
-    let _ = std::fs::remove_file(&paths.attach_socket);
-    // Remove before telling the client, so `berth run --rm` returns with the
-    // container already gone.
-    let removed = if record.auto_remove {
-        containers.remove_files(&record, true)
-    } else {
-        Ok(())
-    };
-    broadcast(&mut clients, Kind::Exited, &payload);
-    drop(clients);
-    delete_veths(&veths);
-    removed
+        // A `--rm` container's record is removed right after: no need to wait for the disk.
+        let durable = !containers.store.load(id).is_ok_and(|r| r.auto_remove);
+        let record = containers.update_with(id, durable, |r| {
+            r.state.status = Status::Exited;
+            r.state.pid = 0;
+            r.state.monitor_pid = 0;
+            r.state.exit_code = code;
+            r.state.oom_killed = oom;
+            r.state.restarting = false;
+            r.state.finished_at = Some(super::now());
+        })?;
+        let _ = std::fs::remove_file(&paths.attach_socket);
+        // Remove before telling the client, so `berth run --rm` returns with the
+        // container already gone.
+        let removed = if record.auto_remove {
+            containers.remove_files(&record, true)
+        } else {
+            Ok(())
+        };
+        broadcast(&mut self.clients, Kind::Exited, &payload);
+        self.clients.clear();
+        delete_veths(veths);
+        removed
+    }
 }
 
 /// Delete the host ends of released veth pairs (see [`Containers::release_networks`]).
@@ -375,6 +576,51 @@ fn delete_veths(veths: &[String]) {
     for v in veths {
         let _ = berth_netns_bridge::delete_veth(v);
     }
+}
+
+/// How long a run may take to end before the monitor hands it to berth-monitor.
+const HAND_OVER_GRACE: Duration = Duration::from_millis(10);
+
+/// Whether the child `pid` exits within `grace` (checked every millisecond).
+fn exited_within(pid: i32, grace: Duration) -> bool {
+    let deadline = Instant::now() + grace;
+    loop {
+        if exited(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Whether the child `pid` has exited (it is left to be reaped).
+fn exited(pid: i32) -> bool {
+    // SAFETY: an all-zero siginfo_t is valid; waitid fills it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid with WNOWAIT only peeks, writing into a valid siginfo_t.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid reads the field waitid set (0 when the child still runs).
+    r == 0 && unsafe { info.si_pid() } == pid
+}
+
+/// This berth binary (after an upgrade in place, the new file at its path).
+fn berth_exe() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(
+        match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+            Some(path) => PathBuf::from(path),
+            None => exe,
+        },
+    )
 }
 
 /// Sleep `delay` before a restart; false as soon as a stop (or removal) of
@@ -392,174 +638,6 @@ fn wait_unless_stopped(containers: &Containers, id: &str, delay: Duration) -> bo
         }
         std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
     }
-}
-
-/// Relay one run's output to the log and attached clients, and clients'
-/// input to it, until its process has exited (and its output is drained);
-/// returns the exit code (128+N for signal N).
-fn supervise(
-    run: &mut Run,
-    listener: &std::os::unix::net::UnixListener,
-    clients: &mut Vec<Client>,
-    log: &mut LogWriter,
-    sig_r: &mut File,
-) -> Result<i32> {
-    let pid = run.pid;
-    let mut exit_code: Option<i32> = None;
-    let mut drain_deadline: Option<Instant> = None;
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        // Reap: the init, and orphans we inherited as subreaper.
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => exit_code = Some(code),
-                Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => {
-                    exit_code = Some(128 + sig as i32)
-                }
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => continue,
-            }
-        }
-        if exit_code.is_some() && drain_deadline.is_none() {
-            drain_deadline = Some(Instant::now() + Duration::from_millis(500));
-        }
-        let outputs_open = run.out_r.is_some() || run.err_r.is_some() || run.master.is_some();
-        if let Some(code) = exit_code {
-            if !outputs_open || drain_deadline.is_some_and(|d| Instant::now() > d) {
-                return Ok(code);
-            }
-        }
-        let mut fds: Vec<PollFd> = Vec::new();
-        let mut roles: Vec<Role> = Vec::new();
-        fds.push(PollFd::new(sig_r.as_fd(), PollFlags::POLLIN));
-        roles.push(Role::Signal);
-        fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
-        roles.push(Role::Listener);
-        if let Some(f) = &run.out_r {
-            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-            roles.push(Role::Stdout);
-        }
-        if let Some(f) = &run.err_r {
-            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-            roles.push(Role::Stderr);
-        }
-        if let Some(f) = &run.master {
-            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-            roles.push(Role::Pty);
-        }
-        for c in clients.iter() {
-            fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
-            roles.push(Role::Client);
-        }
-        let timeout = if exit_code.is_some() {
-            PollTimeout::from(50u16)
-        } else {
-            PollTimeout::from(1000u16)
-        };
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(Error::Invalid(format!("poll: {e}"))),
-        }
-        let ready: Vec<(Role, bool)> = fds
-            .iter()
-            .zip(&roles)
-            .map(|(f, r)| (*r, f.revents().is_some_and(|e| !e.is_empty())))
-            .collect();
-        drop(fds);
-        let mut client_index = 0;
-        let mut dead_clients = Vec::new();
-        for (role, is_ready) in ready {
-            if role == Role::Client {
-                client_index += 1;
-            }
-            if !is_ready {
-                continue;
-            }
-            match role {
-                Role::Signal => {
-                    let _ = sig_r.read(&mut buf);
-                }
-                Role::Listener => {
-                    while let Ok((stream, _)) = listener.accept() {
-                        let _ = stream.set_nonblocking(false);
-                        clients.push(Client {
-                            stream,
-                            decoder: Decoder::default(),
-                        });
-                    }
-                }
-                Role::Stdout | Role::Stderr | Role::Pty => {
-                    let (reader, stream, kind) = match role {
-                        Role::Stdout => (run.out_r.as_mut(), 0, Kind::Stdout),
-                        Role::Stderr => (run.err_r.as_mut(), 1, Kind::Stderr),
-                        _ => (run.master.as_mut(), 0, Kind::Stdout),
-                    };
-                    let n = reader
-                        .map(|r| r.read(&mut buf))
-                        .unwrap_or(Ok(0))
-                        .unwrap_or(0);
-                    if n == 0 {
-                        match role {
-                            Role::Stdout => run.out_r = None,
-                            Role::Stderr => run.err_r = None,
-                            _ => run.master = None,
-                        }
-                    } else {
-                        let _ = log.write(stream, &buf[..n]);
-                        broadcast(clients, kind, &buf[..n]);
-                    }
-                }
-                Role::Client => {
-                    let i = client_index - 1;
-                    let Some(client) = clients.get_mut(i) else {
-                        continue;
-                    };
-                    let n = client.stream.read(&mut buf).unwrap_or(0);
-                    if n == 0 {
-                        dead_clients.push(i);
-                        continue;
-                    }
-                    client.decoder.push(&buf[..n]);
-                    while let Ok(Some((kind, payload))) = client.decoder.next_frame() {
-                        match kind {
-                            Kind::Stdin => {
-                                if let Some(m) = &mut run.master {
-                                    let _ = m.write_all(&payload);
-                                } else if let Some(w) = &mut run.stdin_w {
-                                    let _ = w.write_all(&payload);
-                                }
-                            }
-                            Kind::CloseStdin => run.stdin_w = None,
-                            Kind::Resize if payload.len() == 4 => {
-                                if let Some(m) = &run.master {
-                                    set_winsize(
-                                        m,
-                                        u16::from_le_bytes([payload[0], payload[1]]),
-                                        u16::from_le_bytes([payload[2], payload[3]]),
-                                    );
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        }
-        for i in dead_clients.into_iter().rev() {
-            clients.remove(i);
-        }
-    }
-}
-
-fn set_winsize(master: &File, rows: u16, cols: u16) {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a valid winsize struct.
-    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }
 
 /// A start that failed: record the error, undo the mount, tell attached clients.
