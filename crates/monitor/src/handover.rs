@@ -145,6 +145,22 @@ pub fn back_args(exit_code: i32, listener: RawFd, clients: &[RawFd]) -> Vec<Stri
     out
 }
 
+/// Take over descriptors handed to this process on the command line: refuse
+/// a list that names one twice, and make each one close on the next exec
+/// (failing for one that is not open).
+pub fn claim(fds: &[RawFd]) -> std::io::Result<()> {
+    let mut distinct = fds.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() != fds.len() {
+        return Err(std::io::Error::other("a descriptor is named twice"));
+    }
+    for fd in fds {
+        inherit(*fd, false).map_err(|e| std::io::Error::other(format!("descriptor {fd}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Mark `fd` inherited by the next exec (`keep`) or closed by it.
 pub fn inherit(fd: RawFd, keep: bool) -> std::io::Result<()> {
     let flags = if keep { 0 } else { libc::FD_CLOEXEC };
@@ -164,16 +180,8 @@ pub fn serve(h: Handover) -> std::io::Error {
     let mut fds = vec![h.log, h.listener];
     fds.extend([h.stdout, h.stderr, h.pty, h.stdin].into_iter().flatten());
     fds.extend(&h.clients);
-    let mut distinct = fds.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
-    if distinct.len() != fds.len() {
-        return std::io::Error::other("a descriptor is named twice");
-    }
-    for fd in &fds {
-        if let Err(e) = inherit(*fd, false) {
-            return std::io::Error::other(format!("descriptor {fd}: {e}"));
-        }
+    if let Err(e) = claim(&fds) {
+        return e;
     }
     // SAFETY: the fds are open (checked above), distinct, and were handed to
     // this process for its sole use; each is taken once, here.

@@ -39,6 +39,7 @@ use berth_monitor::handover::{self, Handover};
 use berth_monitor::{broadcast, supervise, Client, Stdio};
 
 use super::logs::LogWriter;
+use super::network::delete_veths;
 use super::record::{ContainerRecord, Status};
 use super::Containers;
 use crate::error::{Error, Result};
@@ -274,16 +275,7 @@ pub fn resume(root: &Path, run_root: &Path, id: &str, resume: Resume) -> i32 {
     let result = Containers::open(root, run_root).and_then(|containers| {
         let mut fds = vec![resume.listener];
         fds.extend(&resume.clients);
-        let mut distinct = fds.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if distinct.len() != fds.len() {
-            return Err(Error::Invalid("a descriptor is named twice".into()));
-        }
-        for fd in &fds {
-            handover::inherit(*fd, false)
-                .map_err(|e| Error::Invalid(format!("descriptor {fd}: {e}")))?;
-        }
+        handover::claim(&fds).map_err(|e| Error::Invalid(e.to_string()))?;
         // SAFETY: the descriptors are open (checked above), distinct, and were
         // handed to this process by berth-monitor for its sole use.
         let socket = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
@@ -390,9 +382,7 @@ impl Watch<'_> {
             }
             delete_veths(&veths);
             // As Docker: clients attached to this run see it end; `attach` reaches the next one.
-            let mut payload = code.to_le_bytes().to_vec();
-            payload.push(oom as u8);
-            broadcast(&mut self.clients, Kind::Exited, &payload);
+            broadcast(&mut self.clients, Kind::Exited, &exit_payload(code, oom));
             self.clients.clear();
             if monotonic_ms().saturating_sub(self.run_started_ms)
                 >= BACKOFF_RESET.as_millis() as u64
@@ -543,8 +533,6 @@ impl Watch<'_> {
         let (containers, id) = (self.containers, self.id);
         let paths = containers.paths(id);
         containers.unmount_rootfs(id);
-        let mut payload = code.to_le_bytes().to_vec();
-        payload.push(oom as u8);
         // A `--rm` container's record is removed right after: no need to wait for the disk.
         let durable = !containers.store.load(id).is_ok_and(|r| r.auto_remove);
         let record = containers.update_with(id, durable, |r| {
@@ -564,18 +552,18 @@ impl Watch<'_> {
         } else {
             Ok(())
         };
-        broadcast(&mut self.clients, Kind::Exited, &payload);
+        broadcast(&mut self.clients, Kind::Exited, &exit_payload(code, oom));
         self.clients.clear();
         delete_veths(veths);
         removed
     }
 }
 
-/// Delete the host ends of released veth pairs (see [`Containers::release_networks`]).
-fn delete_veths(veths: &[String]) {
-    for v in veths {
-        let _ = berth_netns_bridge::delete_veth(v);
-    }
+/// The payload of an Exited frame: the exit code, then whether the OOM killer ended it.
+fn exit_payload(code: i32, oom: bool) -> Vec<u8> {
+    let mut payload = code.to_le_bytes().to_vec();
+    payload.push(oom as u8);
+    payload
 }
 
 /// How long a run may take to end before the monitor hands it to berth-monitor.

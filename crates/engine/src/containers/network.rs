@@ -349,15 +349,12 @@ impl Containers {
     /// and port rules) and rewrites its former peers' /etc/hosts. Errors
     /// are ignored: used on exit, removal and reconciliation.
     pub(super) fn detach_networks(&self, id: &str) {
-        for veth in self.release_networks(id) {
-            let _ = berth_netns_bridge::delete_veth(&veth);
-        }
+        delete_veths(&self.release_networks(id));
     }
 
     /// [`Containers::detach_networks`] but for the veth pairs, whose host
-    /// ends it returns: the caller deletes them with
-    /// [`berth_netns_bridge::delete_veth`] when nothing waits for it (the
-    /// monitor, after it has reported the exit).
+    /// ends it returns: the caller deletes them with [`delete_veths`] when
+    /// nothing waits for it (the monitor, after it has reported the exit).
     pub(super) fn release_networks(&self, id: &str) -> Vec<String> {
         let nets = self.networks.networks_of(id).unwrap_or_default();
         let veths = nets
@@ -559,6 +556,14 @@ impl Containers {
                 }
             }
         }
+    }
+}
+
+/// Delete the host ends of released veth pairs (see
+/// [`Containers::release_networks`]); a pair already gone is fine, errors are ignored.
+pub(super) fn delete_veths(veths: &[String]) {
+    for v in veths {
+        let _ = berth_netns_bridge::delete_veth(v);
     }
 }
 
