@@ -283,6 +283,9 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
 
 /// Parses `text`, naming `file` in errors.
 pub fn parse_named(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
+    // Docker ignores a UTF-8 byte-order mark; the grammar's spans do not
+    // account for one, so it goes before parsing.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let df = pd::parse(text).map_err(|e| map_crate_error(file, text, &e))?;
     let escape = df
         .parser_directives

@@ -83,6 +83,16 @@ fn from_forms() {
     );
 }
 
+/// A UTF-8 byte-order mark is ignored, as Docker does (the fuzzer once found
+/// a panic on `BOM FROM '`).
+#[test]
+fn byte_order_mark_is_ignored() {
+    let plain = parse("FROM base\nRUN true\n").unwrap();
+    let marked = parse("\u{feff}FROM base\nRUN true\n").unwrap();
+    assert_eq!(plain.nodes, marked.nodes);
+    let _ = parse("\u{feff} FROM '");
+}
+
 #[test]
 fn run_flags_and_mounts() {
     let Instruction::Run { mounts, network, security, command, .. } =
