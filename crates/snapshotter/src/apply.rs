@@ -31,6 +31,10 @@ pub(crate) const WH_PREFIX: &[u8] = b".wh.";
 pub(crate) const WH_OPAQUE: &[u8] = b".wh..wh..opq";
 /// Overlay's opaque-directory xattr.
 pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// Size of the buffer file data is copied through.
+const COPY_BUFFER: usize = 256 << 10;
+/// Size of the buffer the (compressed) layer stream is read through.
+const READ_BUFFER: usize = 256 << 10;
 /// At most this many skipped xattrs are listed in [`ApplyStats::skipped_xattrs`].
 const MAX_LISTED_SKIPS: usize = 64;
 
@@ -93,11 +97,11 @@ fn decompress<'a>(mut r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
         }
     }
     let m = &magic[..n];
-    let head = Cursor::new(m.to_vec()).chain(r);
+    let head = io::BufReader::with_capacity(READ_BUFFER, Cursor::new(m.to_vec()).chain(r));
     if m.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(head)))
+        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(head)))
     } else if m.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let d = zstd::stream::read::Decoder::new(head).map_err(|e| Error::Layer {
+        let d = zstd::stream::read::Decoder::with_buffer(head).map_err(|e| Error::Layer {
             entry: None,
             source: e,
         })?;
@@ -157,6 +161,7 @@ pub fn apply_layer(dir: &Path, layer: impl Read) -> Result<ApplyStats> {
         skipped: Vec::new(),
         skipped_total: 0,
         entries: 0,
+        buf: vec![0u8; COPY_BUFFER],
     };
     {
         let mut last = None::<String>;
@@ -211,6 +216,8 @@ struct Extractor {
     skipped: Vec<String>,
     skipped_total: u64,
     entries: u64,
+    /// The buffer file data is copied through, reused for every file.
+    buf: Vec<u8>,
 }
 
 fn how() -> OpenHow {
@@ -325,21 +332,31 @@ impl Extractor {
         let p = parent.as_fd();
         match et {
             EntryType::Regular | EntryType::Continuous => {
-                self.clear(p, last, false, &name)?;
-                let fd = openat(
-                    p,
-                    last.as_slice(),
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
+                let create = || {
+                    openat(
+                        p,
+                        last.as_slice(),
+                        OFlag::O_WRONLY
+                            | OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o600),
+                    )
+                };
+                // Mostly a new name: create first, clear what is there only if
+                // that fails (saves a stat per file).
+                let fd = match create() {
+                    Err(Errno::EEXIST) => {
+                        self.clear(p, last, false, &name)?;
+                        create()
+                    }
+                    r => r,
+                }
                 .map_err(self.ex(&name, "create file"))?;
                 let mut f = File::from(fd);
                 let declared = e.size();
-                let r = copy_exact(e, &mut f, declared);
+                let r = copy_exact(e, &mut f, declared, &mut self.buf);
                 let r = match r {
                     Ok(got) if got == declared => Ok(()),
                     Ok(got) => Err(Error::Truncated {
@@ -719,8 +736,12 @@ enum CopyErr {
 }
 
 /// Copies at most `limit` bytes, telling read errors from write errors.
-fn copy_exact(r: &mut impl Read, w: &mut File, limit: u64) -> std::result::Result<u64, CopyErr> {
-    let mut buf = vec![0u8; 128 * 1024];
+fn copy_exact(
+    r: &mut impl Read,
+    w: &mut File,
+    limit: u64,
+    buf: &mut [u8],
+) -> std::result::Result<u64, CopyErr> {
     let mut done = 0u64;
     while done < limit {
         let want = usize::try_from((limit - done).min(buf.len() as u64)).unwrap_or(buf.len());

@@ -23,7 +23,8 @@ use crate::util;
 const SECTION: &str = "## Pull";
 const DEFAULT_RUNS: usize = 5;
 const DEFAULT_WARMUP: usize = 1;
-pub(super) const USAGE: &str = "cargo xtask bench pull [--runs N] [--warmup N] [--berth PATH]";
+pub(super) const USAGE: &str =
+    "cargo xtask bench pull [--runs N] [--warmup N] [--berth PATH] [--only TOOL,...]";
 
 /// Repository and tag of the image in the local registry (`127.0.0.1:PORT/` + this).
 const REMOTE_PATH: &str = "bench/big:1";
@@ -36,21 +37,33 @@ const REMOTE_PATH: &str = "bench/big:1";
 /// `--warmup` rounds (default 1) are not recorded. Writes the `## Pull` section of
 /// docs/benchmarks.md.
 /// `--berth PATH` benchmarks that binary instead of building berth-cli (release).
+/// `--only berth,raw` runs just those tools (names as in the table, `raw` for the
+/// raw limit; berth always runs) and prints the results without touching the docs.
 pub(super) fn main(args: &[String]) -> Result<()> {
     let mut rest = Vec::new();
     let mut berth = None;
+    let mut only = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if let Some(p) = a.strip_prefix("--berth=") {
             berth = Some(PathBuf::from(p));
         } else if a == "--berth" {
             berth = Some(PathBuf::from(it.next().context("--berth needs a path")?));
+        } else if let Some(v) = a.strip_prefix("--only=") {
+            only = Some(v.to_string());
+        } else if a == "--only" {
+            only = Some(it.next().context("--only needs tool names")?.clone());
         } else {
             rest.push(a.clone());
         }
     }
     let opts = Options::parse(&rest, DEFAULT_RUNS, DEFAULT_WARMUP, false, USAGE)?;
-    pull(&opts, berth)
+    let only = only.map(|v| {
+        v.split(',')
+            .map(|t| t.trim().to_string())
+            .collect::<Vec<_>>()
+    });
+    pull(&opts, berth, only.as_deref())
 }
 
 // ---------------------------------------------------------------------------
@@ -667,7 +680,17 @@ impl Tool {
     fn command(&self, reference: &str, dest: &Path) -> Option<Command> {
         let mut cmd = match &self.kind {
             Kind::Berth(bin) => {
-                let mut c = Command::new(bin);
+                // BERTH_BENCH_WRAP="perf record -g -o /tmp/p.data --" profiles berth's runs.
+                let wrap = std::env::var("BERTH_BENCH_WRAP").unwrap_or_default();
+                let mut words = wrap.split_whitespace();
+                let mut c = match words.next() {
+                    Some(w) => {
+                        let mut c = Command::new(w);
+                        c.args(words).arg(bin);
+                        c
+                    }
+                    None => Command::new(bin),
+                };
                 c.arg("--root").arg(dest).args(["pull", "-q", reference]);
                 c
             }
@@ -847,7 +870,7 @@ fn version_of(bin: &Path, args: &[&str]) -> String {
     }
 }
 
-fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
+fn pull(opts: &Options, given_berth: Option<PathBuf>, only: Option<&[String]>) -> Result<()> {
     let root = util::workspace_root();
     util::ensure_packages(&[
         ("docker-registry", "/usr/bin/docker-registry"),
@@ -905,9 +928,14 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
         registry_cpu: Vec::new(),
     });
     // Docker installed but no daemon running: a private one, for the comparison.
-    let _dockerd =
-        super::dockerd::for_peers("pull", &["--insecure-registry=127.0.0.0/8".to_string()]);
+    let wanted = |name: &str| only.is_none_or(|o| o.iter().any(|x| x == name));
+    let _dockerd = wanted("docker").then(|| {
+        super::dockerd::for_peers("pull", &["--insecure-registry=127.0.0.0/8".to_string()])
+    });
     for name in ["docker", "podman"] {
+        if !wanted(name) {
+            continue;
+        }
         let Some(bin) = find_in_path(name) else {
             let note = format!("{name} pull: skipped, {name} is not installed");
             println!("bench: {note}");
@@ -948,6 +976,14 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
         cpu: Vec::new(),
         registry_cpu: Vec::new(),
     });
+    if let Some(only) = only {
+        tools.retain(|t| {
+            matches!(t.kind, Kind::Berth(_))
+                || only
+                    .iter()
+                    .any(|o| o == t.name || (o == "raw" && matches!(t.kind, Kind::Raw)))
+        });
+    }
     let dest_of =
         |name: &str, tag: &str| tmp.0.join(format!("dest-{}-{tag}", name.replace(' ', "-")));
     let command_lines: Vec<String> = tools
@@ -1199,6 +1235,10 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>) -> Result<()> {
         );
     }
     let _ = writeln!(md, "```\n");
+    if only.is_some() {
+        println!("bench: --only given, docs/benchmarks.md left as it is");
+        return Ok(());
+    }
     let docs = root.join("docs/benchmarks.md");
     write_section(&docs, SECTION, &md)?;
     println!(

@@ -28,14 +28,17 @@ pub(crate) struct Stats {
 
 /// A registry client (blocking API).
 ///
-/// Holds a small tokio runtime and a `reqwest` client (rustls, system CA store,
-/// connection pooling) plus a cache of `Authorization` values per (registry, scope).
+/// Holds a small tokio runtime and `reqwest` clients (connection pooling): one for
+/// plain http, and one with rustls and the system CA store, built on the first https
+/// request (loading the CA store costs ~15 ms, which a pull from a local registry
+/// need not pay); plus a cache of `Authorization` values per (registry, scope).
 /// Its methods block the calling thread; do not call them from inside an async
 /// runtime (use `spawn_blocking`).
 pub struct Registry {
     pub(super) opts: RegistryOptions,
     pub(super) rt: tokio::runtime::Runtime,
-    pub(super) http: reqwest::Client,
+    plain: reqwest::Client,
+    pub(super) tls: std::sync::OnceLock<reqwest::Client>,
     auth_cache: Mutex<HashMap<(String, String), String>>,
     pub(crate) stats: Stats,
 }
@@ -62,6 +65,16 @@ pub(super) struct Ctx {
     pub use_cache: bool,
 }
 
+/// What both clients share: no automatic redirects (the pull follows them itself,
+/// dropping credentials across hosts), berth's user agent, timeouts.
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(120))
+}
+
 fn api_host(registry: &str) -> &str {
     match registry {
         "docker.io" | "index.docker.io" => "registry-1.docker.io",
@@ -86,12 +99,8 @@ impl Registry {
                 registry: String::new(),
                 reason: format!("cannot start the I/O runtime: {e}"),
             })?;
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
-            .tls_built_in_native_certs(true)
+        let plain = client_builder()
+            .tls_built_in_native_certs(false)
             .build()
             .map_err(|e| RegistryError::Connect {
                 registry: String::new(),
@@ -102,9 +111,26 @@ impl Registry {
         Ok(Self {
             opts,
             rt,
-            http,
+            plain,
+            tls: std::sync::OnceLock::new(),
             auth_cache: Mutex::new(HashMap::new()),
             stats: Stats::default(),
+        })
+    }
+
+    /// The client for `url`: the plain one for http, the TLS one (built now if
+    /// this is the first https request) otherwise. Should the TLS client fail to
+    /// build (no usable CA store), the plain one is used and the request fails
+    /// its certificate check, naming the registry.
+    pub(super) fn http(&self, url: &Url) -> &reqwest::Client {
+        if url.scheme() == "http" {
+            return &self.plain;
+        }
+        self.tls.get_or_init(|| {
+            client_builder()
+                .tls_built_in_native_certs(true)
+                .build()
+                .unwrap_or_else(|_| self.plain.clone())
         })
     }
 
@@ -184,7 +210,7 @@ impl Registry {
         ctx.use_cache = false;
         let url = ctx.base.join("v2/").expect("static path");
         self.rt.block_on(async {
-            let resp = self.send(&ctx, || self.http.get(url.clone())).await?;
+            let resp = self.send(&ctx, || self.http(&url).get(url.clone())).await?;
             self.expect_ok(&ctx, resp, "the API root /v2/")
                 .await
                 .map(drop)
@@ -320,7 +346,7 @@ impl Registry {
         for s in scopes.split(' ').filter(|s| !s.is_empty()) {
             query.push(("scope", s.to_string()));
         }
-        let mut req = self.http.get(url).query(&query);
+        let mut req = self.http(&url).get(url).query(&query);
         if let Some((u, p)) = &ctx.creds {
             req = req.basic_auth(u, Some(p));
         }
@@ -365,7 +391,9 @@ impl Registry {
         extra: HeaderMap,
     ) -> Result<Response, RegistryError> {
         let mut resp = self
-            .send(ctx, || self.http.get(url.clone()).headers(extra.clone()))
+            .send(ctx, || {
+                self.http(&url).get(url.clone()).headers(extra.clone())
+            })
             .await?;
         let mut current = url;
         for _ in 0..MAX_REDIRECTS {
@@ -386,10 +414,10 @@ impl Registry {
             })?;
             resp = if same_origin(&next, &ctx.base) {
                 let n = next.clone();
-                self.send(ctx, || self.http.get(n.clone()).headers(extra.clone()))
+                self.send(ctx, || self.http(&n).get(n.clone()).headers(extra.clone()))
                     .await?
             } else {
-                self.http
+                self.http(&next)
                     .get(next.clone())
                     .headers(extra.clone())
                     .send()

@@ -221,7 +221,9 @@ impl Registry {
             })?;
         let resp = self
             .send(ctx, || {
-                self.http.get(url.clone()).header(ACCEPT_H, MANIFEST_ACCEPT)
+                self.http(&url)
+                    .get(url.clone())
+                    .header(ACCEPT_H, MANIFEST_ACCEPT)
             })
             .await?;
         let resp = self

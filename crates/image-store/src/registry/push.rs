@@ -77,7 +77,7 @@ impl Registry {
         self.rt.block_on(async {
             let resp = self
                 .send(ctx, || {
-                    self.http
+                    self.http(&url)
                         .put(url.clone())
                         .header(CONTENT_TYPE, media_type.as_str())
                         .body(bytes.clone())
@@ -111,7 +111,9 @@ impl Registry {
         let head_url = self.blob_url(ctx, &digest)?;
         self.stats.blob_heads.fetch_add(1, Ordering::Relaxed);
         let exists = self.rt.block_on(async {
-            let resp = self.send(ctx, || self.http.head(head_url.clone())).await?;
+            let resp = self
+                .send(ctx, || self.http(&head_url).head(head_url.clone()))
+                .await?;
             match resp.status() {
                 s if s.is_success() => Ok(true),
                 StatusCode::NOT_FOUND => Ok(false),
@@ -131,7 +133,9 @@ impl Registry {
             }
             let resp = self
                 .send(ctx, || {
-                    self.http.post(url.clone()).header(CONTENT_LENGTH, "0")
+                    self.http(&url)
+                        .post(url.clone())
+                        .header(CONTENT_LENGTH, "0")
                 })
                 .await?;
             if resp.status() == StatusCode::CREATED && mount_from.is_some() {
@@ -165,7 +169,7 @@ impl Registry {
                     Err::<Vec<u8>, _>(e)
                 })),
             };
-            self.http
+            self.http(&location)
                 .put(location.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, size)

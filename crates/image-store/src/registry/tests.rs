@@ -668,3 +668,18 @@ fn observer_hears_config_first_then_every_layer() {
     layers.sort();
     assert_eq!(layers, vec!["layer 0", "layer 1", "layer 2"], "{events:?}");
 }
+
+/// Plain-http registries never load the system CA store (~15 ms); the first https
+/// request builds the TLS client once.
+#[test]
+fn tls_client_is_built_on_the_first_https_request() {
+    let r = registry();
+    let http = reqwest::Url::parse("http://127.0.0.1:5000/v2/").unwrap();
+    let https = reqwest::Url::parse("https://registry.example/v2/").unwrap();
+    let _ = r.http(&http);
+    assert!(r.tls.get().is_none());
+    let first: *const reqwest::Client = r.http(&https);
+    assert!(r.tls.get().is_some());
+    assert!(std::ptr::eq(first, r.http(&https)));
+    assert!(!std::ptr::eq(first, r.http(&http)));
+}
