@@ -26,6 +26,9 @@ const DEFAULT_WARMUP: usize = 1;
 pub(super) const USAGE: &str =
     "cargo xtask bench pull [--runs N] [--warmup N] [--berth PATH] [--only TOOL,...]";
 
+/// The names `--only` takes.
+const ONLY_NAMES: [&str; 5] = ["berth", "skopeo", "docker", "podman", "raw"];
+
 /// Repository and tag of the image in the local registry (`127.0.0.1:PORT/` + this).
 const REMOTE_PATH: &str = "bench/big:1";
 
@@ -37,8 +40,9 @@ const REMOTE_PATH: &str = "bench/big:1";
 /// `--warmup` rounds (default 1) are not recorded. Writes the `## Pull` section of
 /// docs/benchmarks.md.
 /// `--berth PATH` benchmarks that binary instead of building berth-cli (release).
-/// `--only berth,raw` runs just those tools (names as in the table, `raw` for the
-/// raw limit; berth always runs) and prints the results without touching the docs.
+/// `--only skopeo,raw` runs berth and just those tools (names as in the table, `raw`
+/// for the raw limit) and prints the results without touching the docs.
+/// `BERTH_BENCH_WRAP="perf record -g -o F --"` runs berth's pulls under that command.
 pub(super) fn main(args: &[String]) -> Result<()> {
     let mut rest = Vec::new();
     let mut berth = None;
@@ -58,11 +62,19 @@ pub(super) fn main(args: &[String]) -> Result<()> {
         }
     }
     let opts = Options::parse(&rest, DEFAULT_RUNS, DEFAULT_WARMUP, false, USAGE)?;
-    let only = only.map(|v| {
-        v.split(',')
-            .map(|t| t.trim().to_string())
-            .collect::<Vec<_>>()
-    });
+    let only = match only {
+        None => None,
+        Some(v) => {
+            let names: Vec<String> = v.split(',').map(|t| t.trim().to_string()).collect();
+            if let Some(bad) = names.iter().find(|n| !ONLY_NAMES.contains(&n.as_str())) {
+                bail!(
+                    "--only: unknown tool {bad:?} (known: {})",
+                    ONLY_NAMES.join(", ")
+                );
+            }
+            Some(names)
+        }
+    };
     pull(&opts, berth, only.as_deref())
 }
 
@@ -928,7 +940,14 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>, only: Option<&[String]>) -
         registry_cpu: Vec::new(),
     });
     // Docker installed but no daemon running: a private one, for the comparison.
-    let wanted = |name: &str| only.is_none_or(|o| o.iter().any(|x| x == name));
+    // berth always runs; `raw` names the raw limit.
+    let wanted = |name: &str| {
+        name == "berth"
+            || only.is_none_or(|o| {
+                o.iter()
+                    .any(|x| x == name || (x == "raw" && name == "raw limit"))
+            })
+    };
     let _dockerd = wanted("docker").then(|| {
         super::dockerd::for_peers("pull", &["--insecure-registry=127.0.0.0/8".to_string()])
     });
@@ -976,14 +995,7 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>, only: Option<&[String]>) -
         cpu: Vec::new(),
         registry_cpu: Vec::new(),
     });
-    if let Some(only) = only {
-        tools.retain(|t| {
-            matches!(t.kind, Kind::Berth(_))
-                || only
-                    .iter()
-                    .any(|o| o == t.name || (o == "raw" && matches!(t.kind, Kind::Raw)))
-        });
-    }
+    tools.retain(|t| wanted(t.name));
     let dest_of =
         |name: &str, tag: &str| tmp.0.join(format!("dest-{}-{tag}", name.replace(' ', "-")));
     let command_lines: Vec<String> = tools
