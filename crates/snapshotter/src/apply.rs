@@ -18,12 +18,16 @@ use nix::sys::stat::{
     SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{
+    fchown, fchownat, getegid, geteuid, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
+};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{fd_path, fsetxattr, join, lsetxattr, normalize, remove_all_at, PATH_MAX};
+use crate::fsutil::{
+    fd_path, fhas_xattr, fsetxattr, join, lsetxattr, normalize, remove_all_at, PATH_MAX,
+};
 
 /// The OCI whiteout prefix.
 pub(crate) const WH_PREFIX: &[u8] = b".wh.";
@@ -162,6 +166,8 @@ pub fn apply_layer(dir: &Path, layer: impl Read) -> Result<ApplyStats> {
         skipped_total: 0,
         entries: 0,
         buf: vec![0u8; COPY_BUFFER],
+        parent: None,
+        umask: process_umask(),
     };
     {
         let mut last = None::<String>;
@@ -218,6 +224,32 @@ struct Extractor {
     entries: u64,
     /// The buffer file data is copied through, reused for every file.
     buf: Vec<u8>,
+    /// The directory of the last regular file, reused while the next ones are in it.
+    parent: Option<Parent>,
+    /// The process umask, when known: it decides whether a new file needs a chmod.
+    umask: Option<u32>,
+}
+
+/// A directory kept open between consecutive regular files in it (tars list a
+/// directory's files together), with what a file created in it gets unasked, so a
+/// file that wants just that needs no fchown or fchmod.
+struct Parent {
+    comps: Vec<Vec<u8>>,
+    fd: OwnedFd,
+    /// Owner of a new file: the creator's user, and the directory's group when the
+    /// directory is set-group-ID, else the creator's group.
+    owner: (Uid, Gid),
+    /// A new file gets its mode less the umask (no default ACL on the directory
+    /// decides it instead).
+    umasked: bool,
+}
+
+/// The process umask, from `/proc/self/status` (reading it with umask(2) would
+/// change it for a moment under the other threads).
+fn process_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let v = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(v.trim(), 8).ok()
 }
 
 fn how() -> OpenHow {
@@ -325,59 +357,30 @@ impl Extractor {
             return Err(refuse("entry names the root but is not a directory".into()));
         };
 
+        // This entry may replace or change the kept directory or one above it.
+        if self
+            .parent
+            .as_ref()
+            .is_some_and(|p| p.comps.starts_with(&comps))
+        {
+            self.parent = None;
+        }
         if last.starts_with(WH_PREFIX) {
+            self.parent = None;
             return self.whiteout(parent_c, last, &meta, &name);
+        }
+        if matches!(et, EntryType::Regular | EntryType::Continuous) {
+            let parent = match self.parent.take() {
+                Some(p) if p.comps == parent_c => p,
+                _ => self.open_parent(parent_c, &name)?,
+            };
+            let r = self.regular(e, &parent, last, &meta, &name);
+            self.parent = Some(parent);
+            return r;
         }
         let parent = self.open_dir(parent_c, true, &name)?;
         let p = parent.as_fd();
         match et {
-            EntryType::Regular | EntryType::Continuous => {
-                let create = || {
-                    openat(
-                        p,
-                        last.as_slice(),
-                        OFlag::O_WRONLY
-                            | OFlag::O_CREAT
-                            | OFlag::O_EXCL
-                            | OFlag::O_NOFOLLOW
-                            | OFlag::O_CLOEXEC,
-                        Mode::from_bits_truncate(0o600),
-                    )
-                };
-                // Mostly a new name: create first, clear what is there only if
-                // that fails (saves a stat per file).
-                let fd = match create() {
-                    Err(Errno::EEXIST) => {
-                        self.clear(p, last, false, &name)?;
-                        create()
-                    }
-                    r => r,
-                }
-                .map_err(self.ex(&name, "create file"))?;
-                let mut f = File::from(fd);
-                let declared = e.size();
-                let r = copy_exact(e, &mut f, declared, &mut self.buf);
-                let r = match r {
-                    Ok(got) if got == declared => Ok(()),
-                    Ok(got) => Err(Error::Truncated {
-                        entry: name.clone(),
-                        declared,
-                        got,
-                    }),
-                    Err(CopyErr::Read(source)) => Err(layer(source)),
-                    Err(CopyErr::Write(source)) => {
-                        Err(Error::io("write extracted file", &name, source))
-                    }
-                };
-                if let Err(err) = r {
-                    drop(f);
-                    let _ = unlinkat(p, last.as_slice(), UnlinkatFlags::NoRemoveDir);
-                    return Err(err);
-                }
-                self.set_fd_meta(f.as_fd(), &meta, &name)?;
-                futimens(f.as_fd(), &meta.mtime, &meta.mtime)
-                    .map_err(self.ex(&name, "futimens"))?;
-            }
             EntryType::Directory => {
                 let existed = self.clear(p, last, true, &name)?;
                 if !existed {
@@ -492,6 +495,93 @@ impl Extractor {
         Ok(())
     }
 
+    /// Creates the regular file `last` in `parent` with the entry's data and metadata.
+    fn regular<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<'_, R>,
+        parent: &Parent,
+        last: &[u8],
+        meta: &Meta,
+        name: &str,
+    ) -> Result<()> {
+        let p = parent.fd.as_fd();
+        // Created with its mode when the kernel gives exactly that (no special bits,
+        // none masked by the umask, no default ACL): then no fchmod.
+        let mode = meta.mode.bits();
+        let created_as_is =
+            mode & 0o7000 == 0 && parent.umasked && self.umask.is_some_and(|u| mode & u == 0);
+        let create_mode = if created_as_is {
+            meta.mode
+        } else {
+            Mode::from_bits_truncate(0o600)
+        };
+        let create = || {
+            openat(
+                p,
+                last,
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                create_mode,
+            )
+        };
+        // Mostly a new name: create first, clear what is there only if that fails
+        // (saves a stat per file).
+        let fd = match create() {
+            Err(Errno::EEXIST) => {
+                self.clear(p, last, false, name)?;
+                create()
+            }
+            r => r,
+        }
+        .map_err(self.ex(name, "create file"))?;
+        let mut f = File::from(fd);
+        let declared = e.size();
+        let r = match copy_exact(e, &mut f, declared, &mut self.buf) {
+            Ok(got) if got == declared => Ok(()),
+            Ok(got) => Err(Error::Truncated {
+                entry: name.to_string(),
+                declared,
+                got,
+            }),
+            Err(CopyErr::Read(source)) => Err(Error::Layer {
+                entry: Some(name.to_string()),
+                source,
+            }),
+            Err(CopyErr::Write(source)) => Err(Error::io("write extracted file", name, source)),
+        };
+        if let Err(err) = r {
+            drop(f);
+            let _ = unlinkat(p, last, UnlinkatFlags::NoRemoveDir);
+            return Err(err);
+        }
+        let chown = (meta.uid, meta.gid) != parent.owner;
+        self.set_fd_meta_as(f.as_fd(), meta, name, chown, !created_as_is)?;
+        futimens(f.as_fd(), &meta.mtime, &meta.mtime).map_err(self.ex(name, "futimens"))
+    }
+
+    /// Opens the directory `comps` (see [`Extractor::open_dir`]) to keep for the
+    /// regular files in it.
+    fn open_parent(&self, comps: &[Vec<u8>], name: &str) -> Result<Parent> {
+        let fd = self.open_dir(comps, true, name)?;
+        let st = nix::sys::stat::fstat(fd.as_fd()).map_err(self.ex(name, "fstat parent"))?;
+        let gid = if st.st_mode & libc::S_ISGID != 0 {
+            Gid::from_raw(st.st_gid)
+        } else {
+            getegid()
+        };
+        // An error reading the ACL: assume one, so every file gets its chmod.
+        let umasked = !fhas_xattr(fd.as_fd(), "system.posix_acl_default").unwrap_or(true);
+        Ok(Parent {
+            comps: comps.to_vec(),
+            fd,
+            owner: (geteuid(), gid),
+            umasked,
+        })
+    }
+
     fn ex<'a>(&self, name: &'a str, op: &'static str) -> impl Fn(Errno) -> Error + 'a {
         move |source| Error::Extract {
             entry: name.to_string(),
@@ -601,8 +691,25 @@ impl Extractor {
     /// Owner, mode (after chown, which clears setuid/setgid) and xattrs (after chown,
     /// which clears file capabilities) on an open file or directory.
     fn set_fd_meta(&mut self, fd: BorrowedFd<'_>, m: &Meta, name: &str) -> Result<()> {
-        fchown(fd, Some(m.uid), Some(m.gid)).map_err(self.ex(name, "fchown"))?;
-        fchmod(fd, m.mode).map_err(self.ex(name, "fchmod"))?;
+        self.set_fd_meta_as(fd, m, name, true, true)
+    }
+
+    /// [`Extractor::set_fd_meta`], leaving out the chown or chmod a new file does
+    /// not need (it already has that owner or mode).
+    fn set_fd_meta_as(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        m: &Meta,
+        name: &str,
+        chown: bool,
+        chmod: bool,
+    ) -> Result<()> {
+        if chown {
+            fchown(fd, Some(m.uid), Some(m.gid)).map_err(self.ex(name, "fchown"))?;
+        }
+        if chmod {
+            fchmod(fd, m.mode).map_err(self.ex(name, "fchmod"))?;
+        }
         for (k, v) in &m.xattrs {
             if !xattr_allowed(k) {
                 self.skip_xattr(name, k);

@@ -92,6 +92,20 @@ pub(crate) fn fsetxattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> Result<
     Errno::result(r).map(drop)
 }
 
+/// Whether an open file or directory has the xattr `name` (`Ok(false)` also when the
+/// filesystem has no xattrs of that kind).
+pub(crate) fn fhas_xattr(fd: BorrowedFd<'_>, name: &str) -> Result<bool, Errno> {
+    let n = cstring(name.as_bytes())?;
+    // SAFETY: `n` is a valid NUL-terminated string; a null buffer of size 0 asks only
+    // for the value's size; `fd` is a live descriptor borrowed for the call.
+    let r = unsafe { libc::fgetxattr(fd.as_raw_fd(), n.as_ptr(), std::ptr::null_mut(), 0) };
+    match Errno::result(r) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENODATA | Errno::EOPNOTSUPP) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Sets an xattr on a path without following a final symlink.
 pub(crate) fn lsetxattr(path: &CStr, name: &str, value: &[u8]) -> Result<(), Errno> {
     let n = cstring(name.as_bytes())?;

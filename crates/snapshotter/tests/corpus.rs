@@ -455,6 +455,100 @@ fn metadata_and_xattrs_are_applied() {
     assert!(!l.contains("trusted.evil"), "{l}");
 }
 
+/// Files get exactly the owner and mode their headers give, whatever the directory
+/// they land in would give a new file (set-group-ID, default ACL, the umask), also
+/// when that directory changes between its files.
+#[test]
+fn new_files_get_exactly_their_owner_and_mode() {
+    let env = Env::new();
+    // A default ACL granting "other" nothing: user::rwx group::r-x other::---.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 7u16), (0x04, 5), (0x20, 0)] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(u32::MAX.to_le_bytes());
+    }
+    let mut raw = RawTar::new();
+    let file = |raw: &mut RawTar, path: &str, mode: u32, gid: &[u8]| {
+        raw.entry(
+            path.as_bytes(),
+            EntryType::Regular,
+            None,
+            b"x",
+            mode,
+            None,
+            &[("gid", gid)],
+        );
+    };
+    raw.entry(
+        b"sg/",
+        EntryType::Directory,
+        None,
+        b"",
+        0o2775,
+        None,
+        &[("gid", b"77")],
+    );
+    file(&mut raw, "sg/root", 0o644, b"0");
+    file(&mut raw, "sg/group", 0o640, b"77");
+    file(&mut raw, "sg/masked", 0o666, b"0");
+    raw.entry(b"later/", EntryType::Directory, None, b"", 0o755, None, &[]);
+    file(&mut raw, "later/before", 0o644, b"0");
+    // The directory turns set-group-ID between its files.
+    raw.entry(
+        b"later/",
+        EntryType::Directory,
+        None,
+        b"",
+        0o2755,
+        None,
+        &[("gid", b"88")],
+    );
+    file(&mut raw, "later/after", 0o644, b"0");
+    let acl_dir: &[(&str, &[u8])] = &[("SCHILY.xattr.system.posix_acl_default", &acl)];
+    raw.entry(
+        b"acl/",
+        EntryType::Directory,
+        None,
+        b"",
+        0o755,
+        None,
+        acl_dir,
+    );
+    file(&mut raw, "acl/f", 0o644, b"0");
+    let (fs_dir, r) = apply(&env, "k", None, &raw.finish());
+    r.unwrap();
+    for (path, mode, gid) in [
+        ("sg/root", 0o644, 0),
+        ("sg/group", 0o640, 77),
+        ("sg/masked", 0o666, 0),
+        ("later/before", 0o644, 0),
+        ("later/after", 0o644, 0),
+        ("acl/f", 0o644, 0),
+    ] {
+        let md = fs::symlink_metadata(fs_dir.join(path)).unwrap();
+        assert_eq!(
+            (md.mode() & 0o7777, md.uid(), md.gid()),
+            (mode, 0, gid),
+            "{path}"
+        );
+    }
+}
+
+/// A directory replaced by a file cannot take the next files in its old place.
+#[test]
+fn file_under_a_replaced_directory_is_refused() {
+    let env = Env::new();
+    let tar = RawTar::new()
+        .file("d/x", b"x")
+        .file("d", b"now a file")
+        .file("d/y", b"y")
+        .finish();
+    let (fs_dir, r) = apply(&env, "k", None, &tar);
+    refused(r, "not a directory");
+    assert_eq!(fs::read(fs_dir.join("d")).unwrap(), b"now a file");
+}
+
 #[test]
 fn compressed_layers_are_detected_and_digest_is_of_uncompressed() {
     use sha2::Digest;
