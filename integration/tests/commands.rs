@@ -588,6 +588,8 @@ fn system_prune_removes_stopped_containers_and_dangling_images() {
         images.contains("\"bb\""),
         "the tagged image stays: {images}"
     );
+    let listed = e.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(listed, "bb:latest\n", "Go-template format");
 
     // -a: images used by a container stay; the rest go.
     let out = e.ok(&["system", "prune", "-a", "-f", "--volumes"]);

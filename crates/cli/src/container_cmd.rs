@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
+use crate::system_cmd::template;
 use crate::table::Table;
 use anyhow::{bail, Context};
 use berth_engine::containers::attach::{read_frame, write_frame, Kind};
@@ -661,14 +662,6 @@ fn matches_filter(r: &ContainerRecord, filter: &str) -> anyhow::Result<bool> {
         },
         other => bail!("invalid filter {other:?}: use status, name, id, label or ancestor"),
     })
-}
-
-fn template(fmt: &str, fields: &[(&str, String)]) -> String {
-    let mut out = fmt.replace("\\t", "\t").replace("\\n", "\n");
-    for (k, v) in fields {
-        out = out.replace(&format!("{{{{.{k}}}}}"), v);
-    }
-    out
 }
 
 /// `ps`.

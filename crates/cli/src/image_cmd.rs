@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
+use crate::system_cmd::template;
 use crate::table::Table;
 use anyhow::{bail, Context};
 use berth_engine::images::{ArchiveFormat, Images};
@@ -146,7 +147,9 @@ pub struct ListArgs {
     /// Do not truncate ids.
     #[arg(long)]
     no_trunc: bool,
-    /// Output format: table (default) or json.
+    /// Output format: table (default), json, or a template such as
+    /// '{{.Repository}}:{{.Tag}}' (fields: ID, Repository, Tag, Digest, CreatedSince,
+    /// CreatedAt, Size).
     #[arg(long)]
     format: Option<String>,
 }
@@ -426,7 +429,23 @@ fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Resul
             }
             table.write(out)?;
         }
-        Some(other) => bail!("unknown format {other:?}: use table or json"),
+        Some(t) if t.contains("{{") => {
+            for r in &rows {
+                let fields = [
+                    ("ID", short_id(&r.id, args.no_trunc)),
+                    ("Repository", r.repository.clone()),
+                    ("Tag", r.tag.clone()),
+                    ("Digest", r.digest.to_string()),
+                    ("CreatedSince", ago(r.created.as_deref())),
+                    ("CreatedAt", r.created.clone().unwrap_or_default()),
+                    ("Size", human_size(r.size)),
+                ];
+                writeln!(out, "{}", template(t, &fields))?;
+            }
+        }
+        Some(other) => bail!(
+            "unknown format {other:?}: use table, json or a template like '{{{{.Repository}}}}:{{{{.Tag}}}}'"
+        ),
     }
     Ok(())
 }
