@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 /// Largest blob [`ContentStore::read_verified`] reads whole into memory.
 pub const MAX_SMALL_BLOB: u64 = 64 << 20;
 const WRITE_BUFFER: usize = 1 << 20;
+/// Every this many bytes written to an ingest file, their writeback to disk starts
+/// (`sync_file_range`), so that the fsync of [`Writer::commit`] has little left.
+const WRITE_BEHIND: u64 = 8 << 20;
 
 /// Content-addressed blob storage with verified, resumable writes.
 #[derive(Clone, Debug)]
@@ -59,6 +62,21 @@ fn remove_dir_if_present(dir: &Path) -> Result<()> {
 #[allow(clippy::incompatible_msrv)]
 pub(crate) fn lock_exclusive(f: &File) -> io::Result<()> {
     f.lock()
+}
+
+/// Start the writeback to disk of `len` bytes of `f` at `offset`, without waiting for
+/// it. Only a hint to make a later fsync cheaper: errors are ignored (the fsync, which
+/// is what makes data durable, reports its own).
+fn start_writeback(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range takes no pointers; the descriptor is borrowed from `f`,
+    // open for the whole call.
+    let _ = unsafe {
+        nix::libc::sync_file_range(f.as_raw_fd(), offset, len, nix::libc::SYNC_FILE_RANGE_WRITE)
+    };
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -206,6 +224,7 @@ impl ContentStore {
                     hasher: Hasher::new(),
                     offset: 0,
                     written: 0,
+                    behind: 0,
                     expected,
                     existing: Some(d),
                     _lock: lock,
@@ -249,6 +268,7 @@ impl ContentStore {
             hasher,
             offset: have,
             written: have,
+            behind: have,
             expected,
             existing: None,
             _lock: lock,
@@ -342,6 +362,9 @@ pub struct Writer {
     hasher: Hasher,
     offset: u64,
     written: u64,
+    /// Bytes at the start of the file whose writeback was started (or that were there
+    /// when the writer opened): [`start_writeback`] goes on from here.
+    behind: u64,
     expected: Option<(Digest, u64)>,
     existing: Option<Digest>,
     _lock: File,
@@ -389,6 +412,7 @@ impl Writer {
         self.hasher = Hasher::new();
         self.offset = 0;
         self.written = 0;
+        self.behind = 0;
         Ok(())
     }
 
@@ -463,6 +487,19 @@ impl Writer {
         Ok((actual, created))
     }
 
+    /// Start the writeback of what the buffer passed on to the file since the last
+    /// time, once that is [`WRITE_BEHIND`] bytes or more.
+    fn write_behind(&mut self) {
+        let Some(data) = self.data.as_ref() else {
+            return;
+        };
+        let in_file = self.written - data.buffer().len() as u64;
+        if in_file >= self.behind + WRITE_BEHIND {
+            start_writeback(data.get_ref(), self.behind, in_file - self.behind);
+            self.behind = in_file;
+        }
+    }
+
     /// Remove the ingest and its data.
     pub fn abort(mut self) -> Result<()> {
         drop(self.data.take());
@@ -487,14 +524,17 @@ impl Write for Writer {
         let n = data.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
+        self.write_behind();
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self.data.as_mut() {
-            Some(d) => d.flush(),
-            None => Ok(()),
+            Some(d) => d.flush()?,
+            None => return Ok(()),
         }
+        self.write_behind();
+        Ok(())
     }
 }
 
