@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub const MAX_SMALL_BLOB: u64 = 64 << 20;
 const WRITE_BUFFER: usize = 1 << 20;
 /// Every this many bytes written to an ingest file, their writeback to disk starts
-/// (`sync_file_range`), so that the fsync of [`Writer::commit`] has little left.
+/// (`sync_file_range`), so that the fsync of [`Verified::persist`] has little left.
 const WRITE_BEHIND: u64 = 8 << 20;
 
 /// Content-addressed blob storage with verified, resumable writes.
@@ -417,7 +417,8 @@ impl Writer {
     }
 
     /// Verify size and digest against the expectation (if given), fsync the data,
-    /// rename it atomically into `blobs/` (fsync the directory), remove the ingest.
+    /// rename it atomically into `blobs/` (fsync the directory), remove the ingest:
+    /// [`Writer::verify`], then [`Verified::persist`].
     ///
     /// On mismatch the ingest is removed and `DigestMismatch`/`SizeMismatch` returned;
     /// nothing becomes visible. If the blob already exists, ours is dropped and the
@@ -428,10 +429,27 @@ impl Writer {
 
     /// Like [`Writer::commit`], also telling whether this call created the blob
     /// (false when it already existed).
-    pub fn commit_new(mut self) -> Result<(Digest, bool)> {
+    pub fn commit_new(self) -> Result<(Digest, bool)> {
+        self.verify()?.persist()
+    }
+
+    /// The first half of [`Writer::commit`]: flush the data to the ingest file and
+    /// verify size and digest against the expectation (if given).
+    ///
+    /// On mismatch the ingest is removed and `DigestMismatch`/`SizeMismatch` returned.
+    /// Once verified, the ingest file holds exactly the blob and nothing changes it
+    /// any more (the ingest lock stays held), so a reader of that file may trust its
+    /// bytes from then on; the blob is not durable nor in the store before
+    /// [`Verified::persist`].
+    pub fn verify(mut self) -> Result<Verified> {
         if let Some(d) = self.existing.take() {
-            remove_dir_if_present(&self.dir)?;
-            return Ok((d, false));
+            return Ok(Verified {
+                dir: self.dir,
+                blobs: self.blobs,
+                file: None,
+                digest: d,
+                _lock: self._lock,
+            });
         }
         let Some(mut data) = self.data.take() else {
             return Err(Error::io(
@@ -472,19 +490,13 @@ impl Writer {
                 e.into_error(),
             )
         })?;
-        file.sync_all()
-            .ctx(|| format!("syncing ingest {}", self.dir.display()))?;
-        drop(file);
-        let target = self.blobs.join(actual.hex());
-        let created = !target.exists();
-        if created {
-            let src = self.dir.join("data");
-            fs::rename(&src, &target)
-                .ctx(|| format!("renaming {} to {}", src.display(), target.display()))?;
-            sync_dir(&self.blobs)?;
-        }
-        remove_dir_if_present(&self.dir)?;
-        Ok((actual, created))
+        Ok(Verified {
+            dir: self.dir,
+            blobs: self.blobs,
+            file: Some(file),
+            digest: actual,
+            _lock: self._lock,
+        })
     }
 
     /// Start the writeback of what the buffer passed on to the file since the last
@@ -535,6 +547,49 @@ impl Write for Writer {
         }
         self.write_behind();
         Ok(())
+    }
+}
+
+/// A verified write ([`Writer::verify`]): the ingest file holds exactly the blob,
+/// which is neither durable nor in the store yet. Dropped without
+/// [`Verified::persist`], the ingest stays (a later writer rehashes and commits it).
+#[derive(Debug)]
+pub struct Verified {
+    blobs: PathBuf,
+    dir: PathBuf,
+    /// The ingest data; `None` when the blob already existed.
+    file: Option<File>,
+    digest: Digest,
+    _lock: File,
+}
+
+impl Verified {
+    /// The verified digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The second half of [`Writer::commit`]: fsync the data, rename it atomically
+    /// into `blobs/` (fsync the directory), remove the ingest. Tells whether this
+    /// call created the blob (false when it already existed: ours is dropped).
+    pub fn persist(self) -> Result<(Digest, bool)> {
+        let Some(file) = self.file else {
+            remove_dir_if_present(&self.dir)?;
+            return Ok((self.digest, false));
+        };
+        file.sync_all()
+            .ctx(|| format!("syncing ingest {}", self.dir.display()))?;
+        drop(file);
+        let target = self.blobs.join(self.digest.hex());
+        let created = !target.exists();
+        if created {
+            let src = self.dir.join("data");
+            fs::rename(&src, &target)
+                .ctx(|| format!("renaming {} to {}", src.display(), target.display()))?;
+            sync_dir(&self.blobs)?;
+        }
+        remove_dir_if_present(&self.dir)?;
+        Ok((self.digest, created))
     }
 }
 
@@ -618,6 +673,53 @@ mod tests {
         assert_eq!(w.offset(), 0);
         w.write_all(&other).expect("write all");
         assert_eq!(w.commit().expect("commit"), od);
+    }
+
+    #[test]
+    fn verify_then_persist() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cs = ContentStore::open(tmp.path()).expect("open");
+        // Larger than WRITE_BEHIND, written in pieces: writeback starts on the way.
+        let blob = data((WRITE_BEHIND as usize) * 2 + 12345);
+        let d = Digest::of(&blob);
+        let size = blob.len() as u64;
+        let mut w = cs.writer("v", Some((d.clone(), size))).expect("writer");
+        for chunk in blob.chunks(300_000) {
+            w.write_all(chunk).expect("write");
+        }
+        let data_file = w.open_data().expect("open").expect("a data file");
+        let v = w.verify().expect("verify");
+        assert_eq!(v.digest(), &d);
+        // Verified: the file holds the blob, which is not in the store yet.
+        let mut got = Vec::new();
+        (&data_file).read_to_end(&mut got).expect("read");
+        assert!(got == blob);
+        assert_eq!(cs.info(&d).expect("info"), None);
+        assert_eq!(v.persist().expect("persist"), (d.clone(), true));
+        assert_eq!(cs.info(&d).expect("info"), Some(size));
+        assert!(cs.ingests().expect("ingests").is_empty());
+
+        // A verified write dropped before persisting stays as an ingest to resume.
+        let small = data(1000);
+        let sd = Digest::of(&small);
+        let mut w = cs.writer("s", Some((sd.clone(), 1000))).expect("writer");
+        w.write_all(&small).expect("write");
+        drop(w.verify().expect("verify"));
+        assert_eq!(cs.info(&sd).expect("info"), None);
+        let w = cs.writer("s", Some((sd.clone(), 1000))).expect("writer");
+        assert_eq!(w.offset(), 1000);
+        assert_eq!(w.commit_new().expect("commit"), (sd.clone(), true));
+
+        // An existing blob: verify and persist just drop ours.
+        let w = cs
+            .writer("again", Some((sd.clone(), 1000)))
+            .expect("writer");
+        assert!(w.already_exists());
+        assert_eq!(
+            w.verify().expect("verify").persist().expect("persist"),
+            (sd, false)
+        );
+        assert!(cs.ingests().expect("ingests").is_empty());
     }
 
     #[test]

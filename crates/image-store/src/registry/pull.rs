@@ -505,10 +505,15 @@ impl Registry {
         if let Some(f) = &feeder {
             f.written(have);
         }
-        w.commit()?;
+        // The follower may end as soon as the blob is verified, before the fsync
+        // and rename: the ingest file then holds exactly the blob's bytes, which
+        // nothing changes any more, so it has read the right bytes; what it unpacks is
+        // no less valid if persisting fails, and this pull fails then all the same.
+        let verified = w.verify()?;
         if let Some(f) = feeder {
             f.done();
         }
+        verified.persist()?;
         bar.finish_with_message("done");
         Ok(fetched)
     }
