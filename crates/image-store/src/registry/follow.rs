@@ -276,9 +276,13 @@ impl Feeder {
         (Feeder { feed }, follower)
     }
 
-    /// Change the state; wake the follower if it waits.
+    /// Change the state; wake the follower if it waits (and when the state is
+    /// poisoned, so that its wait fails instead of lasting).
     fn set<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
-        let mut s = self.feed.state.lock().ok()?;
+        let Ok(mut s) = self.feed.state.lock() else {
+            self.feed.more.notify_all();
+            return None;
+        };
         let r = f(&mut s);
         let wake = s.waiting;
         drop(s);
