@@ -506,10 +506,8 @@ impl Images {
         self.snapshots.prepare(&key, None)?;
         let digest = Digest::parse(layer.digest().as_ref())?;
         let applied = match stream {
-            Some(f) => self
-                .snapshots
-                .apply(&key, std::io::BufReader::new(f))
-                .map_err(Error::from),
+            // The follower buffers itself (it hands out the received chunks).
+            Some(f) => self.snapshots.apply(&key, f).map_err(Error::from),
             None => self
                 .content
                 .read(&digest)

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 /// Largest blob [`ContentStore::read_verified`] reads whole into memory.
 pub const MAX_SMALL_BLOB: u64 = 64 << 20;
 const WRITE_BUFFER: usize = 1 << 20;
+/// Every this many bytes written to an ingest file, their writeback to disk starts
+/// (`sync_file_range`), so that the fsync of [`Verified::persist`] has little left.
+const WRITE_BEHIND: u64 = 8 << 20;
 
 /// Content-addressed blob storage with verified, resumable writes.
 #[derive(Clone, Debug)]
@@ -59,6 +62,21 @@ fn remove_dir_if_present(dir: &Path) -> Result<()> {
 #[allow(clippy::incompatible_msrv)]
 pub(crate) fn lock_exclusive(f: &File) -> io::Result<()> {
     f.lock()
+}
+
+/// Start the writeback to disk of `len` bytes of `f` at `offset`, without waiting for
+/// it. Only a hint to make a later fsync cheaper: errors are ignored (the fsync, which
+/// is what makes data durable, reports its own).
+fn start_writeback(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range takes no pointers; the descriptor is borrowed from `f`,
+    // open for the whole call.
+    let _ = unsafe {
+        nix::libc::sync_file_range(f.as_raw_fd(), offset, len, nix::libc::SYNC_FILE_RANGE_WRITE)
+    };
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -206,6 +224,7 @@ impl ContentStore {
                     hasher: Hasher::new(),
                     offset: 0,
                     written: 0,
+                    behind: 0,
                     expected,
                     existing: Some(d),
                     _lock: lock,
@@ -249,6 +268,7 @@ impl ContentStore {
             hasher,
             offset: have,
             written: have,
+            behind: have,
             expected,
             existing: None,
             _lock: lock,
@@ -342,6 +362,9 @@ pub struct Writer {
     hasher: Hasher,
     offset: u64,
     written: u64,
+    /// Bytes at the start of the file whose writeback was started (or that were there
+    /// when the writer opened): [`start_writeback`] goes on from here.
+    behind: u64,
     expected: Option<(Digest, u64)>,
     existing: Option<Digest>,
     _lock: File,
@@ -389,11 +412,13 @@ impl Writer {
         self.hasher = Hasher::new();
         self.offset = 0;
         self.written = 0;
+        self.behind = 0;
         Ok(())
     }
 
     /// Verify size and digest against the expectation (if given), fsync the data,
-    /// rename it atomically into `blobs/` (fsync the directory), remove the ingest.
+    /// rename it atomically into `blobs/` (fsync the directory), remove the ingest:
+    /// [`Writer::verify`], then [`Verified::persist`].
     ///
     /// On mismatch the ingest is removed and `DigestMismatch`/`SizeMismatch` returned;
     /// nothing becomes visible. If the blob already exists, ours is dropped and the
@@ -404,10 +429,27 @@ impl Writer {
 
     /// Like [`Writer::commit`], also telling whether this call created the blob
     /// (false when it already existed).
-    pub fn commit_new(mut self) -> Result<(Digest, bool)> {
+    pub fn commit_new(self) -> Result<(Digest, bool)> {
+        self.verify()?.persist()
+    }
+
+    /// The first half of [`Writer::commit`]: flush the data to the ingest file and
+    /// verify size and digest against the expectation (if given).
+    ///
+    /// On mismatch the ingest is removed and `DigestMismatch`/`SizeMismatch` returned.
+    /// Once verified, the ingest file holds exactly the blob and nothing changes it
+    /// any more (the ingest lock stays held), so a reader of that file may trust its
+    /// bytes from then on; the blob is not durable nor in the store before
+    /// [`Verified::persist`].
+    pub fn verify(mut self) -> Result<Verified> {
         if let Some(d) = self.existing.take() {
-            remove_dir_if_present(&self.dir)?;
-            return Ok((d, false));
+            return Ok(Verified {
+                dir: self.dir,
+                blobs: self.blobs,
+                file: None,
+                digest: d,
+                _lock: self._lock,
+            });
         }
         let Some(mut data) = self.data.take() else {
             return Err(Error::io(
@@ -448,19 +490,26 @@ impl Writer {
                 e.into_error(),
             )
         })?;
-        file.sync_all()
-            .ctx(|| format!("syncing ingest {}", self.dir.display()))?;
-        drop(file);
-        let target = self.blobs.join(actual.hex());
-        let created = !target.exists();
-        if created {
-            let src = self.dir.join("data");
-            fs::rename(&src, &target)
-                .ctx(|| format!("renaming {} to {}", src.display(), target.display()))?;
-            sync_dir(&self.blobs)?;
+        Ok(Verified {
+            dir: self.dir,
+            blobs: self.blobs,
+            file: Some(file),
+            digest: actual,
+            _lock: self._lock,
+        })
+    }
+
+    /// Start the writeback of what the buffer passed on to the file since the last
+    /// time, once that is [`WRITE_BEHIND`] bytes or more.
+    fn write_behind(&mut self) {
+        let Some(data) = self.data.as_ref() else {
+            return;
+        };
+        let in_file = self.written - data.buffer().len() as u64;
+        if in_file >= self.behind + WRITE_BEHIND {
+            start_writeback(data.get_ref(), self.behind, in_file - self.behind);
+            self.behind = in_file;
         }
-        remove_dir_if_present(&self.dir)?;
-        Ok((actual, created))
     }
 
     /// Remove the ingest and its data.
@@ -487,14 +536,60 @@ impl Write for Writer {
         let n = data.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
+        self.write_behind();
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self.data.as_mut() {
-            Some(d) => d.flush(),
-            None => Ok(()),
+            Some(d) => d.flush()?,
+            None => return Ok(()),
         }
+        self.write_behind();
+        Ok(())
+    }
+}
+
+/// A verified write ([`Writer::verify`]): the ingest file holds exactly the blob,
+/// which is neither durable nor in the store yet. Dropped without
+/// [`Verified::persist`], the ingest stays (a later writer rehashes and commits it).
+#[derive(Debug)]
+pub struct Verified {
+    blobs: PathBuf,
+    dir: PathBuf,
+    /// The ingest data; `None` when the blob already existed.
+    file: Option<File>,
+    digest: Digest,
+    _lock: File,
+}
+
+impl Verified {
+    /// The verified digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The second half of [`Writer::commit`]: fsync the data, rename it atomically
+    /// into `blobs/` (fsync the directory), remove the ingest. Tells whether this
+    /// call created the blob (false when it already existed: ours is dropped).
+    pub fn persist(self) -> Result<(Digest, bool)> {
+        let Some(file) = self.file else {
+            remove_dir_if_present(&self.dir)?;
+            return Ok((self.digest, false));
+        };
+        file.sync_all()
+            .ctx(|| format!("syncing ingest {}", self.dir.display()))?;
+        drop(file);
+        let target = self.blobs.join(self.digest.hex());
+        let created = !target.exists();
+        if created {
+            let src = self.dir.join("data");
+            fs::rename(&src, &target)
+                .ctx(|| format!("renaming {} to {}", src.display(), target.display()))?;
+            sync_dir(&self.blobs)?;
+        }
+        remove_dir_if_present(&self.dir)?;
+        Ok((self.digest, created))
     }
 }
 
@@ -578,6 +673,53 @@ mod tests {
         assert_eq!(w.offset(), 0);
         w.write_all(&other).expect("write all");
         assert_eq!(w.commit().expect("commit"), od);
+    }
+
+    #[test]
+    fn verify_then_persist() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cs = ContentStore::open(tmp.path()).expect("open");
+        // Larger than WRITE_BEHIND, written in pieces: writeback starts on the way.
+        let blob = data((WRITE_BEHIND as usize) * 2 + 12345);
+        let d = Digest::of(&blob);
+        let size = blob.len() as u64;
+        let mut w = cs.writer("v", Some((d.clone(), size))).expect("writer");
+        for chunk in blob.chunks(300_000) {
+            w.write_all(chunk).expect("write");
+        }
+        let data_file = w.open_data().expect("open").expect("a data file");
+        let v = w.verify().expect("verify");
+        assert_eq!(v.digest(), &d);
+        // Verified: the file holds the blob, which is not in the store yet.
+        let mut got = Vec::new();
+        (&data_file).read_to_end(&mut got).expect("read");
+        assert!(got == blob);
+        assert_eq!(cs.info(&d).expect("info"), None);
+        assert_eq!(v.persist().expect("persist"), (d.clone(), true));
+        assert_eq!(cs.info(&d).expect("info"), Some(size));
+        assert!(cs.ingests().expect("ingests").is_empty());
+
+        // A verified write dropped before persisting stays as an ingest to resume.
+        let small = data(1000);
+        let sd = Digest::of(&small);
+        let mut w = cs.writer("s", Some((sd.clone(), 1000))).expect("writer");
+        w.write_all(&small).expect("write");
+        drop(w.verify().expect("verify"));
+        assert_eq!(cs.info(&sd).expect("info"), None);
+        let w = cs.writer("s", Some((sd.clone(), 1000))).expect("writer");
+        assert_eq!(w.offset(), 1000);
+        assert_eq!(w.commit_new().expect("commit"), (sd.clone(), true));
+
+        // An existing blob: verify and persist just drop ours.
+        let w = cs
+            .writer("again", Some((sd.clone(), 1000)))
+            .expect("writer");
+        assert!(w.already_exists());
+        assert_eq!(
+            w.verify().expect("verify").persist().expect("persist"),
+            (sd, false)
+        );
+        assert!(cs.ingests().expect("ingests").is_empty());
     }
 
     #[test]

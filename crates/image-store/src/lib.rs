@@ -19,7 +19,7 @@ pub mod manifest;
 pub mod reference;
 pub mod registry;
 
-pub use content::{ContentStore, Writer};
+pub use content::{ContentStore, Verified, Writer};
 pub use digest::{Digest, Hasher};
 pub use error::{Error, Result};
 pub use images::{referenced_blobs, resolve_image, Image, ImageRecord, ImageStore};

@@ -157,8 +157,9 @@ pub trait PullObserver: Sync {
     /// Layer `index` of the manifest is in the store, verified.
     fn layer_ready(&self, _index: usize, _layer: &oci_spec::image::Descriptor) {}
     /// Layer `index` starts downloading: `follower` reads it from its first byte as it
-    /// arrives and ends once it is verified (before `layer_ready`). Not called for
-    /// layers the store already has or whose download completed earlier.
+    /// arrives and ends once it is verified (before `layer_ready`, and possibly before
+    /// the blob is durably in the store: should that fail, the pull fails). Not called
+    /// for layers the store already has or whose download completed earlier.
     fn layer_stream(
         &self,
         _index: usize,

@@ -27,7 +27,8 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 
 /// Largest config blob read into memory.
 const MAX_CONFIG: u64 = 32 << 20;
-/// A layer's follower learns of new bytes (flushed to the ingest file) at least this often.
+/// While some received bytes are not queued for a layer's follower (over its budget),
+/// the follower learns of new bytes flushed to the ingest file at least this often.
 const FEED_STEP: u64 = 256 << 10;
 
 pub(super) fn to_digest(d: &oci_spec::image::Digest) -> Result<Digest, RegistryError> {
@@ -453,6 +454,9 @@ impl Registry {
             None => None,
         };
         let mut flushed = offset;
+        // Some bytes after `flushed` were not queued for the follower: it needs
+        // them flushed to read them from the file.
+        let mut gap = false;
         let write_err = || io_err(format!("writing {digest} into the content store"));
         loop {
             match self.rt.block_on(resp.chunk()) {
@@ -465,13 +469,20 @@ impl Registry {
                             actual: have + chunk.len() as u64,
                         }));
                     }
+                    if let Some(f) = &feeder {
+                        gap |= !f.received(have, &chunk);
+                    }
                     w.write_all(&chunk).map_err(write_err())?;
                     fetched += chunk.len() as u64;
                     have += chunk.len() as u64;
                     bar.inc(chunk.len() as u64);
-                    if let Some(f) = feeder.as_ref().filter(|_| have - flushed >= FEED_STEP) {
+                    if let Some(f) = feeder
+                        .as_ref()
+                        .filter(|_| gap && have - flushed >= FEED_STEP)
+                    {
                         w.flush().map_err(write_err())?;
                         flushed = have;
+                        gap = false;
                         f.written(flushed);
                     }
                 }
@@ -494,10 +505,15 @@ impl Registry {
         if let Some(f) = &feeder {
             f.written(have);
         }
-        w.commit()?;
+        // The follower may end as soon as the blob is verified, before the fsync
+        // and rename: the ingest file then holds exactly the blob's bytes, which
+        // nothing changes any more, so it has read the right bytes; what it unpacks is
+        // no less valid if persisting fails, and this pull fails then all the same.
+        let verified = w.verify()?;
         if let Some(f) = feeder {
             f.done();
         }
+        verified.persist()?;
         bar.finish_with_message("done");
         Ok(fetched)
     }

@@ -683,3 +683,91 @@ fn tls_client_is_built_on_the_first_https_request() {
     assert!(std::ptr::eq(first, r.http(&https)));
     assert!(!std::ptr::eq(first, r.http(&http)));
 }
+
+/// A thread reading a layer's follower to its end.
+type FollowerThread = std::thread::JoinHandle<std::io::Result<Vec<u8>>>;
+
+/// Reads every layer's follower to its end on a thread of its own.
+struct Followers(std::sync::Mutex<Vec<(usize, FollowerThread)>>);
+
+impl super::PullObserver for Followers {
+    fn layer_stream(&self, index: usize, _layer: &oci_spec::image::Descriptor, mut f: Follower) {
+        use std::io::Read;
+        let t = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            f.read_to_end(&mut got).map(|_| got)
+        });
+        self.0.lock().unwrap().push((index, t));
+    }
+}
+
+impl Followers {
+    fn results(self) -> Vec<(usize, std::io::Result<Vec<u8>>)> {
+        let mut r: Vec<_> = self
+            .0
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .map(|(i, t)| (i, t.join().unwrap()))
+            .collect();
+        r.sort_by_key(|(i, _)| *i);
+        r
+    }
+}
+
+#[test]
+fn followers_read_exactly_the_verified_layers_also_when_resumed() {
+    let img = TestImage::new(vec![
+        layer_tar_gz("a", &noise(700_000, 1)),
+        layer_tar_gz("b", &noise(50_000, 2)),
+    ]);
+    let (body, d) = img.layers[0].clone();
+    let half = body.len() / 2;
+    let p = format!("/v2/x/y/blobs/{d}");
+    let cut = std::sync::atomic::AtomicBool::new(true);
+    let srv = fake(&img, move |req| {
+        if req.path != p {
+            return None;
+        }
+        let start = req
+            .header("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .map(|s| s.parse::<usize>().unwrap());
+        Some(match start {
+            Some(s) => Reply::new(206, body[s..].to_vec()).header(
+                "Content-Range",
+                &format!("bytes {s}-{}/{}", body.len() - 1, body.len()),
+            ),
+            None => Reply {
+                cut_after: cut
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                    .then_some(half),
+                ..Reply::new(200, body.clone())
+            },
+        })
+    });
+    let (_dir, dst) = store();
+    let reference = Reference::parse(&format!("{}/x/y:t", srv.host)).unwrap();
+    let r = registry();
+    // Interrupted: that layer's follower fails, never ends early.
+    let first = Followers(Default::default());
+    assert!(r.pull_observed(&dst, &reference, &first).is_err());
+    for (i, got) in first.results() {
+        if i == 0 {
+            assert!(got.is_err());
+        } else {
+            assert!(got.unwrap() == img.layers[i].0);
+        }
+    }
+    // Resumed: the follower reads the first half from the ingest file, the rest as
+    // it arrives.
+    let second = Followers(Default::default());
+    r.pull_observed(&dst, &reference, &second).unwrap();
+    let got = second.results();
+    assert_eq!(got.len(), 1, "only the interrupted layer downloads again");
+    let (i, bytes) = got.into_iter().next().unwrap();
+    assert_eq!(i, 0);
+    assert!(bytes.unwrap() == img.layers[0].0);
+    assert_all_verify(&dst);
+}
