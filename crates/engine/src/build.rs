@@ -227,7 +227,7 @@ pub fn build(
                 std::fs::create_dir_all(&dir)
                     .map_err(Error::io(format!("create {}", dir.display())))?;
                 let guard = TempDir(dir.clone());
-                berth_snapshotter::apply_layer(&dir, std::io::BufReader::new(r))
+                berth_snapshotter::apply_layer(&dir, berth_snapshotter::buffered(r))
                     .map_err(|e| invalid(format!("reading the context tar: {e}")))?;
                 let df = dir.join(
                     opts.dockerfile
@@ -852,7 +852,7 @@ impl Builder<'_> {
         let res = (|| -> Result<()> {
             let d = Digest::parse(&l.digest)?;
             let blob = self.images.content().read(&d)?;
-            let stats = snaps.apply(&key, std::io::BufReader::new(blob))?;
+            let stats = snaps.apply(&key, berth_snapshotter::buffered(blob))?;
             if stats.digest != l.diff_id {
                 return Err(invalid(format!(
                     "cached layer {} does not match its diff id",
@@ -1157,7 +1157,7 @@ impl Builder<'_> {
             copy_tar(&spec, std::io::BufWriter::new(&mut f))
                 .map_err(|e| invalid(format!("{at}: {e}")))?;
             f.rewind().map_err(Error::io("read copy tar"))?;
-            berth_snapshotter::apply_layer(rootfs, std::io::BufReader::new(f))?;
+            berth_snapshotter::apply_layer(rootfs, berth_snapshotter::buffered(f))?;
             Ok(true)
         });
         let _ = std::fs::remove_file(&tarfile);

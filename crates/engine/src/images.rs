@@ -512,7 +512,11 @@ impl Images {
                 .content
                 .read(&digest)
                 .map_err(Error::from)
-                .and_then(|blob| Ok(self.snapshots.apply(&key, std::io::BufReader::new(blob))?)),
+                .and_then(|blob| {
+                    Ok(self
+                        .snapshots
+                        .apply(&key, berth_snapshotter::buffered(blob))?)
+                }),
         };
         let stats = match applied {
             Ok(stats) => stats,

@@ -30,7 +30,7 @@ mod meta;
 mod mount;
 mod snapshotter;
 
-pub use apply::{apply_layer, ApplyStats};
+pub use apply::{apply_layer, buffered, ApplyStats};
 pub use diff::{diff_dir, DiffStats};
 pub use error::{Error, Result};
 pub use mount::{mount_all, unmount, Mount, MountGuard};

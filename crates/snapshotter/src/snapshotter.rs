@@ -1,7 +1,7 @@
 //! The overlayfs snapshotter.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -434,7 +434,7 @@ impl Snapshotter {
 
     /// Unpacks a layer (gzip, zstd or plain tar) into the active snapshot `key` (into
     /// its own `fs` dir, the overlay upper dir) with the rules of [`apply_layer`].
-    pub fn apply(&self, key: &str, layer: impl Read) -> Result<ApplyStats> {
+    pub fn apply(&self, key: &str, layer: impl BufRead) -> Result<ApplyStats> {
         let (fs, kind) = {
             let l = self.store.shared()?;
             let r = l.meta.get(key)?;

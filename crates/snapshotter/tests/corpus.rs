@@ -565,5 +565,17 @@ fn compressed_layers_are_detected_and_digest_is_of_uncompressed() {
         assert_eq!(st.digest, want);
         assert_eq!(st.size, tar.len() as u64);
         assert_eq!(fs::read(fs_dir.join("a")).unwrap(), b"hello");
+        // A reader that hands out a byte at a time: the magic is collected, not peeked.
+        let env = Env::new();
+        let fs_dir = env.active("slow", None);
+        let st = env
+            .snap
+            .apply("slow", std::io::BufReader::with_capacity(1, &data[..]))
+            .unwrap();
+        assert_eq!(
+            (st.digest.as_str(), st.size),
+            (want.as_str(), tar.len() as u64)
+        );
+        assert_eq!(fs::read(fs_dir.join("a")).unwrap(), b"hello");
     }
 }

@@ -957,7 +957,7 @@ fn extract(
             drop(writer);
             r
         });
-        let applied = berth_snapshotter::apply_layer(dir, reader);
+        let applied = berth_snapshotter::apply_layer(dir, berth_snapshotter::buffered(reader));
         let produced = producer
             .join()
             .unwrap_or_else(|_| Err(Error::Invalid("the copy thread panicked".into())));
@@ -993,7 +993,7 @@ fn extract_stream(r: &mut dyn Read, dir: &Path, scratch: &Path) -> Result<()> {
         }
     }
     spool.rewind().map_err(Error::io("rewind the tar stream"))?;
-    berth_snapshotter::apply_layer(dir, spool)?;
+    berth_snapshotter::apply_layer(dir, berth_snapshotter::buffered(spool))?;
     Ok(())
 }
 
