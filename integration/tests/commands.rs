@@ -53,6 +53,13 @@ fn rename_moves_the_name() {
     assert_eq!(e.ok(&["exec", "new", "echo", "hi"]), "hi\n");
     let ps = e.ok(&["ps", "--format", "{{.Names}}"]);
     assert_eq!(ps.trim(), "new");
+    // `table` templates get Docker's column names and aligned columns.
+    let ps = e.ok(&["ps", "--format", "table {{.Names}}\\t{{.ID}}"]);
+    let short = &id[..12];
+    assert_eq!(
+        ps,
+        format!("NAMES        CONTAINER ID\nnew          {short}\n")
+    );
     // The old name is free again.
     e.ok(&["create", "--name", "old", "bb", "true"]);
     // Noun form.

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
-use crate::system_cmd::template;
+use crate::format::{json_line, Templated};
 use crate::table::Table;
 use anyhow::{bail, Context};
 use berth_engine::containers::attach::{read_frame, write_frame, Kind};
@@ -696,6 +696,26 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
         "PORTS",
         "NAMES",
     ]);
+    let mut templated = args
+        .format
+        .as_deref()
+        .filter(|t| !args.quiet && !matches!(*t, "json" | "table"))
+        .map(|t| {
+            Templated::new(
+                t,
+                &[
+                    "ID",
+                    "Image",
+                    "Command",
+                    "CreatedAt",
+                    "Status",
+                    "State",
+                    "Names",
+                    "Ports",
+                ],
+                &[("ID", "CONTAINER ID")],
+            )
+        });
     for r in rows.iter() {
         let id = if args.no_trunc {
             r.id.clone()
@@ -725,14 +745,12 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
             continue;
         }
         match args.format.as_deref() {
-            Some("json") => {
-                let map: serde_json::Map<String, serde_json::Value> = fields
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.clone())))
-                    .collect();
-                writeln!(out, "{}", serde_json::Value::Object(map))?;
+            Some("json") => writeln!(out, "{}", json_line(&fields))?,
+            Some(_) if templated.is_some() => {
+                if let Some(rows) = templated.as_mut() {
+                    rows.row(&mut out, &fields)?;
+                }
             }
-            Some(t) if t != "table" => writeln!(out, "{}", template(t, &fields))?,
             _ => table.row(vec![
                 id,
                 r.image.clone(),
@@ -744,7 +762,9 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
             ]),
         }
     }
-    if !args.quiet && matches!(args.format.as_deref(), None | Some("table")) {
+    if let Some(rows) = templated {
+        rows.finish(&mut out)?;
+    } else if !args.quiet && matches!(args.format.as_deref(), None | Some("table")) {
         table.write(&mut out)?;
     }
     Ok(0)

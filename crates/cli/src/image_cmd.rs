@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
-use crate::system_cmd::template;
+use crate::format::Templated;
 use crate::table::Table;
 use anyhow::{bail, Context};
 use berth_engine::images::{ArchiveFormat, Images};
@@ -430,6 +430,11 @@ fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Resul
             table.write(out)?;
         }
         Some(t) if t.contains("{{") => {
+            let mut lines = Templated::new(
+                t,
+                &["ID", "Repository", "Tag", "Digest", "CreatedSince", "CreatedAt", "Size"],
+                &[("ID", "IMAGE ID"), ("CreatedSince", "CREATED")],
+            );
             for r in &rows {
                 let fields = [
                     ("ID", short_id(&r.id, args.no_trunc)),
@@ -440,8 +445,9 @@ fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Resul
                     ("CreatedAt", r.created.clone().unwrap_or_default()),
                     ("Size", human_size(r.size)),
                 ];
-                writeln!(out, "{}", template(t, &fields))?;
+                lines.row(out, &fields)?;
             }
+            lines.finish(out)?;
         }
         Some(other) => bail!(
             "unknown format {other:?}: use table, json or a template like '{{{{.Repository}}}}:{{{{.Tag}}}}'"

@@ -2,6 +2,7 @@
 
 mod build_cmd;
 mod container_cmd;
+mod format;
 mod image_cmd;
 mod monitor_cmd;
 mod network_cmd;

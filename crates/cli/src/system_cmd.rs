@@ -12,6 +12,8 @@ use berth_engine::containers::record::{ContainerRecord, Status};
 use berth_engine::containers::Containers;
 use clap::Args;
 
+use crate::format::{json_line, template, Templated};
+
 /// Docker's decimal sizes (`units.HumanSize`): 4 significant digits, kB/MB/GB.
 pub fn human_size(bytes: u64) -> String {
     scaled(bytes, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB"])
@@ -45,23 +47,6 @@ fn significant4(v: f64) -> String {
     } else {
         s
     }
-}
-
-pub(crate) fn template(fmt: &str, fields: &[(&str, String)]) -> String {
-    let mut out = fmt.replace("\\t", "\t").replace("\\n", "\n");
-    for (k, v) in fields {
-        out = out.replace(&format!("{{{{.{k}}}}}"), v);
-        out = out.replace(&format!("{{{{ .{k} }}}}"), v);
-    }
-    out
-}
-
-pub(crate) fn json_line(fields: &[(&str, String)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.clone())))
-        .collect();
-    serde_json::Value::Object(map).to_string()
 }
 
 /// `rename OLD NEW`.
@@ -126,6 +111,23 @@ pub struct StatsArgs {
     /// Containers (default: all running).
     containers: Vec<String>,
 }
+
+/// The fields of a `stats` row, and the column names Docker gives them.
+const STATS_FIELDS: &[&str] = &[
+    "ID",
+    "Container",
+    "Name",
+    "CPUPerc",
+    "MemUsage",
+    "MemPerc",
+    "PIDs",
+];
+const STATS_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("CPUPerc", "CPU %"),
+    ("MemUsage", "MEM USAGE / LIMIT"),
+    ("MemPerc", "MEM %"),
+];
 
 fn stats_fields(
     r: &ContainerRecord,
@@ -225,11 +227,12 @@ pub fn stats(containers: &Containers, args: StatsArgs) -> anyhow::Result<i32> {
                 }
             }
             Some(t) if t != "table" => {
-                let t = t.strip_prefix("table ").unwrap_or(t);
+                let mut rows = Templated::new(t, STATS_FIELDS, STATS_COLUMNS);
                 for r in &records {
                     let f = stats_fields(r, args.no_trunc, prev.get(&r.id), now.get(&r.id));
-                    writeln!(out, "{}", template(t, &f))?;
+                    rows.row(&mut out, &f)?;
                 }
+                rows.finish(&mut out)?;
             }
             _ => {
                 let w_id = if args.no_trunc { 66 } else { 15 };
@@ -376,9 +379,15 @@ pub fn df(containers: &Containers, args: DfArgs) -> anyhow::Result<i32> {
             }
         }
         Some(t) if t != "table" => {
+            let mut lines = Templated::new(
+                t,
+                &["Type", "TotalCount", "Active", "Size", "Reclaimable"],
+                &[("TotalCount", "TOTAL")],
+            );
             for (name, u) in &rows {
-                writeln!(out, "{}", template(t, &fields(name, u)))?;
+                lines.row(&mut out, &fields(name, u))?;
             }
+            lines.finish(&mut out)?;
         }
         _ => {
             writeln!(

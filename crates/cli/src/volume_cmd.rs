@@ -9,7 +9,8 @@ use berth_engine::containers::Containers;
 use berth_engine::volumes::{Error as VolumeError, Volume};
 use clap::{Args, Subcommand};
 
-use crate::system_cmd::{human_size, json_line, template};
+use crate::format::{json_line, Templated};
+use crate::system_cmd::human_size;
 
 /// `berth volume <verb>`.
 #[derive(Subcommand, Debug)]
@@ -210,9 +211,23 @@ fn ls(containers: &Containers, a: LsArgs) -> anyhow::Result<i32> {
             }
         }
         Some(t) if t != "table" => {
+            let names = [
+                "Availability",
+                "Driver",
+                "Group",
+                "Labels",
+                "Links",
+                "Mountpoint",
+                "Name",
+                "Scope",
+                "Size",
+                "Status",
+            ];
+            let mut rows = Templated::new(t, &names, &[("Name", "VOLUME NAME")]);
             for v in &volumes {
-                writeln!(out, "{}", template(t, &fields(v)))?;
+                rows.row(&mut out, &fields(v))?;
             }
+            rows.finish(&mut out)?;
         }
         _ => {
             let mut table = Table::new(&["DRIVER", "VOLUME NAME"]);
