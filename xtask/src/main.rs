@@ -201,7 +201,7 @@ fn test_vm(args: &[String]) -> Result<()> {
     run_vm_suite(filter, shell)
 }
 
-/// fmt, clippy, unit tests, the privileged suite on this host, and the VM run.
+/// fmt, clippy, doc, unit tests, the privileged suite on this host, and the VM run.
 fn test(args: &[String]) -> Result<()> {
     let host = !args.iter().any(|a| a == "--vm");
     let vm = !args.iter().any(|a| a == "--host");
@@ -217,6 +217,12 @@ fn test(args: &[String]) -> Result<()> {
             "-D",
             "warnings",
         ]))?;
+        println!("== cargo doc -D warnings (doc links and markup)");
+        run_inherit(
+            cargo()
+                .args(["doc", "--workspace", "--no-deps"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )?;
         require_root("the privileged integration suite")?;
         // Real peers the tests talk to: a registry, htpasswd for its auth,
         // skopeo and umoci for interoperability, and containerd, Docker and Podman.

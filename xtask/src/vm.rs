@@ -30,7 +30,7 @@ pub struct VmOptions {
     pub shell: bool,
     /// Kill the VM after this long and report a failure with the last console lines.
     pub timeout: Duration,
-    /// Where the cached kernel, modules and initramfs live (e.g. <workspace>/target/vm).
+    /// Where the cached kernel, modules and initramfs live (e.g. `<workspace>/target/vm`).
     pub cache_dir: PathBuf,
 }
 
@@ -213,7 +213,7 @@ pub fn run(opts: &VmOptions) -> Result<i32> {
     result
 }
 
-/// Removes run-<pid>-* dirs (scratch disks) of runs whose process is gone (e.g. killed by Ctrl-C).
+/// Removes `run-<pid>-*` dirs (scratch disks) of runs whose process is gone (e.g. killed by Ctrl-C).
 fn remove_stale_run_dirs(cache: &Path) {
     for e in fs::read_dir(cache).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -227,7 +227,7 @@ fn remove_stale_run_dirs(cache: &Path) {
 }
 
 /// Builds the share dir contents for a test run: copies `berth_bin` to share/bin/berth (and the
-/// berth-monitor beside it to share/bin/berth-monitor), each test binary to share/tests/<name>,
+/// berth-monitor beside it to share/bin/berth-monitor), each test binary to `share/tests/<name>`,
 /// symlinks or copies `assets` to share/test-images, and returns the guest script that runs each test binary
 /// (with `--test-threads=1` plus the optional filter) with BERTH_BIN=/mnt/share/bin/berth, BERTH_TEST_ASSETS=/mnt/share/test-images, TMPDIR=/scratch/tmp,
 /// printing a header per binary and exiting non-zero if any failed.

@@ -1,4 +1,7 @@
 //! `berth`: a daemonless, Docker-compatible container engine.
+// The flags' doc comments are their --help texts, written as Docker writes them
+// ([hostip:][hostport:]containerport), not rustdoc links.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 mod build_cmd;
 mod container_cmd;

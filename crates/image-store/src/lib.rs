@@ -2,7 +2,7 @@
 //!
 //! - [`content`]: content-addressed blobs under `blobs/sha256` with verified,
 //!   resumable, lock-protected ingest.
-//! - [`reference`]: image references normalised as Docker does.
+//! - [`reference`](mod@reference): image references normalised as Docker does.
 //! - [`manifest`]: OCI / Docker schema2 manifests and indexes, host platform selection.
 //! - [`images`]: image names -> manifest descriptors, image resolution, GC roots.
 //! - [`registry`]: the distribution API v2 client.

@@ -812,7 +812,7 @@ impl NetworkStore {
         delete_veth(&host_veth)
     }
 
-    /// The bookkeeping half of [`Networks::detach`]: removes the container's
+    /// The bookkeeping half of [`Self::detach`]: removes the container's
     /// DNAT rules and frees its address and host ports, and returns the name
     /// of the host end of its veth pair, which is left for the caller to
     /// delete with [`delete_veth`] once nothing waits on it (the kernel's
