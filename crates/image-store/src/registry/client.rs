@@ -38,7 +38,9 @@ pub struct Registry {
     pub(super) opts: RegistryOptions,
     pub(super) rt: tokio::runtime::Runtime,
     plain: reqwest::Client,
-    pub(super) tls: std::sync::OnceLock<reqwest::Client>,
+    /// The TLS client, or why it could not be built (kept to name on every https
+    /// request).
+    pub(super) tls: std::sync::OnceLock<Result<reqwest::Client, String>>,
     auth_cache: Mutex<HashMap<(String, String), String>>,
     pub(crate) stats: Stats,
 }
@@ -119,18 +121,29 @@ impl Registry {
     }
 
     /// The client for `url`: the plain one for http, the TLS one (built now if
-    /// this is the first https request) otherwise. Should the TLS client fail to
-    /// build (no usable CA store), the plain one is used and the request fails
-    /// its certificate check, naming the registry.
-    pub(super) fn http(&self, url: &Url) -> &reqwest::Client {
+    /// this is the first https request) otherwise; fails, naming the cause (e.g. no
+    /// usable system CA store), when the TLS client cannot be built.
+    pub(super) fn http(&self, url: &Url) -> Result<&reqwest::Client, RegistryError> {
         if url.scheme() == "http" {
-            return &self.plain;
+            return Ok(&self.plain);
         }
-        self.tls.get_or_init(|| {
+        let tls = self.tls.get_or_init(|| {
             client_builder()
                 .tls_built_in_native_certs(true)
                 .build()
-                .unwrap_or_else(|_| self.plain.clone())
+                .map_err(|e| {
+                    let mut msg = e.to_string();
+                    let mut cause = std::error::Error::source(&e);
+                    while let Some(c) = cause {
+                        msg.push_str(&format!(": {c}"));
+                        cause = c.source();
+                    }
+                    msg
+                })
+        });
+        tls.as_ref().map_err(|e| RegistryError::Protocol {
+            registry: url.host_str().unwrap_or_default().to_string(),
+            reason: format!("cannot set up TLS with the system CA store: {e}"),
         })
     }
 
@@ -210,7 +223,8 @@ impl Registry {
         ctx.use_cache = false;
         let url = ctx.base.join("v2/").expect("static path");
         self.rt.block_on(async {
-            let resp = self.send(&ctx, || self.http(&url).get(url.clone())).await?;
+            let http = self.http(&url)?;
+            let resp = self.send(&ctx, || http.get(url.clone())).await?;
             self.expect_ok(&ctx, resp, "the API root /v2/")
                 .await
                 .map(drop)
@@ -346,7 +360,7 @@ impl Registry {
         for s in scopes.split(' ').filter(|s| !s.is_empty()) {
             query.push(("scope", s.to_string()));
         }
-        let mut req = self.http(&url).get(url).query(&query);
+        let mut req = self.http(&url)?.get(url).query(&query);
         if let Some((u, p)) = &ctx.creds {
             req = req.basic_auth(u, Some(p));
         }
@@ -390,10 +404,9 @@ impl Registry {
         url: Url,
         extra: HeaderMap,
     ) -> Result<Response, RegistryError> {
+        let http = self.http(&url)?;
         let mut resp = self
-            .send(ctx, || {
-                self.http(&url).get(url.clone()).headers(extra.clone())
-            })
+            .send(ctx, || http.get(url.clone()).headers(extra.clone()))
             .await?;
         let mut current = url;
         for _ in 0..MAX_REDIRECTS {
@@ -414,10 +427,11 @@ impl Registry {
             })?;
             resp = if same_origin(&next, &ctx.base) {
                 let n = next.clone();
-                self.send(ctx, || self.http(&n).get(n.clone()).headers(extra.clone()))
+                let http = self.http(&n)?;
+                self.send(ctx, || http.get(n.clone()).headers(extra.clone()))
                     .await?
             } else {
-                self.http(&next)
+                self.http(&next)?
                     .get(next.clone())
                     .headers(extra.clone())
                     .send()

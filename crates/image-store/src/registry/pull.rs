@@ -220,11 +220,10 @@ impl Registry {
                 registry: ctx.registry.clone(),
                 reason: format!("bad manifest URL: {e}"),
             })?;
+        let http = self.http(&url)?;
         let resp = self
             .send(ctx, || {
-                self.http(&url)
-                    .get(url.clone())
-                    .header(ACCEPT_H, MANIFEST_ACCEPT)
+                http.get(url.clone()).header(ACCEPT_H, MANIFEST_ACCEPT)
             })
             .await?;
         let resp = self

@@ -75,10 +75,10 @@ impl Registry {
         let url = self.url(ctx, &format!("v2/{}/manifests/{target}", ctx.repository))?;
         let what = format!("manifest {digest} for {}:{target}", ctx.repository);
         self.rt.block_on(async {
+            let http = self.http(&url)?;
             let resp = self
                 .send(ctx, || {
-                    self.http(&url)
-                        .put(url.clone())
+                    http.put(url.clone())
                         .header(CONTENT_TYPE, media_type.as_str())
                         .body(bytes.clone())
                 })
@@ -111,9 +111,8 @@ impl Registry {
         let head_url = self.blob_url(ctx, &digest)?;
         self.stats.blob_heads.fetch_add(1, Ordering::Relaxed);
         let exists = self.rt.block_on(async {
-            let resp = self
-                .send(ctx, || self.http(&head_url).head(head_url.clone()))
-                .await?;
+            let http = self.http(&head_url)?;
+            let resp = self.send(ctx, || http.head(head_url.clone())).await?;
             match resp.status() {
                 s if s.is_success() => Ok(true),
                 StatusCode::NOT_FOUND => Ok(false),
@@ -131,12 +130,9 @@ impl Registry {
                     .append_pair("mount", &digest.to_string())
                     .append_pair("from", from);
             }
+            let http = self.http(&url)?;
             let resp = self
-                .send(ctx, || {
-                    self.http(&url)
-                        .post(url.clone())
-                        .header(CONTENT_LENGTH, "0")
-                })
+                .send(ctx, || http.post(url.clone()).header(CONTENT_LENGTH, "0"))
                 .await?;
             if resp.status() == StatusCode::CREATED && mount_from.is_some() {
                 self.stats.blob_mounts.fetch_add(1, Ordering::Relaxed);
@@ -162,6 +158,7 @@ impl Registry {
             .append_pair("digest", &digest.to_string());
         self.stats.blob_uploads.fetch_add(1, Ordering::Relaxed);
         let path = store.blob_path(&digest);
+        let http = self.http(&location)?;
         let make = || {
             let body = match std::fs::File::open(&path) {
                 Ok(f) => reqwest::Body::wrap_stream(file_stream(f)),
@@ -169,8 +166,7 @@ impl Registry {
                     Err::<Vec<u8>, _>(e)
                 })),
             };
-            self.http(&location)
-                .put(location.clone())
+            http.put(location.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, size)
                 .body(body)

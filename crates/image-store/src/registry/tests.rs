@@ -676,12 +676,12 @@ fn tls_client_is_built_on_the_first_https_request() {
     let r = registry();
     let http = reqwest::Url::parse("http://127.0.0.1:5000/v2/").unwrap();
     let https = reqwest::Url::parse("https://registry.example/v2/").unwrap();
-    let _ = r.http(&http);
+    let _ = r.http(&http).unwrap();
     assert!(r.tls.get().is_none());
-    let first: *const reqwest::Client = r.http(&https);
+    let first: *const reqwest::Client = r.http(&https).unwrap();
     assert!(r.tls.get().is_some());
-    assert!(std::ptr::eq(first, r.http(&https)));
-    assert!(!std::ptr::eq(first, r.http(&http)));
+    assert!(std::ptr::eq(first, r.http(&https).unwrap()));
+    assert!(!std::ptr::eq(first, r.http(&http).unwrap()));
 }
 
 /// A thread reading a layer's follower to its end.
