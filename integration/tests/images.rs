@@ -301,14 +301,9 @@ fn bad_registry_answers_fail_cleanly() {
     }
 }
 
-#[test]
-fn killed_pull_resumes() {
-    if !privileged() {
-        return;
-    }
-    // A 12 MiB layer (a tar of one random file) served slowly, so the pull can be killed in the middle.
-    let e = Engine::new();
-    let layer = random_tar(&e, 12 << 20);
+/// Routes of a fake registry serving `big:latest`, an image of one uncompressed
+/// layer `layer`; returns them with the layer's digest.
+fn one_layer_image(layer: Vec<u8>) -> (HashMap<String, Route>, String) {
     let layer_digest = digest_of(&layer);
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux", "config": {},
@@ -336,10 +331,27 @@ fn killed_pull_resumes() {
         format!("/v2/big/blobs/{config_digest}"),
         Route::ok("application/octet-stream", config),
     );
+    routes.insert(
+        format!("/v2/big/blobs/{layer_digest}"),
+        Route::ok("application/octet-stream", layer),
+    );
+    (routes, layer_digest)
+}
+
+#[test]
+fn killed_pull_resumes() {
+    if !privileged() {
+        return;
+    }
+    // A 12 MiB layer (a tar of one random file) served slowly, so the pull can be killed in the middle.
+    let e = Engine::new();
+    let layer = random_tar(&e, 12 << 20);
     let layer_bytes = layer.clone();
-    let mut slow = Route::ok("application/octet-stream", layer);
-    slow.throttle = Some(Duration::from_millis(15));
-    routes.insert(format!("/v2/big/blobs/{layer_digest}"), slow);
+    let (mut routes, layer_digest) = one_layer_image(layer);
+    let route = format!("/v2/big/blobs/{layer_digest}");
+    if let Some(slow) = routes.get_mut(&route) {
+        slow.throttle = Some(Duration::from_millis(15));
+    }
     let fake = FakeRegistry::start(routes);
     let name = format!("{}/big:latest", fake.addr);
     let mut child = e.command(&["pull", "-q", &name]).spawn().unwrap();
@@ -360,10 +372,7 @@ fn killed_pull_resumes() {
         "a killed pull records no image"
     );
     // Faster the second time.
-    fake.set(
-        &format!("/v2/big/blobs/{layer_digest}"),
-        Route::ok("application/octet-stream", layer_bytes),
-    );
+    fake.set(&route, Route::ok("application/octet-stream", layer_bytes));
     e.ok(&["pull", "-q", &name]);
     let ranged = fake.requests.lock().unwrap().iter().any(|(line, range)| {
         line.contains(layer_digest.as_str()) && range.as_deref().is_some_and(|r| r != "bytes=0-")
@@ -371,6 +380,79 @@ fn killed_pull_resumes() {
     assert!(ranged, "the second pull resumed with a Range request");
     assert!(e.blobs().iter().all(|(_, ok)| *ok), "every blob verifies");
     assert_eq!(e.blobs().len(), 3);
+}
+
+/// A tmpfs mounted over a directory for the length of a test.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0755").as_str()),
+        )
+        .expect("mount tmpfs");
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        nix::mount::mount(
+            None::<&str>,
+            &self.0,
+            None::<&str>,
+            nix::mount::MsFlags::MS_REMOUNT,
+            Some(format!("size={size}").as_str()),
+        )
+        .expect("resize tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A pull onto a full disk fails with one clear line and loses nothing: the image
+/// already there stays whole, the failed pull leaves no image record and no
+/// snapshot, and once there is room the same pull completes with every blob whole.
+#[test]
+fn pull_onto_a_full_disk_fails_cleanly() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::new();
+    // The whole state directory on a 20 MiB tmpfs: the 12 MiB layer's blob fits,
+    // the blob and its unpacked copy do not.
+    let root = e.root();
+    let config = std::fs::read(root.join("config.json")).unwrap();
+    let disk = Tmpfs::mount(&root, "20m");
+    std::fs::write(root.join("config.json"), config).unwrap();
+    let busybox = load_busybox(&e);
+    let (images, blobs, snapshots) = (e.ok(&["images", "-q"]), e.blobs(), e.snapshot_dirs());
+    let (routes, _) = one_layer_image(random_tar(&e, 12 << 20));
+    let fake = FakeRegistry::start(routes);
+    let name = format!("{}/big:latest", fake.addr);
+
+    e.fails(&["pull", "-q", &name], "No space left on device");
+    assert_eq!(e.ok(&["images", "-q"]), images, "no image recorded");
+    assert_eq!(e.snapshot_dirs(), snapshots, "no snapshot left");
+    let now = e.blobs();
+    assert!(
+        now.iter().all(|(_, ok)| *ok),
+        "every blob verifies: {now:?}"
+    );
+    assert!(blobs.iter().all(|b| now.contains(b)), "no blob lost");
+    e.ok(&["image", "inspect", &busybox]);
+
+    disk.resize("64m");
+    e.ok(&["pull", "-q", &name]);
+    assert_eq!(e.ok(&["images", "-q"]).lines().count(), 2);
+    assert!(e.blobs().iter().all(|(_, ok)| *ok), "every blob verifies");
+    drop(disk);
 }
 
 /// A tar holding one file of `size` pseudo-random bytes.
