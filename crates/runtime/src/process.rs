@@ -161,6 +161,25 @@ fn set_no_new_privs() -> Result<()> {
     Ok(())
 }
 
+/// Default dispositions and an empty mask for every signal, as runc gives the
+/// container's process: an ignored signal or blocked mask survives exec, and ours
+/// would otherwise pass on (Rust ignores SIGPIPE; a shell's background job starts
+/// with SIGINT and SIGQUIT ignored, and then ^C could not stop a command in it).
+/// glibc keeps signals 32 and 33 to itself and refuses to change them.
+fn reset_signals() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: installs the default disposition; no handler code runs.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}
+
 /// Become the spec's process: umask, seccomp, user and groups, capabilities,
 /// no_new_privs, working directory, then `execve`. Only returns on failure.
 ///
@@ -207,6 +226,7 @@ pub(crate) fn become_process(
     }
     let cwd = process.cwd();
     nix::unistd::chdir(cwd).ctx(|| format!("chdir to {}", cwd.display()))?;
+    reset_signals();
     let args: Vec<CString> = process
         .args()
         .iter()
