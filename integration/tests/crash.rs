@@ -631,6 +631,63 @@ fn crash_matrix() {
     drop(registry);
 }
 
+/// Pids of processes whose command line is exactly `argv`.
+fn pids_running(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid: &i32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).ok() == Some(want.clone())
+        })
+        .collect()
+}
+
+/// A build killed in its second step leaves the first step's layer snapshot
+/// under the second step's working snapshot: one `system prune` removes both
+/// (CI once found the layer left, when prune removed only the working one).
+#[test]
+fn prune_after_a_build_killed_in_a_later_step_leaves_nothing() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let ctx = e.tmp.path().join("killed-build");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb\nRUN echo one > /one\nRUN sleep 37.25\n",
+    )
+    .unwrap();
+    let mut child = e
+        .command(&["build", "-q", "--no-cache", "-t", "killed", path_str(&ctx)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn berth");
+    berth_integration::wait_until(60, "the build's second step to run", || {
+        !pids_running(&["sleep", "37.25"]).is_empty()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    for pid in pids_running(&["sleep", "37.25"]) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    let (_, out) = check(&e, false);
+    assert!(out.contains("is used by nothing"), "{out}");
+    e.ok(&["system", "prune", "-f"]);
+    let (code, out) = check(&e, false);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 0 leftovers"), "after system prune: {out}");
+}
+
 /// Output of a failed operation is acceptable when it is one clear line.
 fn clear_failure(out: &Output) -> Result<(), String> {
     let err = text(&out.stderr);

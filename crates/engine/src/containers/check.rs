@@ -114,15 +114,31 @@ impl Containers {
             return Ok(report);
         }
         let mut removed = Vec::new();
-        for (line, fix) in fixes {
-            match self.apply_fix(fix) {
-                Ok(()) => removed.push(line),
-                Err(e) => report
-                    .problems
-                    .push(format!("could not remove ({line}): {e}")),
+        let mut fixes = fixes;
+        let mut rounds = 1;
+        // Removing a leftover can free another (a killed build's working
+        // snapshot keeps its parent layer from counting as unneeded): repeat
+        // while a round removes something, a few rounds at most.
+        let mut after = loop {
+            let mut progress = false;
+            for (line, fix) in fixes {
+                match self.apply_fix(fix) {
+                    Ok(()) => {
+                        progress = true;
+                        removed.push(line)
+                    }
+                    Err(e) => report
+                        .problems
+                        .push(format!("could not remove ({line}): {e}")),
+                }
             }
-        }
-        let (mut after, _) = self.check_once(verify)?;
+            let (after, next) = self.check_once(verify)?;
+            if next.is_empty() || !progress || rounds == 4 {
+                break after;
+            }
+            fixes = next;
+            rounds += 1;
+        };
         after.problems.extend(
             report
                 .problems
