@@ -1,6 +1,7 @@
 //! The overlayfs snapshotter.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -103,6 +104,15 @@ fn short_name(id: u64) -> String {
 }
 
 impl Snapshotter {
+    /// Flushes the snapshots' filesystem (`syncfs`), outside the store lock: a
+    /// committed snapshot's files must survive a power loss as its record does,
+    /// or a crash just after a pull leaves empty files under a layer every later
+    /// image sharing it would trust (containerd#8895, moby#49784).
+    fn sync_contents(&self) -> Result<()> {
+        let dir = File::open(&self.root).map_err(|e| Error::io("open", &self.root, e))?;
+        nix::unistd::syncfs(&dir).map_err(|e| Error::io("syncfs", &self.root, e.into()))
+    }
+
     /// Opens (creating if needed) a snapshotter at `root` (`<berth root>/snapshots`).
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root.join(LINK_DIR))
@@ -304,6 +314,7 @@ impl Snapshotter {
 
     /// `commit`, optionally giving a parentless `key` the parent `onto`.
     fn commit_inner(&self, name: &str, key: &str, onto: Option<Option<&str>>) -> Result<()> {
+        self.sync_contents()?;
         let mut l = self.store.exclusive()?;
         let meta = &mut l.meta;
         let mut rec = meta.get(key)?.clone();
