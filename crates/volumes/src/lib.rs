@@ -263,6 +263,8 @@ impl VolumeStore {
             });
         }
         let _lock = self.lock(name)?;
+        // Another process may have removed it while we waited for the lock.
+        self.get(name)?;
         let data = self.mountpoint(name);
         if driver::is_mounted(&data) {
             nix::mount::umount2(&data, nix::mount::MntFlags::MNT_DETACH)
@@ -279,7 +281,12 @@ impl VolumeStore {
         let trash = self
             .dir
             .join(format!(".removing-{name}-{}", std::process::id()));
-        std::fs::rename(&vdir, &trash).map_err(io(format!("remove {}", vdir.display())))?;
+        match std::fs::rename(&vdir, &trash) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoSuchVolume(name.to_string()))
+            }
+            r => r.map_err(io(format!("remove {}", vdir.display())))?,
+        }
         std::fs::remove_dir_all(&trash).map_err(io(format!("remove {}", trash.display())))
     }
 
