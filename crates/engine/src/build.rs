@@ -844,6 +844,11 @@ impl Builder<'_> {
         let chain = chain_ids(&ids).pop().unwrap_or_default();
         let snaps = self.images.snapshotter();
         if snaps.stat(&chain).is_ok_and(|i| i.kind == Kind::Committed) {
+            if snaps.unflushed_before_restart()?.contains(&chain) {
+                // Its files may have been lost in the restart: unpack them again.
+                let blob = self.images.content().read(&Digest::parse(&l.digest)?)?;
+                snaps.restore(&chain, berth_snapshotter::buffered(blob), &l.diff_id)?;
+            }
             return Ok(());
         }
         let key = self.next_key("unpack");

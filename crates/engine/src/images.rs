@@ -126,12 +126,70 @@ impl Images {
     /// Open (creating if needed) the image state under `root`.
     pub fn open(root: &Path) -> Result<Images> {
         std::fs::create_dir_all(root).map_err(Error::io(format!("create {}", root.display())))?;
-        Ok(Images {
+        let images = Images {
             root: root.to_path_buf(),
             content: ContentStore::open(&root.join("content"))?,
             store: ImageStore::open(&root.join("images"))?,
             snapshots: Snapshotter::open(&root.join("snapshots"))?,
-        })
+        };
+        images.restore_unflushed()?;
+        images.snapshots.flush(FLUSH_AFTER)?;
+        Ok(images)
+    }
+
+    /// Unpack again, from their blobs, the layers whose files were not known to
+    /// be on disk when the machine restarted (a commit does not wait for the
+    /// disk; see [`Snapshotter::flush`]), under the exclusive store lock, so
+    /// concurrent commands wait for it. Once per process. Such layers that no
+    /// image has are garbage: removed when the lock is free, else restored by a
+    /// build that reuses them from its cache.
+    fn restore_unflushed(&self) -> Result<()> {
+        static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if DONE.swap(true, std::sync::atomic::Ordering::Relaxed)
+            || self.snapshots.unflushed_before_restart()?.is_empty()
+        {
+            return Ok(());
+        }
+        let layers_of_images = || -> Result<std::collections::BTreeMap<String, _>> {
+            let mut layers = std::collections::BTreeMap::new();
+            for (_, image) in self.all()? {
+                let diff_ids = image.config.rootfs().diff_ids();
+                for ((layer, diff_id), chain) in
+                    image.layers.iter().zip(diff_ids).zip(chain_ids(diff_ids))
+                {
+                    layers
+                        .entry(chain)
+                        .or_insert((layer.clone(), diff_id.clone()));
+                }
+            }
+            Ok(layers)
+        };
+        let layers = layers_of_images()?;
+        let suspects = self.snapshots.unflushed_before_restart()?;
+        if suspects.iter().any(|k| layers.contains_key(k)) {
+            let _lock = self.lock(true)?;
+            let layers = layers_of_images()?;
+            for key in self.snapshots.unflushed_before_restart()? {
+                let Some((layer, diff_id)) = layers.get(&key) else {
+                    continue;
+                };
+                eprintln!(
+                    "berth: unpacking layer {} again: its files were not yet on disk when the machine restarted",
+                    layer.digest()
+                );
+                let blob = self
+                    .content
+                    .read(&Digest::parse(layer.digest().as_ref())?)?;
+                self.snapshots
+                    .restore(&key, berth_snapshotter::buffered(blob), diff_id)?;
+            }
+        }
+        if suspects.iter().any(|k| !layers.contains_key(k)) {
+            if let Some(_lock) = self.try_lock_exclusive()? {
+                self.release_snapshots()?;
+            }
+        }
+        Ok(())
     }
 
     /// The content store.
@@ -141,13 +199,7 @@ impl Images {
 
     /// The store-wide collection lock (see the module doc).
     pub(crate) fn lock(&self, exclusive: bool) -> Result<File> {
-        let path = self.root.join("gc.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Error::io(format!("open {}", path.display())))?;
+        let (path, file) = self.lock_file()?;
         let locked = if exclusive {
             file.lock()
         } else {
@@ -155,6 +207,30 @@ impl Images {
         };
         locked.map_err(Error::io(format!("lock {}", path.display())))?;
         Ok(file)
+    }
+
+    /// The file of the store-wide collection lock, opened.
+    fn lock_file(&self) -> Result<(PathBuf, File)> {
+        let path = self.root.join("gc.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(format!("open {}", path.display())))?;
+        Ok((path, file))
+    }
+
+    /// The store-wide collection lock, exclusive, if no one holds it now.
+    fn try_lock_exclusive(&self) -> Result<Option<File>> {
+        let (path, file) = self.lock_file()?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(Error::io(format!("lock {}", path.display()))(e))
+            }
+        }
     }
 
     /// Pull `reference` from its registry and record it. Returns the normalised reference and the image.
@@ -898,6 +974,10 @@ impl Images {
         Ok((blobs.len(), blobs.iter().map(|(_, s)| s).sum()))
     }
 }
+
+/// How long after its commit a layer's files are flushed by the next command
+/// (by then the kernel has mostly written them back, so the flush is short).
+const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Record name of an image that has no name (loaded or imported without one).
 fn dangling_name(config: &Digest) -> String {

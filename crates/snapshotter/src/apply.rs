@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -573,9 +573,6 @@ impl Extractor {
             let _ = unlinkat(p, last, UnlinkatFlags::NoRemoveDir);
             return Err(err);
         }
-        if declared > 0 {
-            start_writeback(&f);
-        }
         let chown = (meta.uid, meta.gid) != parent.owner;
         self.set_fd_meta_as(f.as_fd(), meta, name, chown, !created_as_is)?;
         futimens(f.as_fd(), &meta.mtime, &meta.mtime).map_err(self.ex(name, "futimens"))
@@ -862,16 +859,6 @@ enum CopyErr {
 }
 
 /// Copies at most `limit` bytes, telling read errors from write errors.
-/// Starts writing `f`'s data to disk without waiting for it, so that the
-/// `syncfs` at the snapshot's commit finds little left to write.
-fn start_writeback(f: &File) {
-    // SAFETY: sync_file_range takes no pointers; the descriptor is borrowed from
-    // `f`, open for the whole call. Failure only means the commit waits longer.
-    unsafe {
-        nix::libc::sync_file_range(f.as_raw_fd(), 0, 0, nix::libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
 fn copy_exact(
     r: &mut impl Read,
     w: &mut File,

@@ -22,6 +22,10 @@ pub(crate) struct Record {
     pub kind: Kind,
     pub parent: Option<String>,
     pub created: SystemTime,
+    /// A committed snapshot whose files may still be only in the page cache: the
+    /// boot id it was committed under (see [`crate::Snapshotter::flush`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unflushed: Option<String>,
 }
 
 /// The whole metadata file.

@@ -104,10 +104,7 @@ fn short_name(id: u64) -> String {
 }
 
 impl Snapshotter {
-    /// Flushes the snapshots' filesystem (`syncfs`), outside the store lock: a
-    /// committed snapshot's files must survive a power loss as its record does,
-    /// or a crash just after a pull leaves empty files under a layer every later
-    /// image sharing it would trust (containerd#8895, moby#49784).
+    /// Flushes the snapshots' filesystem (`syncfs`).
     fn sync_contents(&self) -> Result<()> {
         let dir = File::open(&self.root).map_err(|e| Error::io("open", &self.root, e))?;
         nix::unistd::syncfs(&dir).map_err(|e| Error::io("syncfs", &self.root, e.into()))
@@ -191,6 +188,7 @@ impl Snapshotter {
                 kind,
                 parent: parent.map(str::to_string),
                 created: SystemTime::now(),
+                unflushed: None,
             },
         );
         let mounts = self.mounts_for(meta, key)?;
@@ -314,7 +312,12 @@ impl Snapshotter {
 
     /// `commit`, optionally giving a parentless `key` the parent `onto`.
     fn commit_inner(&self, name: &str, key: &str, onto: Option<Option<&str>>) -> Result<()> {
-        self.sync_contents()?;
+        // Not flushed here (a pull would wait for the disk): marked with the boot
+        // id, flushed by a later command of this boot, restored after a restart.
+        let boot = boot_id();
+        if boot.is_none() {
+            self.sync_contents()?;
+        }
         let mut l = self.store.exclusive()?;
         let meta = &mut l.meta;
         let mut rec = meta.get(key)?.clone();
@@ -349,6 +352,7 @@ impl Snapshotter {
             Record {
                 kind: Kind::Committed,
                 created: SystemTime::now(),
+                unflushed: boot,
                 ..rec.clone()
             },
         );
@@ -460,6 +464,108 @@ impl Snapshotter {
             });
         }
         apply_layer(&fs, layer)
+    }
+
+    /// Flushes the files of the snapshots committed in this boot at least
+    /// `older_than` ago (one `syncfs`, by then mostly written back by the
+    /// kernel) and records them as flushed. Returns how many there were.
+    ///
+    /// A commit does not wait for its files to reach the disk; its record keeps
+    /// the boot id instead. Until a flush, a power loss could leave the record
+    /// with empty files (containerd#8895, moby#49784), which is why a snapshot
+    /// found unflushed from an earlier boot is not trusted (see
+    /// [`Snapshotter::unflushed_before_restart`]).
+    pub fn flush(&self, older_than: std::time::Duration) -> Result<usize> {
+        let Some(boot) = boot_id() else {
+            return Ok(0);
+        };
+        let due: Vec<String> = {
+            let l = self.store.shared()?;
+            l.meta
+                .snapshots
+                .iter()
+                .filter(|(_, r)| {
+                    r.unflushed.as_deref() == Some(boot.as_str())
+                        && r.created.elapsed().unwrap_or_default() >= older_than
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        if due.is_empty() {
+            return Ok(0);
+        }
+        self.sync_contents()?;
+        let mut l = self.store.exclusive()?;
+        for key in &due {
+            if let Some(r) = l.meta.snapshots.get_mut(key) {
+                if r.unflushed.as_deref() == Some(boot.as_str()) {
+                    r.unflushed = None;
+                }
+            }
+        }
+        self.store.write(&l.meta)?;
+        Ok(due.len())
+    }
+
+    /// Committed snapshots not known to have reached the disk before the machine
+    /// restarted: their files may be empty or partial. Restore each with
+    /// [`Snapshotter::restore`] from its layer.
+    pub fn unflushed_before_restart(&self) -> Result<Vec<String>> {
+        let boot = boot_id();
+        let l = self.store.shared()?;
+        Ok(l.meta
+            .snapshots
+            .iter()
+            .filter(|(_, r)| r.unflushed.is_some() && r.unflushed != boot)
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    /// Unpacks `layer` again into the committed snapshot `key`, replacing its
+    /// files (its path stays, so the overlays on it stay valid), flushes it, and
+    /// records it as flushed if the layer's digest is `diff_id`; else
+    /// `Error::Layer` and the snapshot stays marked. The caller makes sure
+    /// nothing uses the snapshot meanwhile.
+    pub fn restore(&self, key: &str, layer: impl BufRead, diff_id: &str) -> Result<ApplyStats> {
+        let (dir, kind) = {
+            let l = self.store.shared()?;
+            let r = l.meta.get(key)?;
+            (self.dir(r.id), r.kind)
+        };
+        if kind != Kind::Committed {
+            return Err(Error::WrongKind {
+                op: "restore",
+                key: key.to_string(),
+                actual: kind.to_string(),
+                expected: "committed",
+            });
+        }
+        let (fs, old) = (dir.join("fs"), dir.join("fs.unflushed"));
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io("remove", &old, e))?;
+        }
+        if fs.exists() {
+            std::fs::rename(&fs, &old).map_err(|e| Error::io("rename", &fs, e))?;
+        }
+        std::fs::create_dir(&fs).map_err(|e| Error::io("create", &fs, e))?;
+        let stats = apply_layer(&fs, layer)?;
+        if stats.digest != diff_id {
+            return Err(Error::Layer {
+                entry: None,
+                source: std::io::Error::other(format!(
+                    "restored content is {}, expected {diff_id}",
+                    stats.digest
+                )),
+            });
+        }
+        let _ = std::fs::remove_dir_all(&old);
+        self.sync_contents()?;
+        let mut l = self.store.exclusive()?;
+        if let Some(r) = l.meta.snapshots.get_mut(key) {
+            r.unflushed = None;
+        }
+        self.store.write(&l.meta)?;
+        Ok(stats)
     }
 
     /// Writes the changes of snapshot `key` relative to its parent as an uncompressed OCI
@@ -600,6 +706,14 @@ fn committed(meta: &crate::meta::Meta, key: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), new at every restart.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

@@ -1324,10 +1324,9 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>, only: Option<&[String]>) -
             "Not like for like: this `berth pull` also unpacks every layer into a snapshot \
              (`<root>/snapshots`, as `docker pull` / `podman pull` would), so its time is the \
              download plus the unpack that `## Layer unpack` times on its own; `skopeo copy` \
-             and the raw limit only store the blobs. berth also flushes the unpacked files to \
-             disk (`syncfs`) before it records a layer as unpacked, so that a power loss cannot \
-             leave a recorded layer with empty files (docs/decisions.md); docker and podman \
-             leave them in the page cache."
+             and the raw limit only store the blobs. Like docker and podman, berth does not wait \
+             for the unpacked files to reach the disk; unlike them, it unpacks again after a \
+             restart any layer not flushed since (docs/decisions.md)."
         } else {
             "`berth pull` stored the blobs and image record only (no snapshots were \
              unpacked), like `skopeo copy` to an OCI layout."
