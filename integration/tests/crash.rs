@@ -1007,3 +1007,46 @@ fn a_power_loss_after_load_loses_no_layer_file() {
     assert_eq!(unflushed(&root), 0, "flushed");
     drop(disk);
 }
+
+/// After a restart, a build reusing from its cache a layer that no image has
+/// (an earlier stage's) and whose files did not reach the disk gets the layer's
+/// real files: the layer is unpacked again or dropped, never trusted.
+#[test]
+fn a_build_after_a_restart_does_not_trust_unflushed_cached_layers() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let ctx = e.tmp.path().join("stages");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb AS builder\nRUN echo made-in-stage > /made\n\
+         FROM bb\nCOPY --from=builder /made /made\n",
+    )
+    .unwrap();
+    let build = ["build", "-q", "-t", "staged", path_str(&ctx)];
+    e.ok(&build);
+    // The restart: every layer's files lost (here: /made emptied wherever it is),
+    // and a new boot id.
+    let root = e.root();
+    for entry in std::fs::read_dir(root.join("snapshots")).unwrap().flatten() {
+        let made = entry.path().join("fs/made");
+        if made.exists() {
+            std::fs::write(&made, b"").unwrap();
+        }
+    }
+    edit_snapshot_records(&root, |r| {
+        if r.get("unflushed").is_some() {
+            r["unflushed"] = "00000000-0000-0000-0000-000000000000".into();
+        }
+    });
+    e.ok(&build);
+    let out = e.ok(&["run", "--rm", "--network", "none", "staged", "cat", "/made"]);
+    assert_eq!(out, "made-in-stage\n");
+    let meta = std::fs::read_to_string(root.join("snapshots/metadata.json")).unwrap();
+    assert!(
+        !meta.contains("00000000-0000-0000-0000-000000000000"),
+        "a layer unflushed before the restart is still there: {meta}"
+    );
+}
