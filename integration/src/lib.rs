@@ -461,9 +461,15 @@ impl Engine {
 
     /// `berth --root ROOT ARGS...` with its own XDG_CONFIG_HOME and HOME, not yet run.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_at(&self.root(), args)
+    }
+
+    /// As [`Engine::command`], with another `--root` (a copy of this engine's
+    /// state, say).
+    pub fn command_at(&self, root: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(berth_bin());
         cmd.arg("--root")
-            .arg(self.root())
+            .arg(root)
             .arg("--run-root")
             .arg(self.tmp.path().join("run"))
             .args(args)

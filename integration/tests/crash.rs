@@ -872,11 +872,7 @@ fn sh_ok(cmd: &str, args: &[&str]) {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        text(&out.stderr)
-    );
+    berth_integration::expect_success(&format!("{cmd} {args:?}"), &out);
 }
 
 /// Regular files under `dir` (relative path, contents).
@@ -898,19 +894,9 @@ fn regular_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// `berth --root ROOT ARGS` with `e`'s config dirs; (success, stderr).
+/// `berth --root ROOT ARGS` with `e`'s other settings; (success, stderr).
 fn berth_at(e: &Engine, root: &Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(berth_integration::berth_bin())
-        .arg("--root")
-        .arg(root)
-        .arg("--run-root")
-        .arg(e.tmp.path().join("run-at"))
-        .args(args)
-        .env("XDG_CONFIG_HOME", e.tmp.path().join("config"))
-        .env("HOME", e.tmp.path().join("home"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run berth");
+    let out = e.command_at(root, args).output().expect("run berth");
     (out.status.success(), text(&out.stderr))
 }
 

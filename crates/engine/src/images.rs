@@ -132,22 +132,20 @@ impl Images {
             store: ImageStore::open(&root.join("images"))?,
             snapshots: Snapshotter::open(&root.join("snapshots"))?,
         };
-        images.restore_unflushed()?;
-        images.snapshots.flush(FLUSH_AFTER)?;
+        let unflushed = images.snapshots.settle(FLUSH_AFTER)?;
+        images.restore_unflushed(&unflushed)?;
         Ok(images)
     }
 
     /// Unpack again, from their blobs, the layers whose files were not known to
-    /// be on disk when the machine restarted (a commit does not wait for the
-    /// disk; see [`Snapshotter::flush`]), under the exclusive store lock, so
-    /// concurrent commands wait for it. Once per process. Such layers that no
-    /// image has are garbage: removed when the lock is free, else restored by a
-    /// build that reuses them from its cache.
-    fn restore_unflushed(&self) -> Result<()> {
+    /// be on disk when the machine restarted (`suspects`; a commit does not wait
+    /// for the disk, see [`Snapshotter::settle`]), under the exclusive store
+    /// lock, so concurrent commands wait for it. Once per process. Such layers
+    /// that no image has are garbage: removed when the lock is free, else
+    /// restored by a build that reuses them from its cache.
+    fn restore_unflushed(&self, suspects: &[String]) -> Result<()> {
         static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        if DONE.swap(true, std::sync::atomic::Ordering::Relaxed)
-            || self.snapshots.unflushed_before_restart()?.is_empty()
-        {
+        if suspects.is_empty() || DONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
         let layers_of_images = || -> Result<std::collections::BTreeMap<String, _>> {
@@ -165,7 +163,6 @@ impl Images {
             Ok(layers)
         };
         let layers = layers_of_images()?;
-        let suspects = self.snapshots.unflushed_before_restart()?;
         if suspects.iter().any(|k| layers.contains_key(k)) {
             let _lock = self.lock(true)?;
             let layers = layers_of_images()?;

@@ -23,7 +23,7 @@ pub(crate) struct Record {
     pub parent: Option<String>,
     pub created: SystemTime,
     /// A committed snapshot whose files may still be only in the page cache: the
-    /// boot id it was committed under (see [`crate::Snapshotter::flush`]).
+    /// boot id it was committed under (see [`crate::Snapshotter::settle`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unflushed: Option<String>,
 }

@@ -468,43 +468,44 @@ impl Snapshotter {
 
     /// Flushes the files of the snapshots committed in this boot at least
     /// `older_than` ago (one `syncfs`, by then mostly written back by the
-    /// kernel) and records them as flushed. Returns how many there were.
+    /// kernel) and records them as flushed; returns the snapshots left unflushed
+    /// by an earlier boot (see [`Snapshotter::unflushed_before_restart`]). One
+    /// read of the metadata, for the start of every command.
     ///
     /// A commit does not wait for its files to reach the disk; its record keeps
     /// the boot id instead. Until a flush, a power loss could leave the record
     /// with empty files (containerd#8895, moby#49784), which is why a snapshot
-    /// found unflushed from an earlier boot is not trusted (see
-    /// [`Snapshotter::unflushed_before_restart`]).
-    pub fn flush(&self, older_than: std::time::Duration) -> Result<usize> {
-        let Some(boot) = boot_id() else {
-            return Ok(0);
-        };
-        let due: Vec<String> = {
+    /// found unflushed from an earlier boot is not trusted.
+    pub fn settle(&self, older_than: std::time::Duration) -> Result<Vec<String>> {
+        let boot = boot_id();
+        let (mut due, mut before_restart) = (Vec::new(), Vec::new());
+        {
             let l = self.store.shared()?;
-            l.meta
-                .snapshots
-                .iter()
-                .filter(|(_, r)| {
-                    r.unflushed.as_deref() == Some(boot.as_str())
-                        && r.created.elapsed().unwrap_or_default() >= older_than
-                })
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
+            for (key, r) in &l.meta.snapshots {
+                if r.unflushed.is_none() {
+                    continue;
+                }
+                if r.unflushed != boot {
+                    before_restart.push(key.clone());
+                } else if r.created.elapsed().unwrap_or_default() >= older_than {
+                    due.push(key.clone());
+                }
+            }
+        }
         if due.is_empty() {
-            return Ok(0);
+            return Ok(before_restart);
         }
         self.sync_contents()?;
         let mut l = self.store.exclusive()?;
         for key in &due {
             if let Some(r) = l.meta.snapshots.get_mut(key) {
-                if r.unflushed.as_deref() == Some(boot.as_str()) {
+                if r.unflushed == boot {
                     r.unflushed = None;
                 }
             }
         }
         self.store.write(&l.meta)?;
-        Ok(due.len())
+        Ok(before_restart)
     }
 
     /// Committed snapshots not known to have reached the disk before the machine

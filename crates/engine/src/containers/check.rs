@@ -109,12 +109,11 @@ impl Containers {
         // No pull, load, build or prune runs meanwhile: blobs not yet recorded by an
         // image are never taken for orphans.
         let _gc = self.images.lock(true)?;
-        let (mut report, fixes) = self.check_once(verify)?;
+        let (mut report, mut fixes) = self.check_once(verify)?;
         if !repair || fixes.is_empty() {
             return Ok(report);
         }
         let mut removed = Vec::new();
-        let mut fixes = fixes;
         let mut rounds = 1;
         // Removing a leftover can free another (a killed build's working
         // snapshot keeps its parent layer from counting as unneeded): repeat
