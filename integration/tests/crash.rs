@@ -825,6 +825,77 @@ fn concurrent_mixed_operations() {
     drop(registry);
 }
 
+/// `rm -f` while a `start` of the same container is under way: the removal
+/// waits for the start to finish (then kills what it started) or wins before
+/// it begins; either way both commands end clearly and nothing is left.
+/// (Before the start claimed the record, rm removed the rootfs under a
+/// starting container: "sleep: not found", "set sysctl ...: No such file".)
+#[test]
+fn rm_force_racing_a_start_ends_clearly_and_leaves_nothing() {
+    if !privileged() {
+        return;
+    }
+    const ROUNDS: u64 = 12;
+    let e = Engine::with_busybox();
+    let argv = ["sleep", "41.5"];
+    let mut started = 0;
+    for round in 0..ROUNDS {
+        let name = format!("race{round}");
+        e.ok(&[
+            "create",
+            "--network",
+            "none",
+            "--name",
+            &name,
+            "bb",
+            argv[0],
+            argv[1],
+        ]);
+        let (start, rm) = std::thread::scope(|s| {
+            let start = s.spawn(|| e.run(&["start", &name]));
+            // Spread the removal over the start's phases (spawn, mount, runtime).
+            std::thread::sleep(Duration::from_millis(round * 4));
+            let rm = e.run(&["rm", "-f", &name]);
+            (start.join().expect("start"), rm)
+        });
+        expect_clear(&format!("round {round}: start"), &start);
+        assert!(
+            rm.status.success(),
+            "round {round}: rm -f failed: {}",
+            text(&rm.stderr)
+        );
+        if start.status.success() {
+            started += 1;
+        } else {
+            println!("round {round}: start: {}", text(&start.stderr).trim());
+        }
+        assert!(
+            e.run(&["inspect", &name]).status.code() != Some(0),
+            "round {round}: the container is still there"
+        );
+        e.assert_no_mounts();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !pids_running(&argv).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            pids_running(&argv),
+            Vec::<i32>::new(),
+            "round {round}: the process outlived rm -f"
+        );
+    }
+    println!("rm -f racing start: {started} of {ROUNDS} starts succeeded before the removal");
+    assert_consistent(&e, "after the races");
+}
+
+fn expect_clear(what: &str, out: &Output) {
+    if !out.status.success() {
+        if let Err(why) = clear_failure(out) {
+            panic!("{what}: {why}");
+        }
+    }
+}
+
 /// An ext4 filesystem in a file, loop-mounted; unmounted when dropped.
 struct LoopDisk {
     image: PathBuf,

@@ -145,6 +145,17 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// Whether a monitor that is still alive has claimed `record` to start it.
+fn start_under_way(record: &ContainerRecord) -> bool {
+    record
+        .state
+        .starting
+        .is_some_and(|(pid, start)| pid_alive(pid, start))
+}
+
+/// How long `rm` waits for a start under way to finish.
+const START_WAIT: Duration = Duration::from_secs(60);
+
 fn pid_alive(pid: i32, start: u64) -> bool {
     match berth_runtime::state::proc_stat(pid) {
         Some((s, state)) => s == start && state != 'Z' && state != 'X',
@@ -290,7 +301,7 @@ impl Containers {
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
         // Held until the record is saved: `system check` and a later claim of the same
         // name tell a create in progress from one that was killed by this lock.
-        let _creating = self.store.lock(&id)?;
+        let _creating = self.store.lock_new(&id)?;
         let name = match &req.name {
             Some(n) => {
                 let n = n.trim_start_matches('/').to_string();
@@ -362,6 +373,7 @@ impl Containers {
                     restart_count: 0,
                     stop_requested: false,
                     restarting: false,
+                    starting: None,
                 },
             };
             self.store.save(&record)?;
@@ -645,6 +657,29 @@ impl Containers {
         Ok(line)
     }
 
+    /// Claim container `id` for the calling monitor to start, under its lock:
+    /// refused while it runs, is being removed or another monitor starts it.
+    /// [`monitor`] clears the claim when it records the start or its failure.
+    pub(crate) fn claim_start(&self, id: &str) -> Result<ContainerRecord> {
+        // Reconciles a record left running by a monitor that is gone.
+        self.get(id)?;
+        let _lock = self.store.lock(id)?;
+        let mut record = self.store.load(id)?;
+        if start_under_way(&record) {
+            return Err(Error::Conflict(format!(
+                "container {} is already being started",
+                record.name
+            )));
+        }
+        self.check_startable(&record)?;
+        let me = std::process::id() as i32;
+        let start = berth_runtime::state::proc_stat(me).map_or(0, |s| s.0);
+        record.state.starting = Some((me, start));
+        // Not fsynced: after a reboot the claim's pid means nothing.
+        self.store.save_volatile(&record)?;
+        Ok(record)
+    }
+
     fn check_startable(&self, record: &ContainerRecord) -> Result<()> {
         if record.state.status == Status::Running {
             return Err(Error::Conflict(format!(
@@ -806,20 +841,46 @@ impl Containers {
         force: bool,
         volumes: bool,
     ) -> Result<String> {
-        let record = self.get(name_or_id)?;
-        if record.state.status == Status::Running {
-            if !force {
-                return Err(Error::Conflict(format!(
-                    "cannot remove container {}: it is running; stop it first or use --force",
-                    record.name
-                )));
+        let id = self.resolve(name_or_id)?;
+        let deadline = Instant::now() + START_WAIT;
+        let record = loop {
+            let record = self.get(&id)?;
+            if record.state.status == Status::Running {
+                if !force {
+                    return Err(Error::Conflict(format!(
+                        "cannot remove container {}: it is running; stop it first or use --force",
+                        record.name
+                    )));
+                }
+                self.request_stop(&record.id)?;
+                let _ = self.runtime.kill(&record.id, Signal::SIGKILL, true);
+                self.wait_not_running(&record.id, Duration::from_secs(15))?;
+                self.wait_monitor_gone(&record);
             }
-            self.request_stop(&record.id)?;
-            let _ = self.runtime.kill(&record.id, Signal::SIGKILL, true);
-            self.wait_not_running(&record.id, Duration::from_secs(15))?;
-            self.wait_monitor_gone(&record);
-        }
-        let record = self.update(&record.id, |r| r.state.status = Status::Removing)?;
+            // Marked under the lock, unless it runs again or a start is under
+            // way: a start mounts and runs what the removal would delete, so it
+            // is waited out (then a running container is killed as above).
+            let marked = {
+                let _lock = self.store.lock(&id)?;
+                let mut record = self.store.load(&id)?;
+                let busy = record.state.status == Status::Running || start_under_way(&record);
+                if !busy {
+                    record.state.status = Status::Removing;
+                    self.store.save(&record)?;
+                }
+                (!busy).then_some(record)
+            };
+            match marked {
+                Some(record) => break record,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                None => {
+                    return Err(Error::Conflict(format!(
+                        "cannot remove container {}: it is still being started",
+                        record.name
+                    )))
+                }
+            }
+        };
         // A monitor finishing a --rm may have removed it meanwhile.
         if self.paths(&record.id).dir.exists() {
             self.remove_files(&record, volumes)?;

@@ -183,6 +183,7 @@ fn mark_running(state: &mut super::record::State, pid: i32, first: bool) {
     state.error = None;
     state.oom_killed = false;
     state.restarting = false;
+    state.starting = None;
     if first {
         state.restart_count = 0;
         state.stop_requested = false;
@@ -196,7 +197,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
 
 fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report) -> Result<()> {
-    let record = containers.store.load(id)?;
+    let record = containers.claim_start(id)?;
     let paths = containers.paths(id);
     std::fs::create_dir_all(&paths.run_dir)
         .map_err(Error::io(format!("create {}", paths.run_dir.display())))?;
@@ -642,6 +643,7 @@ fn fail(containers: &Containers, id: &str, err: &Error, clients: &mut Vec<Client
             };
             r.state.error = Some(err.to_string());
             r.state.restarting = false;
+            r.state.starting = None;
             r.state.exit_code = code;
             r.state.pid = 0;
             r.state.monitor_pid = 0;

@@ -72,6 +72,11 @@ pub struct State {
     /// The monitor waits out its backoff before a restart (Docker's `Restarting`).
     #[serde(default)]
     pub restarting: bool,
+    /// The monitor (pid, start time) that claimed the container to start it
+    /// and has not yet recorded it running or failed; `rm` waits it out. A
+    /// claim whose monitor is gone counts for nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting: Option<(i32, u64)>,
 }
 
 /// `--restart`: what the monitor does when the container's process ends.
@@ -275,10 +280,21 @@ impl RecordStore {
     }
 
     /// Lock one container's record exclusively (released when the file drops).
+    /// The lock file is not created here (see [`ContainerStore::lock_new`]), so
+    /// a lock taken while `rm` deletes the directory cannot put a file back in it.
     pub fn lock(&self, id: &str) -> Result<File> {
+        self.lock_file(id, false)
+    }
+
+    /// [`ContainerStore::lock`] of a container being created, making its lock file.
+    pub fn lock_new(&self, id: &str) -> Result<File> {
+        self.lock_file(id, true)
+    }
+
+    fn lock_file(&self, id: &str, create: bool) -> Result<File> {
         let path = self.dir(id).join("lock");
         let file = OpenOptions::new()
-            .create(true)
+            .create(create)
             .truncate(false)
             .write(true)
             .open(&path)
@@ -407,7 +423,7 @@ mod tests {
         }
         store.claim_name("dead", &dead).unwrap();
         store.claim_name("live", &live).unwrap();
-        let _creating = store.lock(&live).unwrap();
+        let _creating = store.lock_new(&live).unwrap();
         assert!(
             store.claim_name("live", &new).is_err(),
             "a create in progress"
