@@ -100,6 +100,10 @@ fn detached_lifecycle() {
         out, "persisted\n",
         "the container layer survives stop/start"
     );
+    // As Docker: starting a running container succeeds and changes nothing.
+    let pid = e.inspect("web")["State"]["Pid"].clone();
+    assert_eq!(e.ok(&["start", "web"]).trim(), "web");
+    assert_eq!(e.inspect("web")["State"]["Pid"], pid, "start restarted it");
     let out = e.run(&["rm", "web"]);
     assert_eq!(
         out.status.code(),

@@ -696,9 +696,13 @@ impl Containers {
         Ok(())
     }
 
-    /// Start a container in the background; returns its init pid.
+    /// Start a container in the background; returns its init pid. A running
+    /// container is left as it is (Docker's `start` succeeds on one too).
     pub fn start(&self, name_or_id: &str) -> Result<i32> {
         let record = self.get(name_or_id)?;
+        if record.state.status == Status::Running {
+            return Ok(record.state.pid);
+        }
         self.check_startable(&record)?;
         let mut report = self.spawn_monitor(&record.id, false)?;
         let line = Self::read_report(&mut report)?;
@@ -710,8 +714,12 @@ impl Containers {
 
     /// Start a container with a client attached from the first byte of
     /// output; returns the attach stream (frames, see [`attach`]).
+    /// A running container is attached to as it is.
     pub fn start_attached(&self, name_or_id: &str) -> Result<std::os::unix::net::UnixStream> {
         let record = self.get(name_or_id)?;
+        if record.state.status == Status::Running {
+            return self.attach(&record.id);
+        }
         self.check_startable(&record)?;
         let mut report = self.spawn_monitor(&record.id, true)?;
         let line = Self::read_report(&mut report)?;
