@@ -68,6 +68,166 @@ fn rename_moves_the_name() {
     cleanup(&e);
 }
 
+/// As Docker: a command given several containers does each one it can, names
+/// each failure on a line of its own, and exits non-zero at the end.
+#[test]
+fn several_names_go_on_after_a_failure() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    for name in ["c1", "c2"] {
+        e.ok(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            name,
+            "bb",
+            "sleep",
+            "100",
+        ]);
+    }
+    let state = |name: &str| e.inspect(name)["State"]["Status"].clone();
+    for (args, after) in [
+        (&["pause"][..], "paused"),
+        (&["unpause"][..], "running"),
+        (&["stop", "-t", "0"][..], "exited"),
+        (&["start"][..], "running"),
+        (&["kill"][..], "exited"),
+    ] {
+        let mut argv = args.to_vec();
+        argv.extend(["c1", "nosuch", "c2"]);
+        let out = e.run(&argv);
+        assert_eq!(out.status.code(), Some(125), "{argv:?}");
+        assert_eq!(text(&out.stdout), "c1\nc2\n", "{argv:?}");
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{argv:?}: {err}");
+        assert!(err.contains("nosuch"), "{argv:?}: {err}");
+        wait_for(&format!("{argv:?}: both {after}"), || {
+            state("c1") == after && state("c2") == after
+        });
+    }
+    let out = e.run(&["wait", "c1", "nosuch", "c2"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(text(&out.stdout), "137\n137\n");
+    let out = e.run(&["rm", "c1", "nosuch", "c2"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(text(&out.stdout), "c1\nc2\n");
+    assert_eq!(e.ok(&["ps", "-a", "-q"]), "");
+    e.ok(&["tag", "bb", "t1"]);
+    e.ok(&["tag", "bb", "t2"]);
+    let out = e.run(&["rmi", "t1", "nosuch", "t2"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(text(&out.stdout), "Untagged: t1:latest\nUntagged: t2:latest\n");
+    assert_eq!(e.ok(&["images", "--format", "{{.Repository}}"]), "bb\n");
+}
+
+/// `inspect -f` runs a Go template on each object of every kind, with
+/// Docker's functions; list formats take the same templates.
+#[test]
+fn inspect_format_runs_a_go_template_on_each_object() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "tpl",
+        "-e",
+        "FOO=1",
+        "-l",
+        "com.x=y",
+        "bb",
+        "sleep",
+        "100",
+    ]);
+    let pid: i32 = e
+        .ok(&["inspect", "-f", "{{.State.Pid}}", "tpl"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
+        b"sleep\0100\0",
+        "{{.State.Pid}} is the container's process"
+    );
+    let env: Vec<String> = serde_json::from_str(&e.ok(&[
+        "container",
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        "tpl",
+    ]))
+    .unwrap();
+    assert!(env.contains(&"FOO=1".to_string()), "{env:?}");
+    let out = e.ok(&[
+        "inspect",
+        "-f",
+        r#"{{index .Config.Labels "com.x"}} {{if .State.Running}}up{{end}} {{upper .Name}} {{join .Config.Cmd ","}}"#,
+        "tpl",
+    ]);
+    assert_eq!(out, "y up /TPL sleep,100\n");
+    assert_eq!(
+        e.ok(&["image", "inspect", "-f", "{{.Os}}/{{.Architecture}}", "bb"])
+            .trim(),
+        "linux/amd64"
+    );
+    e.ok(&["volume", "create", "tplvol"]);
+    assert_eq!(
+        e.ok(&["volume", "inspect", "-f", "{{.Name}} {{.Driver}}", "tplvol"]),
+        "tplvol local\n"
+    );
+    assert_eq!(
+        e.ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Driver}}",
+            "bridge"
+        ]),
+        "bridge bridge\n"
+    );
+
+    // Found objects print, each missing one is an error line, the exit code says so.
+    let out = e.run(&["inspect", "-f", "{{.Name}}", "tpl", "nosuch", "tpl"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(text(&out.stdout), "/tpl\n/tpl\n");
+    assert!(
+        text(&out.stderr).contains("nosuch"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A bad template or a field the object lacks: a clear error, nothing printed.
+    for bad in ["{{.Name", "{{.NoSuchField}}", "{{nosuchfunc .Name}}"] {
+        let out = e.run(&["inspect", "-f", bad, "tpl"]);
+        assert_eq!(out.status.code(), Some(125), "{bad}");
+        assert_eq!(text(&out.stdout), "", "{bad}");
+        assert_eq!(
+            text(&out.stderr).lines().count(),
+            1,
+            "{bad}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("template"),
+            "{bad}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    let row: Value = serde_json::from_str(&e.ok(&["ps", "--format", "{{json .}}"])).unwrap();
+    assert_eq!(row["Names"], "tpl");
+    assert_eq!(e.ok(&["ps", "--format", "{{.Names | upper}}"]), "TPL\n");
+    e.ok(&["rm", "-f", "tpl"]);
+    e.ok(&["volume", "rm", "tplvol"]);
+}
+
 #[test]
 fn top_lists_the_containers_processes_with_host_pids() {
     if !privileged() {

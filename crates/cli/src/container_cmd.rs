@@ -506,11 +506,10 @@ pub fn start(containers: &Containers, args: StartArgs) -> anyhow::Result<i32> {
             &keys,
         );
     }
-    for c in &args.containers {
+    Ok(crate::each_name(&args.containers, |c| {
         containers.start(c)?;
-        println!("{c}");
-    }
-    Ok(0)
+        Ok(c.to_string())
+    }))
 }
 
 /// `attach NAME`.
@@ -556,11 +555,10 @@ pub fn stop(
     timeout: Option<u64>,
     names: &[String],
 ) -> anyhow::Result<i32> {
-    for n in names {
+    Ok(crate::each_name(names, |n| {
         containers.stop(n, timeout)?;
-        println!("{n}");
-    }
-    Ok(0)
+        Ok(n.to_string())
+    }))
 }
 
 /// `restart [-t N] NAME...`.
@@ -569,21 +567,19 @@ pub fn restart(
     timeout: Option<u64>,
     names: &[String],
 ) -> anyhow::Result<i32> {
-    for n in names {
+    Ok(crate::each_name(names, |n| {
         containers.stop(n, timeout)?;
         containers.start(n)?;
-        println!("{n}");
-    }
-    Ok(0)
+        Ok(n.to_string())
+    }))
 }
 
 /// `kill [-s SIG] NAME...`.
 pub fn kill(containers: &Containers, signal: &str, names: &[String]) -> anyhow::Result<i32> {
-    for n in names {
+    Ok(crate::each_name(names, |n| {
         containers.kill(n, signal)?;
-        println!("{n}");
-    }
-    Ok(0)
+        Ok(n.to_string())
+    }))
 }
 
 /// `rm [-f] [-v] NAME...`.
@@ -593,17 +589,10 @@ pub fn rm(
     volumes: bool,
     names: &[String],
 ) -> anyhow::Result<i32> {
-    let mut code = 0;
-    for n in names {
-        match containers.remove_with_volumes(n, force, volumes) {
-            Ok(_) => println!("{n}"),
-            Err(e) => {
-                eprintln!("berth: {e}");
-                code = 125;
-            }
-        }
-    }
-    Ok(code)
+    Ok(crate::each_name(names, |n| {
+        containers.remove_with_volumes(n, force, volumes)?;
+        Ok(n.to_string())
+    }))
 }
 
 /// `ps` flags.
@@ -715,7 +704,8 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
                 ],
                 &[("ID", "CONTAINER ID")],
             )
-        });
+        })
+        .transpose()?;
     for r in rows.iter() {
         let id = if args.no_trunc {
             r.id.clone()
@@ -1074,10 +1064,9 @@ fn mount_json(containers: &Containers, m: &berth_engine::volumes::MountSpec) -> 
 
 /// `wait NAME...`: print each exit code.
 pub fn wait(containers: &Containers, names: &[String]) -> anyhow::Result<i32> {
-    for n in names {
-        println!("{}", containers.wait(n)?);
-    }
-    Ok(0)
+    Ok(crate::each_name(names, |n| {
+        Ok(containers.wait(n)?.to_string())
+    }))
 }
 
 #[cfg(test)]

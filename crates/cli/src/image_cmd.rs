@@ -106,11 +106,7 @@ pub enum ImageCommand {
     #[command(alias = "list")]
     Ls(ListArgs),
     /// Show low-level information on images as JSON.
-    Inspect {
-        /// Image names or ids.
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Inspect(crate::inspect::InspectArgs),
     /// Create a tag TARGET that refers to SOURCE.
     Tag(TagArgs),
     /// Remove images.
@@ -289,20 +285,14 @@ pub fn run(
             writeln!(out, "{name}: digest: {digest}")?;
         }
         ImageCommand::Ls(args) => list(images, &args, &mut out)?,
-        ImageCommand::Inspect { names } => {
-            let mut all = Vec::new();
-            for name in &names {
-                all.push(images.inspect(name)?);
-            }
-            writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+        ImageCommand::Inspect(args) => {
+            return crate::inspect::print(&args, |n| Ok(images.inspect(n)?));
         }
         ImageCommand::Tag(TagArgs { source, target }) => images.tag(&source, &target)?,
         ImageCommand::Rm(args) => {
-            for name in &args.names {
-                for line in images.remove(name, args.force, in_use)? {
-                    writeln!(out, "{line}")?;
-                }
-            }
+            return Ok(crate::each_name(&args.names, |name| {
+                Ok(images.remove(name, args.force, in_use)?.join("\n"))
+            }));
         }
         ImageCommand::History(HistoryArgs { no_trunc, name }) => {
             writeln!(
@@ -434,7 +424,7 @@ fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Resul
                 t,
                 &["ID", "Repository", "Tag", "Digest", "CreatedSince", "CreatedAt", "Size"],
                 &[("ID", "IMAGE ID"), ("CreatedSince", "CREATED")],
-            );
+            )?;
             for r in &rows {
                 let fields = [
                     ("ID", short_id(&r.id, args.no_trunc)),

@@ -7,6 +7,7 @@ mod build_cmd;
 mod container_cmd;
 mod format;
 mod image_cmd;
+mod inspect;
 mod monitor_cmd;
 mod network_cmd;
 mod runtime_cmd;
@@ -94,11 +95,7 @@ enum Command {
         command: SystemCommand,
     },
     /// Low-level information on containers or images, as JSON.
-    Inspect {
-        /// Names or ids.
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Inspect(inspect::InspectArgs),
     /// Manage volumes.
     Volume {
         #[command(subcommand)]
@@ -190,11 +187,7 @@ enum ContainerCommand {
     /// Run a command in a running container.
     Exec(container_cmd::ExecArgs),
     /// Low-level information on containers.
-    Inspect {
-        /// Names or ids.
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Inspect(inspect::InspectArgs),
     /// Rename a container.
     Rename(RenameArgs),
     /// Show the running processes of a container.
@@ -355,12 +348,34 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             eprintln!("berth: {}", runtime_cmd::one_line(&err));
-            err.downcast_ref::<berth_engine::Error>()
-                .map(|e| e.exit_code())
-                .unwrap_or(ENGINE_ERROR)
+            exit_code(&err)
         }
     };
     std::process::exit(code);
+}
+
+/// Apply `op` to each name as Docker does: print what it returns (the name,
+/// mostly), report a failure on a line of its own and go on with the next.
+/// The exit code is the last failure's (125 for most), 0 if none failed.
+fn each_name(names: &[String], mut op: impl FnMut(&str) -> anyhow::Result<String>) -> i32 {
+    let mut code = 0;
+    for n in names {
+        match op(n) {
+            Ok(lines) => println!("{lines}"),
+            Err(e) => {
+                eprintln!("berth: {}", runtime_cmd::one_line(&e));
+                code = exit_code(&e);
+            }
+        }
+    }
+    code
+}
+
+/// The exit code of a failed command: the engine's for its errors, else 125.
+fn exit_code(err: &anyhow::Error) -> i32 {
+    err.downcast_ref::<berth_engine::Error>()
+        .map(|e| e.exit_code())
+        .unwrap_or(ENGINE_ERROR)
 }
 
 fn engine_command(
@@ -487,34 +502,22 @@ fn engine_command(
             return Ok(0);
         }
         Command::Container {
-            command: ContainerCommand::Inspect { names },
+            command: ContainerCommand::Inspect(args),
         } => {
             let c = containers()?;
-            let mut all = Vec::new();
-            for n in &names {
-                let r = c.get(n)?;
-                all.push(container_cmd::inspect_json(&c, &r));
-            }
-            println!("{}", serde_json::to_string_pretty(&all)?);
-            return Ok(0);
+            return inspect::print(&args, |n| Ok(container_cmd::inspect_json(&c, &c.get(n)?)));
         }
-        Command::Inspect { names } => {
+        Command::Inspect(args) => {
             // Containers first, then images, as Docker's generic inspect.
             let c = containers()?;
-            let mut all = Vec::new();
-            for n in &names {
-                match c.get(n) {
-                    Ok(r) => all.push(container_cmd::inspect_json(&c, &r)),
-                    Err(berth_engine::Error::NoSuchContainer(_)) => all.push(
-                        c.images()
-                            .inspect(n)
-                            .map_err(|_| anyhow::anyhow!("no such object: {n}"))?,
-                    ),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            println!("{}", serde_json::to_string_pretty(&all)?);
-            return Ok(0);
+            return inspect::print(&args, |n| match c.get(n) {
+                Ok(r) => Ok(container_cmd::inspect_json(&c, &r)),
+                Err(berth_engine::Error::NoSuchContainer(_)) => c
+                    .images()
+                    .inspect(n)
+                    .map_err(|_| anyhow::anyhow!("no such object: {n}")),
+                Err(e) => Err(e.into()),
+            });
         }
         Command::Build(a) => return build_cmd::build(root, run_root, a),
         Command::Builder { command } => return build_cmd::builder(root, command),

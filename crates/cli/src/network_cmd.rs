@@ -19,11 +19,7 @@ pub enum NetworkCommand {
     #[command(alias = "list")]
     Ls(LsArgs),
     /// Show networks as JSON.
-    Inspect {
-        /// Network names or ids.
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Inspect(crate::inspect::InspectArgs),
     /// Remove networks (never one in use, nor `bridge`).
     #[command(alias = "remove")]
     Rm {
@@ -188,12 +184,8 @@ pub fn run(c: &Containers, command: NetworkCommand) -> anyhow::Result<i32> {
                 table.write(&mut out)?;
             }
         }
-        NetworkCommand::Inspect { names } => {
-            let mut all = Vec::new();
-            for name in &names {
-                all.push(inspect_json(c, &c.network(name)?));
-            }
-            writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+        NetworkCommand::Inspect(args) => {
+            return crate::inspect::print(&args, |n| Ok(inspect_json(c, &c.network(n)?)));
         }
         NetworkCommand::Rm { names } => {
             let mut failed: Option<berth_engine::Error> = None;

@@ -12,7 +12,7 @@ use berth_engine::containers::record::{ContainerRecord, Status};
 use berth_engine::containers::Containers;
 use clap::Args;
 
-use crate::format::{json_line, template, Templated};
+use crate::format::{json_line, GoTemplate, Templated};
 
 /// Docker's decimal sizes (`units.HumanSize`): 4 significant digits, kB/MB/GB.
 pub fn human_size(bytes: u64) -> String {
@@ -77,20 +77,18 @@ pub fn top(containers: &Containers, name: &str, _ps_args: &[String]) -> anyhow::
 
 /// `pause CONTAINER...`.
 pub fn pause(containers: &Containers, names: &[String]) -> anyhow::Result<i32> {
-    for n in names {
+    Ok(crate::each_name(names, |n| {
         containers.pause(n)?;
-        println!("{n}");
-    }
-    Ok(0)
+        Ok(n.to_string())
+    }))
 }
 
 /// `unpause CONTAINER...`.
 pub fn unpause(containers: &Containers, names: &[String]) -> anyhow::Result<i32> {
-    for n in names {
+    Ok(crate::each_name(names, |n| {
         containers.unpause(n)?;
-        println!("{n}");
-    }
-    Ok(0)
+        Ok(n.to_string())
+    }))
 }
 
 /// `stats` flags.
@@ -227,7 +225,7 @@ pub fn stats(containers: &Containers, args: StatsArgs) -> anyhow::Result<i32> {
                 }
             }
             Some(t) if t != "table" => {
-                let mut rows = Templated::new(t, STATS_FIELDS, STATS_COLUMNS);
+                let mut rows = Templated::new(t, STATS_FIELDS, STATS_COLUMNS)?;
                 for r in &records {
                     let f = stats_fields(r, args.no_trunc, prev.get(&r.id), now.get(&r.id));
                     rows.row(&mut out, &f)?;
@@ -383,7 +381,7 @@ pub fn df(containers: &Containers, args: DfArgs) -> anyhow::Result<i32> {
                 t,
                 &["Type", "TotalCount", "Active", "Size", "Reclaimable"],
                 &[("TotalCount", "TOTAL")],
-            );
+            )?;
             for (name, u) in &rows {
                 lines.row(&mut out, &fields(name, u))?;
             }
@@ -615,20 +613,21 @@ pub fn info(
         ("DockerRootDir", root.display().to_string()),
         ("RunRoot", run_root.display().to_string()),
     ];
-    match args.format.as_deref() {
-        Some("json") => {
-            let mut map = serde_json::Map::new();
-            for (k, v) in &fields {
-                let value = v
-                    .parse::<u64>()
-                    .map(serde_json::Value::from)
-                    .unwrap_or_else(|_| serde_json::Value::from(v.clone()));
-                map.insert(k.to_string(), value);
-            }
-            map.insert("Runtimes".into(), serde_json::json!({"berth": {}}));
-            println!("{}", serde_json::Value::Object(map));
+    let json = || {
+        let mut map = serde_json::Map::new();
+        for (k, v) in &fields {
+            let value = v
+                .parse::<u64>()
+                .map(serde_json::Value::from)
+                .unwrap_or_else(|_| serde_json::Value::from(v.clone()));
+            map.insert(k.to_string(), value);
         }
-        Some(t) => println!("{}", template(t, &fields)),
+        map.insert("Runtimes".into(), serde_json::json!({"berth": {}}));
+        serde_json::Value::Object(map)
+    };
+    match args.format.as_deref() {
+        Some("json") => println!("{}", json()),
+        Some(t) => println!("{}", GoTemplate::parse(t)?.render(&json())?),
         None => {
             let v = |k: &str| {
                 fields
@@ -705,18 +704,7 @@ pub fn version(args: VersionArgs) -> anyhow::Result<i32> {
     });
     match args.format.as_deref() {
         Some("json") => println!("{v}"),
-        Some(t) => {
-            let fields = [
-                ("Client.Version", version.to_string()),
-                ("Server.Version", version.to_string()),
-                ("Client.Os", "linux".to_string()),
-                ("Client.Arch", go_arch().to_string()),
-                ("Server.Os", "linux".to_string()),
-                ("Server.Arch", go_arch().to_string()),
-                ("Server.KernelVersion", kernel()),
-            ];
-            println!("{}", template(t, &fields));
-        }
+        Some(t) => println!("{}", GoTemplate::parse(t)?.render(&v)?),
         None => {
             println!("Client: berth");
             println!(" Version:           {version}");

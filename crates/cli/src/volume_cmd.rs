@@ -21,7 +21,7 @@ pub enum VolumeCommand {
     #[command(alias = "list")]
     Ls(LsArgs),
     /// Show volumes as JSON.
-    Inspect(InspectArgs),
+    Inspect(crate::inspect::InspectArgs),
     /// Remove volumes (never one a container uses).
     #[command(alias = "remove")]
     Rm(RmArgs),
@@ -60,14 +60,6 @@ pub struct LsArgs {
     /// json, table, or a template like '{{.Name}}'.
     #[arg(long)]
     format: Option<String>,
-}
-
-/// `volume inspect`.
-#[derive(Args, Debug)]
-pub struct InspectArgs {
-    /// Volume names.
-    #[arg(required = true)]
-    names: Vec<String>,
 }
 
 /// `volume rm`.
@@ -223,7 +215,7 @@ fn ls(containers: &Containers, a: LsArgs) -> anyhow::Result<i32> {
                 "Size",
                 "Status",
             ];
-            let mut rows = Templated::new(t, &names, &[("Name", "VOLUME NAME")]);
+            let mut rows = Templated::new(t, &names, &[("Name", "VOLUME NAME")])?;
             for v in &volumes {
                 rows.row(&mut out, &fields(v))?;
             }
@@ -240,13 +232,8 @@ fn ls(containers: &Containers, a: LsArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn inspect(containers: &Containers, a: InspectArgs) -> anyhow::Result<i32> {
-    let mut all = Vec::new();
-    for n in &a.names {
-        all.push(volume_json(&containers.volumes().get(n)?));
-    }
-    println!("{}", serde_json::to_string_pretty(&all)?);
-    Ok(0)
+fn inspect(containers: &Containers, a: crate::inspect::InspectArgs) -> anyhow::Result<i32> {
+    crate::inspect::print(&a, |n| Ok(volume_json(&containers.volumes().get(n)?)))
 }
 
 fn rm(containers: &Containers, a: RmArgs) -> anyhow::Result<i32> {
