@@ -120,7 +120,10 @@ fn several_names_go_on_after_a_failure() {
     e.ok(&["tag", "bb", "t2"]);
     let out = e.run(&["rmi", "t1", "nosuch", "t2"]);
     assert_eq!(out.status.code(), Some(125));
-    assert_eq!(text(&out.stdout), "Untagged: t1:latest\nUntagged: t2:latest\n");
+    assert_eq!(
+        text(&out.stdout),
+        "Untagged: t1:latest\nUntagged: t2:latest\n"
+    );
     assert_eq!(e.ok(&["images", "--format", "{{.Repository}}"]), "bb\n");
 }
 

@@ -354,7 +354,36 @@ fn user_networks_names_isolation_and_connect() {
     for n in ["bridge", "n1", "n2"] {
         assert!(ls.contains(&format!(" {n} ")), "{ls}");
     }
-    assert_eq!(e.ok(&["network", "ls", "-q"]).lines().count(), 3);
+    // Docker's pre-defined mode networks are listed too, and are not records.
+    let names: Vec<String> = ls
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "bridge bridge",
+            "host host",
+            "n1 bridge",
+            "n2 bridge",
+            "none null"
+        ],
+        "{ls}"
+    );
+    assert_eq!(e.ok(&["network", "ls", "-q"]).lines().count(), 5);
+    e.fails(&["network", "create", "host"], "already exists");
+    e.fails(&["network", "rm", "none"], "pre-defined");
+    assert_eq!(
+        e.ok(&["network", "inspect", "-f", "{{.Driver}}", "none"]),
+        "null\n"
+    );
     e.ok(&[
         "run",
         "-d",
@@ -440,7 +469,7 @@ fn user_networks_names_isolation_and_connect() {
     assert!(out.contains("n3"), "{out}");
     let out = e.ok(&["network", "prune", "-f"]);
     assert!(!out.contains("bridge"), "{out}");
-    assert_eq!(e.ok(&["network", "ls", "-q"]).lines().count(), 1);
+    assert_eq!(e.ok(&["network", "ls", "-q"]).lines().count(), 3);
 }
 
 #[test]
@@ -488,6 +517,23 @@ fn network_modes_none_host_and_container() {
         seen.contains(&"eth0".to_string()) && seen.contains(&"lo".to_string()),
         "{seen:?}"
     );
+    // The `host` network lists its running containers, as Docker's does.
+    let id = e.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "--name",
+        "onhost",
+        "bb",
+        "sleep",
+        "60",
+    ]);
+    let members: Value =
+        serde_json::from_str(&e.ok(&["network", "inspect", "-f", "{{json .Containers}}", "host"]))
+            .unwrap();
+    assert_eq!(members[id.trim()]["Name"], "onhost", "{members}");
+    e.ok(&["rm", "-f", "onhost"]);
     e.ok(&["run", "-d", "--name", "web", "bb", "sh", "-c", HTTPD]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -641,7 +687,11 @@ fn bad_network_input_is_refused() {
     e.fails(&["network", "connect", "n1", "nosuch"], "nosuch");
     assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "", "no container created");
     let ls = e.ok(&["network", "ls", "-q"]);
-    assert_eq!(ls.lines().count(), 2, "only bridge and n1: {ls}");
+    assert_eq!(
+        ls.lines().count(),
+        4,
+        "only bridge, host, none and n1: {ls}"
+    );
     // A static address inside the subnet is honoured.
     let ip = e.subnet(0).replace(".0/24", ".77");
     let out = e.ok(&[

@@ -6,7 +6,9 @@ use std::io::Write;
 
 use crate::table::Table;
 use anyhow::{bail, Context};
+use berth_engine::containers::record::Status;
 use berth_engine::containers::Containers;
+use berth_engine::spec::NetworkMode;
 use berth_netns_bridge::{Network, NetworkConfig, Subnet};
 use clap::{Args, Subcommand};
 
@@ -95,6 +97,56 @@ pub struct ConnectArgs {
     container: String,
 }
 
+/// Docker's pre-defined networks besides `bridge`, with their drivers: network
+/// modes (`--network host|none`) with no record behind them.
+const MODE_NETWORKS: [(&str, &str); 2] = [("host", "host"), ("none", "null")];
+
+/// A stable id for a mode network (Docker's are random per daemon).
+fn mode_network_id(name: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(format!("berth network {name}"))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Docker's inspect JSON of the mode network `name` (running containers in
+/// that mode as its members).
+fn mode_network_json(
+    c: &Containers,
+    name: &str,
+    driver: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let mut members = serde_json::Map::new();
+    for r in c.list()? {
+        let member = match r.options.network {
+            NetworkMode::Host => name == "host",
+            NetworkMode::None => name == "none",
+            _ => false,
+        };
+        if member && r.state.status == Status::Running {
+            members.insert(
+                r.id.clone(),
+                serde_json::json!({"Name": r.name, "EndpointID": "", "MacAddress": "",
+                    "IPv4Address": "", "IPv6Address": ""}),
+            );
+        }
+    }
+    Ok(serde_json::json!({
+        "Name": name,
+        "Id": mode_network_id(name),
+        "Scope": "local",
+        "Driver": driver,
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": null, "Config": []},
+        "Internal": false,
+        "Attachable": false,
+        "Containers": members,
+        "Options": {},
+        "Labels": {},
+    }))
+}
+
 fn inspect_json(c: &Containers, n: &Network) -> serde_json::Value {
     let mut members = serde_json::Map::new();
     for (id, ep) in &n.endpoints {
@@ -170,14 +222,24 @@ pub fn run(c: &Containers, command: NetworkCommand) -> anyhow::Result<i32> {
         }
         NetworkCommand::Ls(a) => {
             c.network("bridge")?;
-            let nets = c.networks().list()?;
+            let mut nets: Vec<(String, String, &str)> = c
+                .networks()
+                .list()?
+                .into_iter()
+                .map(|n| (n.id, n.name, "bridge"))
+                .collect();
+            for (name, driver) in MODE_NETWORKS {
+                nets.push((mode_network_id(name), name.to_string(), driver));
+            }
+            // Docker's order: by name.
+            nets.sort_by(|a, b| a.1.cmp(&b.1));
             let mut table = Table::new(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
-            for n in nets {
-                let id = if a.no_trunc { &n.id[..] } else { &n.id[..12] };
+            for (id, name, driver) in nets {
+                let id = if a.no_trunc { &id[..] } else { &id[..12] };
                 if a.quiet {
                     writeln!(out, "{id}")?;
                 } else {
-                    table.row(vec![id.into(), n.name, "bridge".into(), "local".into()]);
+                    table.row(vec![id.into(), name, driver.into(), "local".into()]);
                 }
             }
             if !a.quiet {
@@ -185,7 +247,12 @@ pub fn run(c: &Containers, command: NetworkCommand) -> anyhow::Result<i32> {
             }
         }
         NetworkCommand::Inspect(args) => {
-            return crate::inspect::print(&args, |n| Ok(inspect_json(c, &c.network(n)?)));
+            return crate::inspect::print(&args, |n| {
+                match MODE_NETWORKS.iter().find(|(name, _)| *name == n) {
+                    Some((name, driver)) => mode_network_json(c, name, driver),
+                    None => Ok(inspect_json(c, &c.network(n)?)),
+                }
+            });
         }
         NetworkCommand::Rm { names } => {
             let mut failed: Option<berth_engine::Error> = None;

@@ -422,10 +422,12 @@ impl NetworkStore {
     /// first attach. Refuses an invalid name, a subnet that overlaps another
     /// network or a route of the host, and a gateway outside the subnet.
     pub fn create(&self, config: NetworkConfig) -> Result<Network> {
-        if !valid_name(&config.name) || config.name == "host" || config.name == "none" {
+        if !valid_name(&config.name) {
             return Err(Error::InvalidName(config.name));
         }
-        if config.name == DEFAULT_NETWORK {
+        // Docker's pre-defined networks exist already (`host` and `none` are
+        // network modes of their own, not records).
+        if matches!(config.name.as_str(), DEFAULT_NETWORK | "host" | "none") {
             return Err(Error::NetworkExists(config.name));
         }
         self.update(|st| self.create_locked(st, config, None))

@@ -503,8 +503,14 @@ impl Containers {
         Ok(())
     }
 
-    /// `network rm`: refused for `bridge` and while containers are attached.
+    /// `network rm`: refused for the pre-defined networks (`bridge`, `host`,
+    /// `none`) and while containers are attached.
     pub fn network_remove(&self, name: &str) -> Result<String> {
+        if matches!(name, "host" | "none") {
+            return Err(Error::Invalid(format!(
+                "{name} is a pre-defined network and cannot be removed"
+            )));
+        }
         let net = self.networks.get(name)?;
         if !net.is_user_defined() {
             return Err(Error::Invalid(format!(
