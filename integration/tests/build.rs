@@ -877,3 +877,68 @@ fn dockerfile_flag_inside_and_outside_the_context() {
         "cannot read Dockerfile",
     );
 }
+
+/// As Docker: rebuilding a tag leaves the image it named before as a dangling
+/// `<none>` image, which a container may still use: `image prune` keeps it
+/// while the container exists (the container starts again), and removes it
+/// after. `images` filters find it.
+#[test]
+fn a_rebuilt_tag_leaves_the_old_image_dangling_and_kept_while_used() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let one = context(&e, "one", "FROM bb\nLABEL generation=one\n");
+    let old = e
+        .ok(&["build", "-q", "-t", "app", p(&one)])
+        .trim()
+        .to_string();
+    e.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "user",
+        "app",
+        "sleep",
+        "100",
+    ]);
+    let two = context(&e, "two", "FROM bb\nLABEL generation=two\n");
+    let new = e
+        .ok(&["build", "-q", "-t", "app", p(&two)])
+        .trim()
+        .to_string();
+    assert_ne!(old, new);
+    let short = |id: &str| id.trim_start_matches("sha256:")[..12].to_string();
+    assert_eq!(
+        e.ok(&["images", "-f", "dangling=true", "-q"]).trim(),
+        short(&old)
+    );
+    assert_eq!(e.ok(&["images", "-q", "app"]).trim(), short(&new));
+    assert_eq!(
+        e.ok(&["images", "-q", "-f", "label=generation=one"]).trim(),
+        short(&old)
+    );
+    let listed = e.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    assert!(
+        listed.contains(&format!("<none>:<none> {}", short(&old))),
+        "{listed}"
+    );
+
+    e.ok(&["image", "prune", "-f"]);
+    e.ok(&["stop", "-t", "0", "user"]);
+    e.ok(&["start", "user"]);
+    assert_eq!(e.inspect("user")["Image"], old.as_str());
+
+    e.ok(&["rm", "-f", "user"]);
+    let out = e.ok(&["image", "prune", "-f"]);
+    assert!(out.contains(&format!("deleted: {old}")), "{out}");
+    assert_eq!(e.ok(&["images", "-f", "dangling=true", "-q"]), "");
+    assert_eq!(e.ok(&["images", "-q", "app"]).trim(), short(&new));
+    let (code, out) = {
+        let o = e.run(&["system", "check"]);
+        (o.status.code(), text(&o.stdout))
+    };
+    assert_eq!(code, Some(0), "{out}");
+}

@@ -157,7 +157,7 @@ fn inspect_format_runs_a_go_template_on_each_object() {
         .unwrap();
     assert_eq!(
         std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
-        b"sleep\0100\0",
+        b"sleep\x00100\0",
         "{{.State.Pid}} is the container's process"
     );
     let env: Vec<String> = serde_json::from_str(&e.ok(&[

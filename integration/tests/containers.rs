@@ -94,6 +94,16 @@ fn detached_lifecycle() {
     let state = e.inspect("web");
     assert_eq!(state["State"]["Status"], "exited");
     assert_eq!(state["State"]["ExitCode"], 137);
+    // As Docker: a status filter looks at every container, not only running ones.
+    assert_eq!(e.ok(&["ps", "-q"]).trim(), "");
+    assert_eq!(
+        e.ok(&["ps", "-q", "--filter", "status=exited"]).trim(),
+        &id[..12]
+    );
+    assert_eq!(e.ok(&["ps", "-q", "-f", "status=running"]).trim(), "");
+    assert_eq!(e.ok(&["ps", "-aq", "-f", "exited=137"]).trim(), &id[..12]);
+    assert_eq!(e.ok(&["ps", "-aq", "-f", "exited=0"]).trim(), "");
+    e.fails(&["ps", "-f", "exited=x"], "invalid filter");
     e.ok(&["start", "web"]);
     let out = e.ok(&["exec", "web", "cat", "/data.txt"]);
     assert_eq!(

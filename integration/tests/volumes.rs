@@ -99,6 +99,11 @@ fn named_volume_outlives_containers_and_prunes_without_volumes() {
     e.ok(&["volume", "create", "data"]);
     // In use (even by a stopped container): neither prune -a nor rm takes it.
     e.ok(&["create", "--name", "user", "-v", "data:/data", "bb", "true"]);
+    // ps finds the containers using a volume, by name or by mount path.
+    let names = |filter: &str| e.ok(&["ps", "-a", "--format", "{{.Names}}", "-f", filter]);
+    assert_eq!(names("volume=data"), "user\n");
+    assert_eq!(names("volume=/data"), "user\n");
+    assert_eq!(names("volume=other"), "");
     e.ok(&["volume", "prune", "-a", "-f"]);
     assert_eq!(volumes(&e), vec!["data"]);
     let out = e.run(&["volume", "rm", "-f", "data"]);

@@ -607,7 +607,7 @@ pub struct PsArgs {
     /// Show the n last created containers.
     #[arg(short = 'n', long)]
     last: Option<usize>,
-    /// Filter: status=, name=, label=, ancestor=, id=.
+    /// Filter: status=, name=, label=, ancestor=, id=, exited=CODE, volume=NAME|PATH.
     #[arg(short, long)]
     filter: Vec<String>,
     /// Do not truncate.
@@ -636,42 +636,46 @@ fn status_text(r: &ContainerRecord) -> String {
     }
 }
 
-fn matches_filter(r: &ContainerRecord, filter: &str) -> anyhow::Result<bool> {
-    let (key, value) = filter
-        .split_once('=')
-        .with_context(|| format!("invalid filter {filter:?}: use KEY=VALUE"))?;
-    Ok(match key {
-        "status" => r.state.status.to_string() == value,
+/// Whether container `r` passes `ps --filter key=value`.
+fn matches_filter(containers: &Containers, r: &ContainerRecord, key: &str, value: &str) -> bool {
+    match key {
+        "status" => match value {
+            "paused" | "running" => containers.state_name(r) == value,
+            _ => r.state.status.to_string() == value,
+        },
         "name" => r.name.contains(value),
         "id" => r.id.starts_with(value),
         "ancestor" => r.image == value || r.image_id.contains(value),
-        "label" => match value.split_once('=') {
-            Some((k, v)) => r.labels.get(k).is_some_and(|x| x == v),
-            None => r.labels.contains_key(value),
-        },
-        other => bail!("invalid filter {other:?}: use status, name, id, label or ancestor"),
-    })
+        "exited" => r.state.status == Status::Exited && value.parse() == Ok(r.state.exit_code),
+        "volume" => r
+            .mounts
+            .iter()
+            .any(|m| m.source == value || m.target == value),
+        _ => crate::filter::label_matches(&r.labels, value),
+    }
 }
 
 /// `ps`.
 pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
     let mut rows = containers.list()?;
-    if !args.all && args.last.is_none() {
+    let filters = crate::filter::Filters::parse(
+        &args.filter,
+        &[
+            "status", "name", "id", "label", "ancestor", "exited", "volume",
+        ],
+    )?;
+    filters.check("exited", |v| v.parse::<i32>().is_ok(), "an exit code")?;
+    // As Docker's: a status filter chooses among all containers.
+    if !args.all && args.last.is_none() && !filters.has("status") {
         rows.retain(|r| r.state.status == Status::Running);
     }
-    for f in &args.filter {
-        let mut kept = Vec::new();
-        for r in rows {
-            let hit = match f.strip_prefix("status=") {
-                Some(s @ ("paused" | "running")) => containers.state_name(&r) == s,
-                _ => matches_filter(&r, f)?,
-            };
-            if hit {
-                kept.push(r);
-            }
+    let mut kept = Vec::new();
+    for r in rows {
+        if filters.pass(|k, v| Ok(matches_filter(containers, &r, k, v)))? {
+            kept.push(r);
         }
-        rows = kept;
     }
+    let mut rows = kept;
     if let Some(n) = args.last {
         rows.truncate(n);
     }

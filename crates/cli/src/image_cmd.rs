@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::format::Templated;
 use crate::table::Table;
 use anyhow::{bail, Context};
-use berth_engine::images::{ArchiveFormat, Images};
+use berth_engine::images::{ArchiveFormat, ImageSummary, Images};
 use berth_image_store::registry::{Credentials, Registry, RegistryOptions};
 use clap::{Args, Subcommand};
 
@@ -134,6 +134,15 @@ pub enum ImageCommand {
 /// `images` / `image ls` flags.
 #[derive(Args, Debug)]
 pub struct ListArgs {
+    /// Only images whose repository (or `repository:tag`) matches, as `busybox`,
+    /// `busybox:1.36` or `bu*`.
+    reference: Option<String>,
+    /// Show all images (berth keeps no intermediate images: the same list).
+    #[arg(short, long)]
+    all: bool,
+    /// Filter: dangling=true|false, reference=PATTERN, label=KEY[=VALUE].
+    #[arg(short, long)]
+    filter: Vec<String>,
     /// Only show image ids.
     #[arg(short, long)]
     quiet: bool,
@@ -319,8 +328,8 @@ pub fn run(
             let (removed, freed) = images.prune(all, in_use)?;
             if !removed.is_empty() {
                 writeln!(out, "Deleted Images:")?;
-                for r in removed {
-                    writeln!(out, "untagged: {r}")?;
+                for line in removed {
+                    writeln!(out, "{line}")?;
                 }
             }
             writeln!(out, "Total reclaimed space: {}", human_size(freed))?;
@@ -381,8 +390,57 @@ pub fn run(
     Ok(0)
 }
 
+/// Whether image row `r` passes `images --filter key=value`.
+fn image_matches(r: &ImageSummary, key: &str, value: &str) -> anyhow::Result<bool> {
+    Ok(match key {
+        "dangling" => (r.repository == "<none>") == matches!(value, "true" | "1"),
+        "reference" => reference_matches(r, value)?,
+        _ => crate::filter::label_matches(&r.labels, value),
+    })
+}
+
+/// Docker's reference filter: a glob (`*` stops at `/`) on the repository, or
+/// on `repository:tag` when the pattern has a tag.
+fn reference_matches(r: &ImageSummary, pattern: &str) -> anyhow::Result<bool> {
+    let glob = glob::Pattern::new(pattern)
+        .with_context(|| format!("invalid reference pattern {pattern:?}"))?;
+    let options = glob::MatchOptions {
+        require_literal_separator: true,
+        ..Default::default()
+    };
+    let tagged = pattern
+        .rsplit_once(':')
+        .is_some_and(|(_, t)| !t.contains('/'));
+    let name = if tagged {
+        format!("{}:{}", r.repository, r.tag)
+    } else {
+        r.repository.clone()
+    };
+    Ok(glob.matches_with(&name, options))
+}
+
 fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let rows = images.list()?;
+    let filters = crate::filter::Filters::parse(&args.filter, &["dangling", "reference", "label"])?;
+    filters.check(
+        "dangling",
+        |v| matches!(v, "true" | "1" | "false" | "0"),
+        "true or false",
+    )?;
+    filters.check(
+        "reference",
+        |v| glob::Pattern::new(v).is_ok(),
+        "a pattern like busybox or bu*:1.*",
+    )?;
+    let mut rows = Vec::new();
+    for r in images.list()? {
+        let by_name = match &args.reference {
+            Some(p) => reference_matches(&r, p)?,
+            None => true,
+        };
+        if by_name && filters.pass(|k, v| image_matches(&r, k, v))? {
+            rows.push(r);
+        }
+    }
     if args.quiet {
         let mut seen = std::collections::BTreeSet::new();
         for r in &rows {

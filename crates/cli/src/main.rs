@@ -5,6 +5,7 @@
 
 mod build_cmd;
 mod container_cmd;
+mod filter;
 mod format;
 mod image_cmd;
 mod inspect;

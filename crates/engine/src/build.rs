@@ -1252,8 +1252,13 @@ impl Builder<'_> {
         if names.is_empty() {
             names.push((format!("dangling:{cfg_digest}"), String::new()));
         }
-        for (full, _) in &names {
-            store.put(ImageRecord::new(full.clone(), desc.clone()))?;
+        for (full, shown) in &names {
+            let record = ImageRecord::new(full.clone(), desc.clone());
+            if shown.is_empty() {
+                store.put(record)?;
+            } else {
+                crate::images::put_name(&store, content, record)?;
+            }
         }
         self.say(&format!("Successfully built {}", cfg_digest.short()));
         for (_, shown) in &names {

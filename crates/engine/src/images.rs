@@ -37,6 +37,9 @@ pub struct ImageSummary {
     pub created: Option<String>,
     /// Bytes of the image's blobs (compressed layers plus config).
     pub size: u64,
+    /// The config's labels (for `--filter label=`).
+    #[serde(skip)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What a pull tells the unpacking thread.
@@ -271,11 +274,15 @@ impl Images {
             self.remove_new_unreferenced(&before)?;
             return Err(e);
         }
-        self.store.put(ImageRecord {
-            name: reference.full(),
-            target: pulled.manifest.clone(),
-            created: now(),
-        })?;
+        put_name(
+            &self.store,
+            &self.content,
+            ImageRecord {
+                name: reference.full(),
+                target: pulled.manifest.clone(),
+                created: now(),
+            },
+        )?;
         Ok((reference, image))
     }
 
@@ -364,6 +371,14 @@ impl Images {
                 id: image.config_digest.clone(),
                 created: image.config.created().clone(),
                 size,
+                labels: image
+                    .config
+                    .config()
+                    .as_ref()
+                    .and_then(|c| c.labels().clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
             });
         }
         rows.sort_by(|a, b| {
@@ -435,15 +450,15 @@ impl Images {
                 "refusing to create a tag with a digest: {target}"
             )));
         }
-        self.store.put(ImageRecord {
-            name: target.full(),
-            target: record.target.clone(),
-            created: now(),
-        })?;
-        // A named image is no longer dangling.
-        let image = self.image_of(record)?;
-        self.store.remove(&dangling_name(&image.config_digest))?;
-        Ok(())
+        put_name(
+            &self.store,
+            &self.content,
+            ImageRecord {
+                name: target.full(),
+                target: record.target.clone(),
+                created: now(),
+            },
+        )
     }
 
     /// `rmi`: untag by name; by id remove every tag (with `force` when there are several).
@@ -814,7 +829,8 @@ impl Images {
 
     /// `image prune`: remove dangling images, with `all` every image, but never
     /// one in `in_use` (image ids containers use); then the blobs and snapshots
-    /// nothing references. Returns removed names and bytes freed.
+    /// nothing references. Returns what was removed, as Docker prints it
+    /// (`untagged: NAME`, `deleted: IMAGE-ID` for a dangling image), and bytes freed.
     pub fn prune(&self, all: bool, in_use: &BTreeSet<String>) -> Result<(Vec<String>, u64)> {
         let _lock = self.lock(true)?;
         let mut removed = Vec::new();
@@ -830,7 +846,10 @@ impl Images {
                 continue;
             }
             self.store.remove(&record.name)?;
-            removed.push(familiar(&record.name));
+            removed.push(match record.name.strip_prefix(DANGLING) {
+                Some(config) => format!("deleted: {config}"),
+                None => format!("untagged: {}", familiar(&record.name)),
+            });
         }
         let (_, freed) = self.collect_garbage()?;
         Ok((removed, freed))
@@ -901,11 +920,15 @@ impl Images {
             match name {
                 Some(name) => {
                     let reference = Reference::parse(&name)?;
-                    self.store.put(ImageRecord {
-                        name: reference.full(),
-                        target: descriptor,
-                        created: now(),
-                    })?;
+                    put_name(
+                        &self.store,
+                        &self.content,
+                        ImageRecord {
+                            name: reference.full(),
+                            target: descriptor,
+                            created: now(),
+                        },
+                    )?;
                     out.push(format!("Loaded image: {}", reference.familiar()));
                 }
                 None => {
@@ -938,11 +961,15 @@ impl Images {
             Some(n) => Reference::parse(n)?.full(),
             None => dangling_name(&image.config_digest),
         };
-        self.store.put(ImageRecord {
+        let record = ImageRecord {
             name: record_name,
             target: descriptor,
             created: now(),
-        })?;
+        };
+        match name {
+            Some(_) => put_name(&self.store, &self.content, record)?,
+            None => self.store.put(record)?,
+        }
         Ok(image.config_digest)
     }
 
@@ -975,6 +1002,49 @@ impl Images {
 /// How long after its commit a layer's files are flushed by the next command
 /// (by then the kernel has mostly written them back, so the flush is short).
 const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Point `record.name` at its image, as one atomic change of the records. The
+/// image the name pointed at before stays, if no other name has it, as a
+/// dangling image (Docker's `<none>:<none>`): containers may use it, and
+/// `image prune` removes it when none does. The image named now is no longer
+/// dangling.
+pub(crate) fn put_name(
+    store: &ImageStore,
+    content: &ContentStore,
+    record: ImageRecord,
+) -> Result<()> {
+    let config_of = |r: &ImageRecord| -> berth_image_store::error::Result<Digest> {
+        Ok(resolve_image(content, &Digest::parse(r.target.digest().as_ref())?)?.config_digest)
+    };
+    let named = config_of(&record)?;
+    store.update(|records| {
+        records.remove(&dangling_name(&named));
+        let Some(old) = records.insert(record.name.clone(), record) else {
+            return Ok(());
+        };
+        let Ok(displaced) = config_of(&old) else {
+            // Its blobs are gone already: nothing to keep.
+            return Ok(());
+        };
+        let named_elsewhere = records.values().any(|r| {
+            r.target.digest() == old.target.digest()
+                || config_of(r).ok().as_ref() == Some(&displaced)
+        });
+        if !named_elsewhere {
+            let name = dangling_name(&displaced);
+            records.insert(
+                name.clone(),
+                ImageRecord {
+                    name,
+                    target: old.target,
+                    created: now(),
+                },
+            );
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
 
 /// Record name of an image that has no name (loaded or imported without one).
 fn dangling_name(config: &Digest) -> String {
