@@ -809,3 +809,208 @@ fn version_and_info_and_bad_input() {
     let out = e.run(&["rename", "only-one"]);
     assert_eq!(out.status.code(), Some(125));
 }
+
+/// The entries of a gzip layer tar, through GNU tar.
+fn layer_entries(blob: &std::path::Path) -> Option<Vec<String>> {
+    let out = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(blob)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| text(&out.stdout).lines().map(str::to_string).collect())
+}
+
+/// `diff` lists a container's changes as Docker's, `commit` makes them one
+/// new layer (without the mount points berth made) under the container's
+/// configuration plus `--change`, of a stopped, running or paused container;
+/// `export` writes the filesystem that `import` takes back; bad input is one
+/// clear line and leaves no image, blob or file.
+#[test]
+fn diff_commit_and_export() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&[
+        "run",
+        "--name",
+        "c1",
+        "--network",
+        "none",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "-l",
+        "team=x",
+        "bb",
+        "sh",
+        "-c",
+        "echo hi > /tmp/x; rm /bin/vi; mkdir /etc/app; echo conf > /etc/app/c",
+    ]);
+    assert_eq!(
+        e.ok(&["diff", "c1"]),
+        "C /bin\nD /bin/vi\nC /etc\nA /etc/app\nA /etc/app/c\nC /tmp\nA /tmp/x\n"
+    );
+
+    let blobs_before: Vec<String> = e.blobs().into_iter().map(|(b, _)| b).collect();
+    let id = e.ok(&[
+        "commit",
+        "-m",
+        "the message",
+        "-a",
+        "Ann <ann@example.org>",
+        "-c",
+        r#"CMD ["cat", "/tmp/x"]"#,
+        "-c",
+        "ENV LEVEL=2",
+        "c1",
+        "snap:1",
+    ]);
+    let id = id.trim();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    let new: Vec<String> = e
+        .blobs()
+        .into_iter()
+        .filter(|(b, ok)| {
+            assert!(ok, "blob {b} does not verify");
+            !blobs_before.contains(b)
+        })
+        .map(|(b, _)| b)
+        .collect();
+    assert_eq!(new.len(), 3, "a layer, a config and a manifest: {new:?}");
+    let layers: Vec<Vec<String>> = new
+        .iter()
+        .filter_map(|b| layer_entries(&e.root().join("content/blobs/sha256").join(b)))
+        .collect();
+    assert_eq!(
+        layers,
+        [vec![
+            "bin/",
+            "bin/.wh.vi",
+            "etc/",
+            "etc/app/",
+            "etc/app/c",
+            "tmp/",
+            "tmp/x"
+        ]],
+        "the layer holds the changes and not the mount points berth made"
+    );
+    assert_eq!(
+        e.ok(&["run", "--rm", "--network", "none", "snap:1"]),
+        "hi\n"
+    );
+    assert_eq!(
+        e.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "snap:1",
+            "sh",
+            "-c",
+            "pwd; echo $FOO $LEVEL; cat /etc/app/c; test -e /bin/vi || echo no vi",
+        ]),
+        "/tmp\nbar 2\nconf\nno vi\n"
+    );
+    let image = e.inspect("snap:1");
+    assert_eq!(image["Id"], id);
+    assert_eq!(image["Author"], "Ann <ann@example.org>");
+    assert_eq!(image["Config"]["Labels"]["team"], "x", "{image}");
+    let history = e.ok(&["history", "snap:1"]);
+    let top = history.lines().nth(1).unwrap();
+    assert!(top.starts_with(&id[7..19]), "{history}");
+    assert!(top.ends_with("the message"), "{history}");
+    assert_eq!(
+        e.ok(&["history", "-q", "snap:1"]).lines().nth(1),
+        Some("<missing>")
+    );
+    // A container of the committed image starts with nothing changed.
+    e.ok(&[
+        "run",
+        "--name",
+        "fresh",
+        "--network",
+        "none",
+        "snap:1",
+        "true",
+    ]);
+    assert_eq!(e.ok(&["diff", "fresh"]), "");
+
+    // A running container: frozen while read, running after; a paused one stays paused.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "--network",
+        "none",
+        "bb",
+        "sh",
+        "-c",
+        "echo up > /up; exec sleep 100",
+    ]);
+    wait_for("/up", || {
+        e.run(&["exec", "live", "cat", "/up"]).status.success()
+    });
+    e.ok(&["commit", "live", "live:1"]);
+    let state = &e.inspect("live")["State"];
+    assert_eq!(
+        (state["Running"].clone(), state["Paused"].clone()),
+        (true.into(), false.into())
+    );
+    e.ok(&["pause", "live"]);
+    e.ok(&["container", "commit", "--pause=false", "live", "live:2"]);
+    assert_eq!(e.inspect("live")["State"]["Paused"], true);
+    e.ok(&["unpause", "live"]);
+    for tag in ["live:1", "live:2"] {
+        assert_eq!(
+            e.ok(&["run", "--rm", "--network", "none", tag, "cat", "/up"]),
+            "up\n"
+        );
+    }
+
+    // export -o, then import: the same files.
+    let tar = e.tmp.path().join("live.tar");
+    e.ok(&["export", "-o", tar.to_str().unwrap(), "live"]);
+    let listed = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let listed = text(&listed.stdout);
+    assert!(listed.lines().any(|l| l == "up"), "{listed}");
+    assert!(listed.lines().any(|l| l == "bin/busybox"), "{listed}");
+    e.ok(&["import", tar.to_str().unwrap(), "exported"]);
+    assert_eq!(
+        e.ok(&["run", "--rm", "--network", "none", "exported", "cat", "/up"]),
+        "up\n"
+    );
+
+    // Bad input: one line, exit 125, nothing made.
+    let images = e.ok(&["images", "-q", "--no-trunc"]);
+    let blobs = e.blobs();
+    e.fails(&["commit", "nosuch", "x"], "no such container");
+    e.fails(
+        &["commit", "c1", &format!("x@sha256:{}", "0".repeat(64))],
+        "digest",
+    );
+    e.fails(
+        &["commit", "-c", "RUN true", "c1", "x"],
+        "RUN is not supported",
+    );
+    let missing = e.tmp.path().join("missing.tar");
+    e.fails(
+        &["export", "-o", missing.to_str().unwrap(), "nosuch"],
+        "no such container",
+    );
+    assert!(!missing.exists() && !missing.with_extension("berth-partial").exists());
+    e.fails(&["diff", "nosuch"], "no such container");
+    assert_eq!(e.ok(&["images", "-q", "--no-trunc"]), images);
+    assert_eq!(e.blobs(), blobs);
+    cleanup(&e);
+    e.assert_no_mounts();
+}

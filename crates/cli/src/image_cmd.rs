@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use crate::format::Templated;
+use crate::system_cmd::human_size;
 use crate::table::Table;
 use anyhow::{bail, Context};
 use berth_engine::images::{ArchiveFormat, ImageSummary, Images};
@@ -54,6 +55,9 @@ pub struct HistoryArgs {
     /// Do not truncate output.
     #[arg(long)]
     no_trunc: bool,
+    /// Only show image ids.
+    #[arg(short, long)]
+    quiet: bool,
     /// Image name or id.
     name: String,
 }
@@ -239,25 +243,6 @@ fn short_id(d: &berth_image_store::digest::Digest, no_trunc: bool) -> String {
     }
 }
 
-fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{v:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + units[i]
-    }
-}
-
 fn ago(rfc3339: Option<&str>) -> String {
     match crate::table::since(rfc3339) {
         s if s.is_empty() => "N/A".into(),
@@ -303,26 +288,34 @@ pub fn run(
                 Ok(images.remove(name, args.force, in_use)?.join("\n"))
             }));
         }
-        ImageCommand::History(HistoryArgs { no_trunc, name }) => {
-            writeln!(
-                out,
-                "{:<20} {:<45} {:<10} COMMENT",
-                "CREATED", "CREATED BY", "EMPTY"
-            )?;
-            for (created, by, empty, comment) in images.history(&name)? {
-                let by = if no_trunc || by.len() <= 45 {
-                    by
-                } else {
-                    format!("{}...", &by[..42])
-                };
-                writeln!(
-                    out,
-                    "{:<20} {:<45} {:<10} {comment}",
-                    ago(Some(&created)),
-                    by,
-                    empty
-                )?;
+        ImageCommand::History(HistoryArgs {
+            no_trunc,
+            quiet,
+            name,
+        }) => {
+            let rows = images.history(&name)?;
+            if quiet {
+                for r in &rows {
+                    writeln!(out, "{}", history_id(r.id.as_ref(), no_trunc))?;
+                }
+                return Ok(0);
             }
+            let mut table = Table::new(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]);
+            for r in rows {
+                let by = if no_trunc || r.created_by.chars().count() <= 45 {
+                    r.created_by
+                } else {
+                    format!("{}...", r.created_by.chars().take(42).collect::<String>())
+                };
+                table.row(vec![
+                    history_id(r.id.as_ref(), no_trunc),
+                    ago(Some(&r.created)),
+                    by,
+                    human_size(r.size),
+                    r.comment,
+                ]);
+            }
+            table.write(&mut out)?;
         }
         ImageCommand::Prune { all, force: _ } => {
             let (removed, freed) = images.prune(all, in_use)?;
@@ -344,24 +337,9 @@ pub fn run(
                 "oci" => ArchiveFormat::Oci,
                 other => bail!("unknown format {other:?}: use docker or oci"),
             };
-            match output {
-                Some(path) => {
-                    let tmp = path.with_extension("berth-partial");
-                    let file = std::fs::File::create(&tmp)
-                        .with_context(|| format!("create {}", tmp.display()))?;
-                    let mut writer = std::io::BufWriter::new(file);
-                    images.save(&names, format, &mut writer)?;
-                    writer.flush()?;
-                    std::fs::rename(&tmp, &path)
-                        .with_context(|| format!("write {}", path.display()))?;
-                }
-                None => {
-                    if std::io::stdout().is_terminal() {
-                        bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
-                    }
-                    images.save(&names, format, &mut out)?;
-                }
-            }
+            crate::commit_cmd::write_archive(output.as_deref(), |w| {
+                Ok(images.save(&names, format, w)?)
+            })?;
         }
         ImageCommand::Load(LoadArgs { input, quiet: _ }) => {
             let lines = match input {
@@ -417,6 +395,16 @@ fn reference_matches(r: &ImageSummary, pattern: &str) -> anyhow::Result<bool> {
         r.repository.clone()
     };
     Ok(glob.matches_with(&name, options))
+}
+
+/// A history row's IMAGE: the image id on the newest row, `<missing>` on the
+/// rows below (no image of their own), as Docker's for pulled images.
+fn history_id(id: Option<&berth_image_store::digest::Digest>, no_trunc: bool) -> String {
+    match id {
+        Some(d) if no_trunc => d.to_string(),
+        Some(d) => d.hex()[..12].to_string(),
+        None => "<missing>".into(),
+    }
 }
 
 fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
@@ -505,7 +493,7 @@ fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Resul
 }
 
 /// Parse `--change` lines into an image config.
-fn parse_changes(changes: &[String]) -> anyhow::Result<oci_spec::image::Config> {
+pub(crate) fn parse_changes(changes: &[String]) -> anyhow::Result<oci_spec::image::Config> {
     let mut config = oci_spec::image::Config::default();
     let mut env: Vec<String> = Vec::new();
     let mut labels = std::collections::HashMap::new();

@@ -4,6 +4,7 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 mod build_cmd;
+mod commit_cmd;
 mod container_cmd;
 mod filter;
 mod format;
@@ -86,6 +87,12 @@ enum Command {
     Stats(system_cmd::StatsArgs),
     /// Copy files/folders between a container and the host.
     Cp(system_cmd::CpArgs),
+    /// List the files a container added (A), changed (C) or deleted (D).
+    Diff(commit_cmd::DiffArgs),
+    /// Create an image from a container's changes.
+    Commit(commit_cmd::CommitArgs),
+    /// Write a container's filesystem as a tar archive.
+    Export(commit_cmd::ExportArgs),
     /// Show system-wide information.
     Info(system_cmd::InfoArgs),
     /// Show the berth version.
@@ -201,6 +208,12 @@ enum ContainerCommand {
     Stats(system_cmd::StatsArgs),
     /// Copy files/folders between a container and the host.
     Cp(system_cmd::CpArgs),
+    /// List the files a container added (A), changed (C) or deleted (D).
+    Diff(commit_cmd::DiffArgs),
+    /// Create an image from a container's changes.
+    Commit(commit_cmd::CommitArgs),
+    /// Write a container's filesystem as a tar archive.
+    Export(commit_cmd::ExportArgs),
     /// Stop containers (the stop signal, then SIGKILL after a timeout).
     Stop(StopArgs),
     /// Send a signal to containers.
@@ -465,6 +478,18 @@ fn engine_command(
         | Command::Container {
             command: ContainerCommand::Cp(a),
         } => return system_cmd::cp(&containers()?, a),
+        Command::Diff(a)
+        | Command::Container {
+            command: ContainerCommand::Diff(a),
+        } => return commit_cmd::diff(&containers()?, a),
+        Command::Commit(a)
+        | Command::Container {
+            command: ContainerCommand::Commit(a),
+        } => return commit_cmd::commit(&containers()?, a),
+        Command::Export(a)
+        | Command::Container {
+            command: ContainerCommand::Export(a),
+        } => return commit_cmd::export(&containers()?, a),
         Command::System {
             command: SystemCommand::Df(a),
         } => return system_cmd::df(&containers()?, a),

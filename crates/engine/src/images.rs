@@ -42,6 +42,21 @@ pub struct ImageSummary {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+/// One row of `history`.
+#[derive(Debug, Clone)]
+pub struct HistoryRow {
+    /// The image id on the newest row; older rows have no image of their own.
+    pub id: Option<Digest>,
+    /// When the step ran (RFC 3339).
+    pub created: String,
+    /// The step (a Dockerfile instruction, a command, `berth import`).
+    pub created_by: String,
+    /// Bytes the step's layer takes unpacked (0 for an empty layer).
+    pub size: u64,
+    /// The entry's comment.
+    pub comment: String,
+}
+
 /// What a pull tells the unpacking thread.
 enum PullEvent {
     /// The config bytes and the manifest's layers.
@@ -444,12 +459,7 @@ impl Images {
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
         let matches = self.find(source)?;
         let (record, _) = &matches[0];
-        let target = Reference::parse(target)?;
-        if target.digest.is_some() {
-            return Err(Error::Invalid(format!(
-                "refusing to create a tag with a digest: {target}"
-            )));
-        }
+        let target = tag_reference(target)?;
         put_name(
             &self.store,
             &self.content,
@@ -855,25 +865,40 @@ impl Images {
         Ok((removed, freed))
     }
 
-    /// `history`: (created, created_by, empty_layer, comment), newest first.
-    pub fn history(&self, name_or_id: &str) -> Result<Vec<(String, String, bool, String)>> {
+    /// `history`: one row per history entry of the image's config, newest first.
+    pub fn history(&self, name_or_id: &str) -> Result<Vec<HistoryRow>> {
         let matches = self.find(name_or_id)?;
         let (_, image) = &matches[0];
-        let mut rows: Vec<_> = image
-            .config
-            .history()
-            .iter()
-            .flatten()
-            .map(|h| {
-                (
-                    h.created().clone().unwrap_or_default(),
-                    h.created_by().clone().unwrap_or_default(),
-                    h.empty_layer().unwrap_or(false),
-                    h.comment().clone().unwrap_or_default(),
-                )
-            })
-            .collect();
+        let chains = chain_ids(image.config.rootfs().diff_ids());
+        let mut layer = 0;
+        let mut rows: Vec<HistoryRow> = Vec::new();
+        for h in image.config.history().iter().flatten() {
+            let empty = h.empty_layer().unwrap_or(false);
+            let size = if empty {
+                0
+            } else {
+                // The unpacked size, as Docker shows it; else the blob's.
+                let size = chains
+                    .get(layer)
+                    .and_then(|c| self.snapshotter().usage(c).ok())
+                    .map(|u| u.bytes)
+                    .or_else(|| image.layers.get(layer).map(|l| l.size()))
+                    .unwrap_or(0);
+                layer += 1;
+                size
+            };
+            rows.push(HistoryRow {
+                id: None,
+                created: h.created().clone().unwrap_or_default(),
+                created_by: h.created_by().clone().unwrap_or_default(),
+                size,
+                comment: h.comment().clone().unwrap_or_default(),
+            });
+        }
         rows.reverse();
+        if let Some(top) = rows.first_mut() {
+            top.id = Some(image.config_digest.clone());
+        }
         Ok(rows)
     }
 
@@ -973,6 +998,52 @@ impl Images {
         Ok(image.config_digest)
     }
 
+    /// Record a new image made of `layers` (blobs already in the content store)
+    /// and `config`: writes its config and OCI manifest, unpacks the layers
+    /// it does not share, and names it `name` (or records it as dangling).
+    /// The caller holds the images lock (shared) from writing the layer
+    /// blobs on, so no prune collects them first. Returns the image id.
+    pub(crate) fn add_image(
+        &self,
+        config: &oci_spec::image::ImageConfiguration,
+        layers: Vec<oci_spec::image::Descriptor>,
+        name: Option<&str>,
+    ) -> Result<Digest> {
+        use berth_image_store::manifest::{MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST};
+        let reference = name.map(tag_reference).transpose()?;
+        let cfg =
+            serde_json::to_vec(config).map_err(|e| Error::Invalid(format!("image config: {e}")))?;
+        let cfg_digest = self.content.write_blob(&cfg)?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+            "config": {"mediaType": MEDIA_TYPE_OCI_CONFIG, "digest": cfg_digest, "size": cfg.len()},
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec(&manifest)
+            .map_err(|e| Error::Invalid(format!("image manifest: {e}")))?;
+        let digest = self.content.write_blob(&bytes)?;
+        let image = resolve_image(&self.content, &digest)?;
+        self.unpack(&image)?;
+        let record = ImageRecord {
+            name: match &reference {
+                Some(r) => r.full(),
+                None => dangling_name(&image.config_digest),
+            },
+            target: oci_spec::image::Descriptor::new(
+                oci_spec::image::MediaType::ImageManifest,
+                bytes.len() as u64,
+                digest.to_oci(),
+            ),
+            created: now(),
+        };
+        match reference {
+            Some(_) => put_name(&self.store, &self.content, record)?,
+            None => self.store.put(record)?,
+        }
+        Ok(image.config_digest)
+    }
+
     /// Check blobs and image records (see [`berth_image_store::check::check`]).
     pub(crate) fn check_content(&self, verify: bool) -> Result<berth_image_store::check::Report> {
         Ok(berth_image_store::check::check_with(
@@ -1044,6 +1115,17 @@ pub(crate) fn put_name(
         Ok(())
     })?;
     Ok(())
+}
+
+/// Parse a name to give an image: a reference without a digest.
+pub(crate) fn tag_reference(name: &str) -> Result<Reference> {
+    let r = Reference::parse(name)?;
+    if r.digest.is_some() {
+        return Err(Error::Invalid(format!(
+            "refusing to create a tag with a digest: {r}"
+        )));
+    }
+    Ok(r)
 }
 
 /// Record name of an image that has no name (loaded or imported without one).

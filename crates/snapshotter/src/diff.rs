@@ -60,13 +60,22 @@ impl<W: Write> Write for Hashing<W> {
 /// * an upper dir with overlay redirects or metacopy (not self-contained) is refused;
 ///   sockets are skipped.
 pub fn diff_dir(upper: &Path, out: impl Write) -> Result<DiffStats> {
+    diff_dir_skipping(upper, out, &[])
+}
+
+/// [`diff_dir`] leaving out the mount points in `skip` (paths in the
+/// container, as `/etc/hosts`) where they are empty regular files: the files
+/// a runtime creates to bind something over, which are not the container's
+/// changes.
+pub fn diff_dir_skipping(upper: &Path, out: impl Write, skip: &[&Path]) -> Result<DiffStats> {
+    let skip: Vec<Vec<u8>> = skip.iter().map(|p| relative(p)).collect();
     let mut w = Hashing {
         inner: out,
         hasher: Sha256::new(),
         n: 0,
     };
     let mut links = HashMap::new();
-    walk(upper, b"", &mut w, &mut links)?;
+    walk(upper, b"", &mut w, &mut links, &skip)?;
     w.write_all(&[0u8; 1024])
         .map_err(|e| Error::io("write layer tar", upper, e))?;
     w.flush()
@@ -82,6 +91,7 @@ fn walk<W: Write>(
     rel: &[u8],
     w: &mut W,
     links: &mut HashMap<(u64, u64), Vec<u8>>,
+    skip: &[Vec<u8>],
 ) -> Result<()> {
     let mut names: Vec<Vec<u8>> = std::fs::read_dir(dir)
         .map_err(|e| Error::io("read dir", dir, e))?
@@ -96,6 +106,9 @@ fn walk<W: Write>(
         relp.extend_from_slice(&name);
         let md = std::fs::symlink_metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
         let ft = md.file_type();
+        if ft.is_file() && md.len() == 0 && skip.contains(&relp) {
+            continue;
+        }
         let xattrs = read_xattrs(&path)?;
         if ft.is_char_device() && md.rdev() == 0 {
             let mut wh = rel.to_vec();
@@ -122,7 +135,7 @@ fn walk<W: Write>(
                 .write(w, io::empty(), 0)
                 .map_err(werr)?;
             }
-            walk(&path, &d, w, links)?;
+            walk(&path, &d, w, links, skip)?;
         } else if ft.is_file() {
             if md.nlink() > 1 {
                 if let Some(first) = links.get(&(md.dev(), md.ino())) {
@@ -171,6 +184,13 @@ fn walk<W: Write>(
         // Sockets are not part of layers (as in Docker).
     }
     Ok(())
+}
+
+/// `/etc/hosts` -> `etc/hosts`.
+pub(crate) fn relative(path: &Path) -> Vec<u8> {
+    let bytes = path.as_os_str().as_bytes();
+    let start = bytes.iter().take_while(|&&b| b == b'/').count();
+    bytes[start..].to_vec()
 }
 
 struct Xattrs {

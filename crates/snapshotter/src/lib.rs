@@ -17,12 +17,14 @@
 //!   `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)`, converting OCI whiteouts to
 //!   overlay whiteouts.
 //! * [`diff_dir`] / [`Snapshotter::diff`] turn an overlay upper dir back into a
-//!   deterministic OCI layer tar.
+//!   deterministic OCI layer tar; [`changes`] / [`Snapshotter::changes`] list what it
+//!   changed, as `docker diff`.
 //!
 //! Everything is synchronous; the crate needs root for overlay mounts, `trusted.*`
 //! xattrs, whiteout device nodes and ownership changes.
 
 mod apply;
+mod changes;
 mod diff;
 mod error;
 mod fsutil;
@@ -31,7 +33,8 @@ mod mount;
 mod snapshotter;
 
 pub use apply::{apply_layer, buffered, ApplyStats};
-pub use diff::{diff_dir, DiffStats};
+pub use changes::{changes, Change, ChangeKind};
+pub use diff::{diff_dir, diff_dir_skipping, DiffStats};
 pub use error::{Error, Result};
 pub use mount::{mount_all, unmount, Mount, MountGuard};
 pub use snapshotter::{CheckReport, Info, Kind, Snapshotter, Usage};

@@ -10,7 +10,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{apply_layer, ApplyStats};
-use crate::diff::{diff_dir, DiffStats};
+use crate::changes::{changes, Change};
+use crate::diff::{diff_dir, diff_dir_skipping, DiffStats};
 use crate::error::{Error, Result};
 use crate::meta::{Meta, Record, Store, META_FILE};
 use crate::mount::{Mount, MAX_MOUNT_DATA};
@@ -575,6 +576,30 @@ impl Snapshotter {
     /// The snapshot should not be mounted by a running container while this runs.
     pub fn diff(&self, key: &str, out: impl Write) -> Result<DiffStats> {
         diff_dir(&self.fs_dir(key)?, out)
+    }
+
+    /// [`Snapshotter::diff`] leaving out the mount points in `skip` (see
+    /// [`crate::diff_dir_skipping`]).
+    pub fn diff_skipping(&self, key: &str, out: impl Write, skip: &[&Path]) -> Result<DiffStats> {
+        diff_dir_skipping(&self.fs_dir(key)?, out, skip)
+    }
+
+    /// The paths snapshot `key` adds, changes or deletes over its parents, as
+    /// `docker diff` lists them, leaving out the mount points in `skip` (see
+    /// [`changes`]).
+    pub fn changes(&self, key: &str, skip: &[&Path]) -> Result<Vec<Change>> {
+        let (upper, lowers) = {
+            let l = self.store.shared()?;
+            let rec = l.meta.get(key)?;
+            let lowers: Vec<PathBuf> = l
+                .meta
+                .parent_ids(key)?
+                .into_iter()
+                .map(|id| self.dir(id).join("fs"))
+                .collect();
+            (self.dir(rec.id).join("fs"), lowers)
+        };
+        changes(&upper, &lowers, skip)
     }
 
     /// Checks the metadata against the disk: every snapshot's parent exists, is

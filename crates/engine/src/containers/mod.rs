@@ -7,6 +7,7 @@
 //! killed, its mounts and cgroup freed, and it is marked exited) and acts.
 
 pub mod check;
+pub mod commit;
 pub mod logs;
 pub mod monitor;
 pub mod network;
@@ -87,6 +88,11 @@ pub struct Containers {
     networks: berth_netns_bridge::NetworkStore,
     config: network::EngineConfig,
 }
+
+/// The files berth binds into every container. Where the image has none,
+/// the runtime creates an empty one as the mount point, which `diff`,
+/// `commit` and `export` leave out.
+pub(crate) const ETC_FILES: [&str; 3] = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
 
 /// RFC 3339 now, nanoseconds, UTC.
 pub fn now() -> String {
@@ -523,7 +529,8 @@ impl Containers {
         Ok(())
     }
 
-    /// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container, as bind mounts.
+    /// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container, as
+    /// bind mounts (over [`ETC_FILES`]).
     fn write_etc_files(
         &self,
         record: &ContainerRecord,
@@ -543,11 +550,14 @@ impl Containers {
         };
         let resolv = network::resolv_conf(matches!(record.options.network, NetworkMode::Host));
         let mut mounts = Vec::new();
-        for (file, content, dest) in [
-            ("hostname", format!("{hostname}\n"), "/etc/hostname"),
-            ("hosts", hosts, "/etc/hosts"),
-            ("resolv.conf", resolv, "/etc/resolv.conf"),
-        ] {
+        for ((file, content), dest) in [
+            ("hostname", format!("{hostname}\n")),
+            ("hosts", hosts),
+            ("resolv.conf", resolv),
+        ]
+        .into_iter()
+        .zip(ETC_FILES)
+        {
             let path = paths.dir.join(file);
             std::fs::write(&path, content)
                 .map_err(Error::io(format!("write {}", path.display())))?;

@@ -629,6 +629,16 @@ impl Containers {
         })
     }
 
+    /// `export`: the container's filesystem as a tar stream, owners kept; its
+    /// volumes and the files berth binds in (`/etc/hosts`, ...) are not part of it.
+    pub fn export(&self, name_or_id: &str, out: &mut dyn Write) -> Result<()> {
+        let opts = CopyOptions {
+            archive: true,
+            follow_link: false,
+        };
+        self.copy_out(name_or_id, "/.", CopyOut::Stream(out), &opts)
+    }
+
     /// `cp SRC CONTAINER:PATH`.
     pub fn copy_in(
         &self,

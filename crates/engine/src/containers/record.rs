@@ -280,13 +280,13 @@ impl RecordStore {
     }
 
     /// Lock one container's record exclusively (released when the file drops).
-    /// The lock file is not created here (see [`ContainerStore::lock_new`]), so
+    /// The lock file is not created here (see [`RecordStore::lock_new`]), so
     /// a lock taken while `rm` deletes the directory cannot put a file back in it.
     pub fn lock(&self, id: &str) -> Result<File> {
         self.lock_file(id, false)
     }
 
-    /// [`ContainerStore::lock`] of a container being created, making its lock file.
+    /// [`RecordStore::lock`] of a container being created, making its lock file.
     pub fn lock_new(&self, id: &str) -> Result<File> {
         self.lock_file(id, true)
     }
