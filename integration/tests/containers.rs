@@ -257,7 +257,14 @@ fn bad_input_is_one_line_and_changes_nothing() {
     e.ok(&["create", "--name", "taken", "bb", "true"]);
     let cases: &[(&[&str], &str)] = &[
         (&["run", "--no-such-flag", "bb"], "--no-such-flag"),
-        (&["run", "nosuchimage:1", "true"], "berth pull"),
+        (
+            &["run", "--pull", "never", "nosuchimage:1", "true"],
+            "berth pull",
+        ),
+        (
+            &["run", "--pull", "sometimes", "bb", "true"],
+            "invalid --pull",
+        ),
         (&["run", "--name", "taken", "bb", "true"], "already in use"),
         (&["run", "--memory", "12x", "bb", "true"], "12x"),
         (&["exec", "taken", "true"], "not running"),

@@ -636,3 +636,88 @@ fn skopeo_interoperates() {
     let out = fresh.ok(&["load", "-i", archive.to_str().unwrap()]);
     assert!(out.contains("Loaded image: sk/oci:1"), "{out}");
 }
+
+/// As Docker's: `run` and `create` pull an image that is not here (saying so
+/// on stderr, the container's output alone on stdout), `--pull always` pulls
+/// anyway, `--pull never` does not; a pull that fails creates nothing.
+#[test]
+fn run_pulls_a_missing_image() {
+    if !privileged() {
+        return;
+    }
+    let registry = LocalRegistry::start(None);
+    let local = Engine::new();
+    let id = load_busybox(&local);
+    let name = format!("{}/test/runme:1", registry.addr);
+    local.ok(&["tag", &id, &name]);
+    local.ok(&["push", "-q", &name]);
+
+    let e = Engine::new();
+    let out = e.run(&["run", "--rm", "--network", "none", &name, "echo", "hi"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(text(&out.stdout), "hi\n");
+    assert!(
+        stderr.starts_with(&format!("Unable to find image '{name}' locally\n")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{stderr}"
+    );
+    assert_eq!(e.ok(&["images", "-q"]).trim(), &id[7..19]);
+    // Here now: no pull, nothing on stderr.
+    let out = e.run(&["run", "--rm", "--network", "none", &name, "true"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (Some(0), String::new())
+    );
+    let out = e.run(&[
+        "create",
+        "-q",
+        "--pull",
+        "always",
+        "--network",
+        "none",
+        &name,
+    ]);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (Some(0), String::new())
+    );
+
+    drop(registry);
+    let containers = e.ok(&["ps", "-a", "-q"]);
+    let blobs = e.blobs();
+    let out = e.run(&[
+        "run",
+        "--pull",
+        "always",
+        "--network",
+        "none",
+        &name,
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let absent = format!("{}/test/absent:1", local_closed_addr());
+    e.fails(&["create", "--pull", "never", &absent], "berth pull");
+    let out = e.run(&["run", "--network", "none", &absent, "true"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.starts_with("Unable to find image"), "{stderr}");
+    assert_eq!(e.ok(&["ps", "-a", "-q"]), containers, "nothing created");
+    assert_eq!(e.blobs(), blobs, "nothing stored");
+    // The image that is here still runs without the registry.
+    assert_eq!(
+        e.ok(&["run", "--rm", "--network", "none", &name, "echo", "ok"]),
+        "ok\n"
+    );
+}
+
+/// A loopback address where nothing listens.
+fn local_closed_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    addr
+}

@@ -13,6 +13,10 @@ use anyhow::{bail, Context};
 use berth_engine::containers::attach::{read_frame, write_frame, Kind};
 use berth_engine::containers::record::{ContainerRecord, RestartPolicy, Status};
 use berth_engine::containers::{logs, Containers, CreateRequest, ExecRequest};
+use berth_engine::images::Images;
+use berth_image_store::reference::Reference;
+
+use crate::image_cmd::ImageGlobals;
 use berth_engine::spec::{NetworkMode, RunOptions};
 use clap::Args;
 
@@ -130,6 +134,12 @@ pub struct CreateArgs {
     /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
     #[arg(long, default_value = "no")]
     restart: String,
+    /// Pull the image first: missing (when not here), always, or never.
+    #[arg(long, default_value = "missing")]
+    pull: String,
+    /// Do not print the pull's progress and status.
+    #[arg(short, long)]
+    quiet: bool,
     /// Print help (-h is --hostname, as in Docker).
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -268,17 +278,54 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
     })
 }
 
+/// `--pull` of `run` and `create`, as Docker's: `missing` pulls an image that
+/// is not here (saying so on stderr), `always` pulls it anyway, `never`
+/// leaves the engine to report it missing. Progress and status go to stderr.
+fn pull_for_run(images: &Images, args: &CreateArgs, globals: &ImageGlobals) -> anyhow::Result<()> {
+    let pull = match args.pull.as_str() {
+        "never" => false,
+        "always" => true,
+        "missing" => match images.find(&args.image) {
+            Ok(_) => false,
+            Err(berth_engine::Error::NoSuchImage(_)) => {
+                if !args.quiet {
+                    let shown = Reference::parse(&args.image)
+                        .map(|r| r.familiar())
+                        .unwrap_or_else(|_| args.image.clone());
+                    eprintln!("Unable to find image '{shown}' locally");
+                }
+                true
+            }
+            Err(e) => return Err(e.into()),
+        },
+        other => bail!("invalid --pull {other:?}: use missing, always or never"),
+    };
+    if pull {
+        crate::image_cmd::pull_to_stderr(images, &args.image, args.quiet, globals)?;
+    }
+    Ok(())
+}
+
 /// `create`: prints the new container's id.
-pub fn create(containers: &Containers, args: CreateArgs) -> anyhow::Result<i32> {
-    let record = containers.create(&request(&args)?)?;
+pub fn create(
+    containers: &Containers,
+    args: CreateArgs,
+    globals: &ImageGlobals,
+) -> anyhow::Result<i32> {
+    let req = request(&args)?;
+    berth_engine::spec::validate(&req.options)?;
+    pull_for_run(containers.images(), &args, globals)?;
+    let record = containers.create(&req)?;
     println!("{}", record.id);
     Ok(0)
 }
 
 /// `run`: create and start; in the foreground, relay stdio and exit with the container's code.
-pub fn run(containers: &Containers, args: RunArgs) -> anyhow::Result<i32> {
+pub fn run(containers: &Containers, args: RunArgs, globals: &ImageGlobals) -> anyhow::Result<i32> {
     let detach_keys = parse_detach_keys(&args.detach_keys)?;
     let req = request(&args.create)?;
+    berth_engine::spec::validate(&req.options)?;
+    pull_for_run(containers.images(), &args.create, globals)?;
     let record = containers.create(&req)?;
     if args.detach {
         match containers.start(&record.id) {

@@ -224,6 +224,25 @@ fn insecure_from_config(text: &str) -> anyhow::Result<Vec<String>> {
     }
 }
 
+/// Pull for `run`/`create`: progress (unless `quiet`) and Docker's status
+/// lines on stderr, so the container's output alone is on stdout.
+pub(crate) fn pull_to_stderr(
+    images: &Images,
+    name: &str,
+    quiet: bool,
+    globals: &ImageGlobals,
+) -> anyhow::Result<()> {
+    let (reference, image) = images.pull(name, registry_options(globals, quiet)?)?;
+    if !quiet {
+        eprintln!("Digest: {}", image.manifest_digest);
+        eprintln!(
+            "Status: Downloaded newer image for {}",
+            reference.familiar()
+        );
+    }
+    Ok(())
+}
+
 fn registry_options(globals: &ImageGlobals, quiet: bool) -> anyhow::Result<RegistryOptions> {
     let mut insecure = globals.insecure_registries.clone();
     insecure.extend(configured_insecure_registries()?);

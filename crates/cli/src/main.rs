@@ -407,11 +407,11 @@ fn engine_command(
         Command::Run(a)
         | Command::Container {
             command: ContainerCommand::Run(a),
-        } => return container_cmd::run(&containers()?, a),
+        } => return container_cmd::run(&containers()?, a, globals),
         Command::Create(a)
         | Command::Container {
             command: ContainerCommand::Create(a),
-        } => return container_cmd::create(&containers()?, a),
+        } => return container_cmd::create(&containers()?, a, globals),
         Command::Start(a)
         | Command::Container {
             command: ContainerCommand::Start(a),
