@@ -778,3 +778,147 @@ fn without_berth_monitor_the_monitor_relays_itself() {
     berth(&["rm", "inproc"]);
     e.assert_no_mounts();
 }
+
+/// `--add-host`, `--dns*`, `--expose`, `--pid|--ipc|--uts host` and
+/// `--cidfile`, as Docker's: what the container sees, the conflicts Docker
+/// refuses, and a taken id file refused before anything is created.
+#[test]
+fn host_namespaces_dns_hosts_and_cidfile() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let run = |flags: &[&str], script: &str| {
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["bb", "sh", "-c", script]);
+        e.ok(&args)
+    };
+    let out = run(
+        &[
+            "--add-host",
+            "db:10.1.2.3",
+            "--add-host",
+            "v6=[::1]",
+            "--dns",
+            "10.0.0.53",
+            "--dns-search",
+            "example.org",
+            "--dns-option",
+            "ndots:2",
+        ],
+        "tail -n 2 /etc/hosts; grep -v '^#' /etc/resolv.conf",
+    );
+    assert_eq!(
+        out,
+        "10.1.2.3\tdb\n::1\tv6\nsearch example.org\nnameserver 10.0.0.53\noptions ndots:2\n"
+    );
+
+    // Namespaces: new ones by default, the host's on request.
+    assert_eq!(run(&[], "echo $$"), "1\n");
+    let host_init = std::fs::read_to_string("/proc/1/comm").unwrap();
+    let seen = run(&["--pid", "host"], "echo $$; cat /proc/1/comm");
+    let (pid, init) = seen.split_once('\n').unwrap();
+    assert_ne!(pid, "1", "--pid host: not pid 1");
+    assert_eq!(init, host_init, "--pid host sees the host's init");
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        run(&["--uts", "host"], "hostname; cat /etc/hostname"),
+        format!("{host_name}{host_name}")
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_name
+    );
+    let shm = format!("berth-test-{}", std::process::id());
+    run(&["--ipc", "host"], &format!("echo shared > /dev/shm/{shm}"));
+    let host_shm = std::path::Path::new("/dev/shm").join(&shm);
+    let shared = std::fs::read_to_string(&host_shm);
+    let _ = std::fs::remove_file(&host_shm);
+    assert_eq!(shared.unwrap(), "shared\n", "--ipc host shares /dev/shm");
+    run(&[], &format!("echo private > /dev/shm/{shm}"));
+    assert!(!host_shm.exists(), "a private /dev/shm reached the host");
+
+    // -P publishes --expose ports too.
+    e.ok(&[
+        "create", "-P", "--expose", "7000/udp", "--name", "exp", "bb", "true",
+    ]);
+    let bindings = &e.inspect("exp")["HostConfig"]["PortBindings"];
+    assert!(bindings.get("7000/udp").is_some(), "{bindings}");
+    e.ok(&["rm", "exp"]);
+
+    // --cidfile: the id is written; a file that exists is refused before any
+    // container is made; a create that fails removes the file it claimed.
+    let cid = e.tmp.path().join("cid");
+    let cid_arg = cid.to_str().unwrap();
+    let id = e.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--cidfile",
+        cid_arg,
+        "bb",
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(std::fs::read_to_string(&cid).unwrap(), id.trim());
+    e.fails(
+        &["run", "-d", "--cidfile", cid_arg, "bb", "true"],
+        "must not exist",
+    );
+    assert_eq!(e.ok(&["ps", "-aq"]).lines().count(), 1);
+    e.ok(&["rm", "-f", id.trim()]);
+    std::fs::remove_file(&cid).unwrap();
+    e.fails(
+        &[
+            "create",
+            "--cidfile",
+            cid_arg,
+            "--pull",
+            "never",
+            "nosuch:1",
+        ],
+        "not found locally",
+    );
+    assert!(!cid.exists(), "the claimed id file was left");
+
+    for (args, needle) in [
+        (
+            &["run", "--uts", "host", "-h", "x", "bb", "true"][..],
+            "--uts host",
+        ),
+        (
+            &[
+                "run",
+                "--network",
+                "host",
+                "--dns",
+                "10.0.0.1",
+                "bb",
+                "true",
+            ],
+            "--dns",
+        ),
+        (&["run", "--pid", "container:x", "bb", "true"], "--pid"),
+        (&["run", "--ipc", "shared", "bb", "true"], "--ipc"),
+        (
+            &["run", "--add-host", "nocolon", "bb", "true"],
+            "--add-host",
+        ),
+        (
+            &["run", "--add-host", "h:not-an-ip", "bb", "true"],
+            "--add-host",
+        ),
+        (&["run", "--dns", "resolver", "bb", "true"], "--dns"),
+        (&["run", "--expose", "70000", "bb", "true"], "--expose"),
+    ] {
+        e.fails(args, needle);
+    }
+    assert_eq!(
+        e.ok(&["ps", "-aq"]),
+        "",
+        "a refused run created a container"
+    );
+    e.assert_no_mounts();
+}

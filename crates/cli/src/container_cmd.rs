@@ -134,6 +134,33 @@ pub struct CreateArgs {
     /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
     #[arg(long, default_value = "no")]
     restart: String,
+    /// Add a line to /etc/hosts (HOST:IP; IP may be host-gateway).
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    /// A DNS server for /etc/resolv.conf (instead of the host's).
+    #[arg(long)]
+    dns: Vec<String>,
+    /// A DNS search domain ("." for none).
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    /// A DNS resolver option.
+    #[arg(long = "dns-option")]
+    dns_option: Vec<String>,
+    /// Expose a port (PORT[/PROTO]) besides the image's; -P publishes it.
+    #[arg(long)]
+    expose: Vec<String>,
+    /// PID namespace: host shares the host's.
+    #[arg(long)]
+    pid: Option<String>,
+    /// IPC namespace: host shares the host's (and its /dev/shm); private, shareable.
+    #[arg(long)]
+    ipc: Option<String>,
+    /// UTS namespace: host shares the host's (and its hostname).
+    #[arg(long)]
+    uts: Option<String>,
+    /// Write the container id to this file (which must not exist).
+    #[arg(long)]
+    cidfile: Option<std::path::PathBuf>,
     /// Pull the image first: missing (when not here), always, or never.
     #[arg(long, default_value = "missing")]
     pull: String,
@@ -273,6 +300,14 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
             shm_size: args.shm_size.clone(),
             tmpfs: args.tmpfs.clone(),
             init: args.init,
+            extra_hosts: args.add_host.clone(),
+            dns: args.dns.clone(),
+            dns_search: args.dns_search.clone(),
+            dns_options: args.dns_option.clone(),
+            expose: args.expose.clone(),
+            pid: args.pid.clone(),
+            ipc: args.ipc.clone(),
+            uts: args.uts.clone(),
             ..Default::default()
         },
     })
@@ -312,21 +347,57 @@ pub fn create(
     args: CreateArgs,
     globals: &ImageGlobals,
 ) -> anyhow::Result<i32> {
-    let req = request(&args)?;
-    berth_engine::spec::validate(&req.options)?;
-    pull_for_run(containers.images(), &args, globals)?;
-    let record = containers.create(&req)?;
+    let (_, record) = create_container(containers, &args, globals)?;
     println!("{}", record.id);
     Ok(0)
+}
+
+/// What `run` and `create` share: check the flags, pull per `--pull`, claim
+/// the `--cidfile`, create the container and write its id there.
+fn create_container(
+    containers: &Containers,
+    args: &CreateArgs,
+    globals: &ImageGlobals,
+) -> anyhow::Result<(CreateRequest, ContainerRecord)> {
+    let req = request(args)?;
+    berth_engine::spec::validate(&req.options)?;
+    pull_for_run(containers.images(), args, globals)?;
+    let cidfile = match &args.cidfile {
+        Some(path) => Some((
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .with_context(|| {
+                    format!(
+                        "container id file {}: it must not exist (remove it if no container uses it)",
+                        path.display()
+                    )
+                })?,
+            path,
+        )),
+        None => None,
+    };
+    let record = match containers.create(&req) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some((_, path)) = &cidfile {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some((mut file, path)) = cidfile {
+        file.write_all(record.id.as_bytes())
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok((req, record))
 }
 
 /// `run`: create and start; in the foreground, relay stdio and exit with the container's code.
 pub fn run(containers: &Containers, args: RunArgs, globals: &ImageGlobals) -> anyhow::Result<i32> {
     let detach_keys = parse_detach_keys(&args.detach_keys)?;
-    let req = request(&args.create)?;
-    berth_engine::spec::validate(&req.options)?;
-    pull_for_run(containers.images(), &args.create, globals)?;
-    let record = containers.create(&req)?;
+    let (req, record) = create_container(containers, &args.create, globals)?;
     if args.detach {
         match containers.start(&record.id) {
             Ok(_) => {
@@ -994,6 +1065,13 @@ pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json:
             "PidsLimit": r.options.pids_limit,
             "NetworkMode": match &r.options.network { NetworkMode::None => "none".to_string(), NetworkMode::Host => "host".to_string(), NetworkMode::Join(t) => format!("container:{t}"), NetworkMode::Bridge(n) => n.clone() },
             "PortBindings": port_bindings(&r.options.publish),
+            "ExtraHosts": r.options.extra_hosts,
+            "Dns": r.options.dns,
+            "DnsSearch": r.options.dns_search,
+            "DnsOptions": r.options.dns_options,
+            "PidMode": r.options.pid.clone().unwrap_or_default(),
+            "IpcMode": r.options.ipc.clone().unwrap_or_else(|| "private".into()),
+            "UTSMode": r.options.uts.clone().unwrap_or_default(),
         },
         "Mounts": r.mounts.iter().map(|m| mount_json(containers, m)).collect::<Vec<_>>(),
         "NetworkSettings": network_settings(containers, r),

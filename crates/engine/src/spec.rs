@@ -167,7 +167,72 @@ pub struct RunOptions {
     pub tmpfs: Vec<String>,
     /// Volume and bind mounts the engine already resolved; appended as given.
     pub binds: Vec<Mount>,
+    /// `--add-host HOST:IP`: more `/etc/hosts` lines (`IP` may be
+    /// `host-gateway`: the gateway of the container's bridge network).
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// `--dns`: the nameservers of `/etc/resolv.conf`, instead of the host's.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--dns-search`: its search domains.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`: its options.
+    #[serde(default)]
+    pub dns_options: Vec<String>,
+    /// `--expose PORT[/PROTO]`: exposed besides the image's ports (`-P`
+    /// publishes them).
+    #[serde(default)]
+    pub expose: Vec<String>,
+    /// `--pid host`: the host's pid namespace instead of a new one.
+    #[serde(default)]
+    pub pid: Option<String>,
+    /// `--ipc host|private|shareable`: `host` shares the host's IPC
+    /// namespace and `/dev/shm`.
+    #[serde(default)]
+    pub ipc: Option<String>,
+    /// `--uts host`: the host's UTS namespace (and hostname).
+    #[serde(default)]
+    pub uts: Option<String>,
 }
+
+impl RunOptions {
+    /// Whether `--pid host`.
+    pub fn host_pid(&self) -> bool {
+        self.pid.as_deref() == Some("host")
+    }
+
+    /// Whether `--ipc host`.
+    pub fn host_ipc(&self) -> bool {
+        self.ipc.as_deref() == Some("host")
+    }
+
+    /// Whether `--uts host`.
+    pub fn host_uts(&self) -> bool {
+        self.uts.as_deref() == Some("host")
+    }
+}
+
+/// Split `--add-host HOST:IP` (or `HOST=IP`; an IPv6 address may be in
+/// brackets) into the name and the address text (an IP or `host-gateway`).
+pub fn parse_extra_host(spec: &str) -> Result<(String, String), SpecError> {
+    let bad = |why: &str| invalid("--add-host", spec, why);
+    let (host, ip) = spec
+        .split_once('=')
+        .or_else(|| spec.split_once(':'))
+        .ok_or_else(|| bad("use HOST:IP"))?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad("the host name is empty or has spaces"));
+    }
+    if ip != HOST_GATEWAY && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad("the address is not an IP address or host-gateway"));
+    }
+    Ok((host.to_string(), ip.to_string()))
+}
+
+/// `--add-host NAME:host-gateway`: the address of the container's gateway.
+pub const HOST_GATEWAY: &str = "host-gateway";
 
 /// The network namespace a container gets.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -258,10 +323,14 @@ pub fn build_spec(opts: &RunOptions, inputs: &SpecInputs<'_>) -> Result<Spec, Sp
             "--hostname cannot be used with --network container:...".into(),
         ));
     }
+    validate_namespaces_and_dns(opts)?;
     let hostname = match (&opts.hostname, &opts.network) {
         (Some(h), _) => {
             validate_hostname(h)?;
             h.clone()
+        }
+        (None, _) if opts.host_uts() => {
+            host_hostname().unwrap_or_else(|| inputs.container_id.chars().take(12).collect())
         }
         (None, NetworkMode::Host) => {
             host_hostname().unwrap_or_else(|| inputs.container_id.chars().take(12).collect())
@@ -379,7 +448,8 @@ pub fn build_spec(opts: &RunOptions, inputs: &SpecInputs<'_>) -> Result<Spec, Sp
 
     // Assemble.
     let mut spec = berth_runtime::spec::default_spec();
-    spec.set_hostname(Some(hostname));
+    // In the host's UTS namespace the hostname is the host's, not to be set.
+    spec.set_hostname((!opts.host_uts()).then_some(hostname));
     let mut root = Root::default();
     root.set_path(inputs.rootfs.to_path_buf());
     root.set_readonly(Some(opts.read_only));
@@ -403,6 +473,15 @@ pub fn build_spec(opts: &RunOptions, inputs: &SpecInputs<'_>) -> Result<Spec, Sp
     spec.set_process(Some(process));
 
     let mut mounts = default_mounts(&spec, opts.privileged, shm_size);
+    if opts.host_ipc() {
+        // The host's IPC namespace comes with the host's /dev/shm.
+        mounts.retain(|m| m.destination() != Path::new("/dev/shm"));
+        mounts.push(bind_mount(
+            Path::new("/dev/shm"),
+            "/dev/shm",
+            &["rbind", "nosuid", "nodev", "noexec"],
+        ));
+    }
     let mut user_mounts: Vec<Mount> = tmpfs;
     user_mounts.extend(inputs.extra_mounts.iter().cloned());
     user_mounts.extend(opts.binds.iter().cloned());
@@ -424,13 +503,16 @@ pub fn build_spec(opts: &RunOptions, inputs: &SpecInputs<'_>) -> Result<Spec, Sp
 
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = Vec::new();
-    for typ in [
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Cgroup,
+    for (typ, host) in [
+        (LinuxNamespaceType::Pid, opts.host_pid()),
+        (LinuxNamespaceType::Ipc, opts.host_ipc()),
+        (LinuxNamespaceType::Uts, opts.host_uts()),
+        (LinuxNamespaceType::Mount, false),
+        (LinuxNamespaceType::Cgroup, false),
     ] {
+        if host {
+            continue;
+        }
         let mut ns = LinuxNamespace::default();
         ns.set_typ(typ);
         namespaces.push(ns);
@@ -550,6 +632,7 @@ pub fn validate(opts: &RunOptions) -> Result<(), SpecError> {
         parse_id(group, "--user", u)?;
     }
     build_seccomp(opts, &caps)?;
+    validate_namespaces_and_dns(opts)?;
     for m in &opts.binds {
         if !m.destination().is_absolute() {
             return Err(invalid(
@@ -557,6 +640,47 @@ pub fn validate(opts: &RunOptions) -> Result<(), SpecError> {
                 &m.destination().display().to_string(),
                 "the destination must be an absolute path",
             ));
+        }
+    }
+    Ok(())
+}
+
+/// `--pid`, `--ipc`, `--uts`, `--add-host`, `--dns*` and `--expose`.
+fn validate_namespaces_and_dns(opts: &RunOptions) -> Result<(), SpecError> {
+    let one_of = |flag: &str, value: &Option<String>, allowed: &[&str]| match value {
+        Some(v) if !allowed.contains(&v.as_str()) => {
+            Err(invalid(flag, v, &format!("use {}", allowed.join(" or "))))
+        }
+        _ => Ok(()),
+    };
+    one_of("--pid", &opts.pid, &["host"])?;
+    one_of("--ipc", &opts.ipc, &["host", "private", "shareable"])?;
+    one_of("--uts", &opts.uts, &["host"])?;
+    if opts.host_uts() && opts.hostname.is_some() {
+        return Err(SpecError::Conflict(
+            "--hostname cannot be used with --uts host".into(),
+        ));
+    }
+    for h in &opts.extra_hosts {
+        parse_extra_host(h)?;
+    }
+    for d in &opts.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid("--dns", d, "use an IP address"));
+        }
+    }
+    let dns_set =
+        !(opts.dns.is_empty() && opts.dns_search.is_empty() && opts.dns_options.is_empty());
+    if dns_set && matches!(opts.network, NetworkMode::Host | NetworkMode::Join(_)) {
+        return Err(SpecError::Conflict(
+            "--dns, --dns-search and --dns-option cannot be used with --network host or container:...".into(),
+        ));
+    }
+    for p in &opts.expose {
+        let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+        let port_ok = port.parse::<u16>().is_ok_and(|n| n > 0);
+        if !port_ok || !matches!(proto, "tcp" | "udp" | "sctp") {
+            return Err(invalid("--expose", p, "use PORT or PORT/tcp|udp|sctp"));
         }
     }
     Ok(())

@@ -84,7 +84,25 @@ pub fn parse_spec(text: &str) -> std::result::Result<Spec, String> {
         .as_ref()
         .ok_or_else(|| "no \"process\" section".to_string())?;
     check_process(process)?;
+    check_uts(&spec)?;
     Ok(spec)
+}
+
+/// A hostname or domain name needs the container's own UTS namespace:
+/// without one, setting it would rename the host (runc refuses the same).
+fn check_uts(spec: &Spec) -> std::result::Result<(), String> {
+    let private_uts = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
+    let named = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+    if !private_uts && (named(spec.hostname()) || named(spec.domainname())) {
+        return Err(
+            "unable to set the hostname or domainname without a private UTS namespace".into(),
+        );
+    }
+    Ok(())
 }
 
 /// Check that a process has something to run.
@@ -171,5 +189,23 @@ mod tests {
         let back = parse_spec(&text).unwrap();
         assert_eq!(back.hostname().as_deref(), Some("berth"));
         assert!(back.linux().as_ref().unwrap().seccomp().is_some());
+    }
+
+    #[test]
+    fn a_hostname_without_a_uts_namespace_is_refused() {
+        let mut spec = default_spec();
+        let mut linux = spec.linux().clone().unwrap();
+        let namespaces = linux.namespaces().clone().unwrap();
+        linux.set_namespaces(Some(
+            namespaces
+                .into_iter()
+                .filter(|n| n.typ() != LinuxNamespaceType::Uts)
+                .collect(),
+        ));
+        spec.set_linux(Some(linux));
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(parse_spec(&text).unwrap_err().contains("UTS namespace"));
+        spec.set_hostname(None);
+        parse_spec(&serde_json::to_string(&spec).unwrap()).unwrap();
     }
 }

@@ -182,6 +182,13 @@ fn committed_config(mut config: Config, record: &ContainerRecord, changes: &Conf
         .iter()
         .filter_map(|p| berth_netns_bridge::parse_port_spec(p).ok())
         .map(|p| format!("{}/{}", p.container_port, p.proto))
+        .chain(opts.expose.iter().map(|p| {
+            if p.contains('/') {
+                p.clone()
+            } else {
+                format!("{p}/tcp")
+            }
+        }))
         .collect();
     merge_list(
         &mut config,

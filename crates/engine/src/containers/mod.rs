@@ -536,19 +536,29 @@ impl Containers {
         record: &ContainerRecord,
         paths: &Paths,
     ) -> Result<Vec<oci_spec::runtime::Mount>> {
-        let hostname = match (&record.options.hostname, &record.options.network) {
-            (Some(h), _) => h.clone(),
-            (None, NetworkMode::Host) => nix::unistd::gethostname()
+        let host_hostname =
+            matches!(record.options.network, NetworkMode::Host) || record.options.host_uts();
+        let hostname = match &record.options.hostname {
+            Some(h) => h.clone(),
+            None if host_hostname => nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            (None, _) => record.id[..12].to_string(),
+            None => record.id[..12].to_string(),
         };
         let hosts = match record.options.network {
-            NetworkMode::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+            NetworkMode::Host => {
+                std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+                    + &network::extra_hosts_lines(&record.options, None)
+            }
             NetworkMode::Bridge(_) => self.hosts_content(record),
-            _ => "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string(),
+            _ => {
+                network::BASE_HOSTS.to_string() + &network::extra_hosts_lines(&record.options, None)
+            }
         };
-        let resolv = network::resolv_conf(matches!(record.options.network, NetworkMode::Host));
+        let resolv = network::with_dns_flags(
+            &network::resolv_conf(matches!(record.options.network, NetworkMode::Host)),
+            &record.options,
+        );
         let mut mounts = Vec::new();
         for ((file, content), dest) in [
             ("hostname", format!("{hostname}\n")),

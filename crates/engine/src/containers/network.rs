@@ -89,7 +89,7 @@ pub struct ConnectedNetwork {
     pub aliases: Vec<String>,
 }
 
-const BASE_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
+pub(super) const BASE_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
 
 fn nameservers(text: &str) -> Vec<String> {
     text.lines()
@@ -100,6 +100,67 @@ fn nameservers(text: &str) -> Vec<String> {
                 .flatten()
         })
         .collect()
+}
+
+/// `/etc/hosts` lines of `--add-host`; `host-gateway` is `gateway` (the
+/// container's bridge gateway), and left out where there is none.
+pub fn extra_hosts_lines(opts: &crate::spec::RunOptions, gateway: Option<Ipv4Addr>) -> String {
+    let mut out = String::new();
+    for spec in &opts.extra_hosts {
+        let Ok((host, ip)) = crate::spec::parse_extra_host(spec) else {
+            continue;
+        };
+        let ip = if ip == crate::spec::HOST_GATEWAY {
+            match gateway {
+                Some(g) => g.to_string(),
+                None => continue,
+            }
+        } else {
+            ip
+        };
+        out.push_str(&format!("{ip}\t{host}\n"));
+    }
+    out
+}
+
+/// `base` (a resolv.conf) with `--dns` nameservers, `--dns-search` domains
+/// (`.`: none) and `--dns-option` options replacing its own, as Docker's.
+pub fn with_dns_flags(base: &str, opts: &crate::spec::RunOptions) -> String {
+    let (dns, search, options) = (&opts.dns, &opts.dns_search, &opts.dns_options);
+    if dns.is_empty() && search.is_empty() && options.is_empty() {
+        return base.to_string();
+    }
+    let mut out = String::new();
+    for line in base.lines() {
+        let replaced = match line.split_whitespace().next() {
+            Some("nameserver") => !dns.is_empty(),
+            Some("search" | "domain") => !search.is_empty(),
+            Some("options") => !options.is_empty(),
+            _ => false,
+        };
+        if !replaced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let search: Vec<&String> = search.iter().filter(|s| s.as_str() != ".").collect();
+    if !search.is_empty() {
+        out.push_str(&format!(
+            "search {}\n",
+            search
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    for d in dns {
+        out.push_str(&format!("nameserver {d}\n"));
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
 }
 
 fn is_loopback(ns: &str) -> bool {
@@ -194,11 +255,12 @@ impl Containers {
     ) -> Result<Vec<String>> {
         let mut publish = options.publish.clone();
         if publish_all {
-            let exposed = image
+            let mut exposed = image
                 .config()
                 .as_ref()
                 .and_then(|c| c.exposed_ports().clone())
                 .unwrap_or_default();
+            exposed.extend(options.expose.iter().cloned());
             for p in exposed {
                 let spec = if p.contains('/') {
                     p
@@ -409,6 +471,8 @@ impl Containers {
             }
             out.push_str(&format!("{}\t{}\n", ep.ip, names.join(" ")));
         }
+        let gateway = endpoints.first().map(|(net, _)| net.gateway);
+        out.push_str(&extra_hosts_lines(&record.options, gateway));
         for (net, _) in &endpoints {
             for h in self
                 .networks
@@ -576,6 +640,37 @@ pub(super) fn delete_veths(veths: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_flags_replace_their_own_lines_only() {
+        let base = "# host\nnameserver 10.0.0.1\nsearch a.example\noptions rotate\n";
+        let mut opts = crate::spec::RunOptions::default();
+        assert_eq!(with_dns_flags(base, &opts), base);
+        opts.dns = vec!["10.9.9.9".into()];
+        assert_eq!(
+            with_dns_flags(base, &opts),
+            "# host\nsearch a.example\noptions rotate\nnameserver 10.9.9.9\n"
+        );
+        opts.dns_search = vec![".".into()];
+        opts.dns_options = vec!["ndots:1".into()];
+        assert_eq!(
+            with_dns_flags(base, &opts),
+            "# host\nnameserver 10.9.9.9\noptions ndots:1\n"
+        );
+    }
+
+    #[test]
+    fn extra_hosts_resolve_host_gateway_where_there_is_one() {
+        let opts = crate::spec::RunOptions {
+            extra_hosts: vec!["db:10.1.2.3".into(), "gw:host-gateway".into()],
+            ..Default::default()
+        };
+        assert_eq!(extra_hosts_lines(&opts, None), "10.1.2.3\tdb\n");
+        assert_eq!(
+            extra_hosts_lines(&opts, Some(Ipv4Addr::new(10, 88, 0, 1))),
+            "10.1.2.3\tdb\n10.88.0.1\tgw\n"
+        );
+    }
 
     #[test]
     fn resolv_conf_replaces_loopback_resolvers() {
