@@ -1014,3 +1014,89 @@ fn diff_commit_and_export() {
     cleanup(&e);
     e.assert_no_mounts();
 }
+
+/// `update` changes a running container's cgroup limits at once (the kernel
+/// enforces the new pids limit) and a stopped one's for its next start; bad
+/// or missing settings change nothing.
+#[test]
+fn update_changes_limits_of_running_and_stopped_containers() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let run_args = [
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "--network",
+        "none",
+        "--memory",
+        "64m",
+    ];
+    e.ok(&[&run_args[..], &["bb", "sleep", "1000"]].concat());
+    let limit = || e.ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", "up"]);
+    assert!(limit().trim_end().ends_with(" / 64MiB"), "{}", limit());
+    assert_eq!(
+        e.ok(&[
+            "update",
+            "--memory",
+            "128m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "3",
+            "up"
+        ]),
+        "up\n"
+    );
+    assert!(limit().trim_end().ends_with(" / 128MiB"), "{}", limit());
+    let host = &e.inspect("up")["HostConfig"];
+    assert_eq!(
+        (
+            host["Memory"].clone(),
+            host["NanoCpus"].clone(),
+            host["PidsLimit"].clone()
+        ),
+        (134217728.into(), 500000000.into(), 3.into())
+    );
+    let forks = "for i in 1 2 3; do sleep 30 & done; wait";
+    let out = e.run(&["exec", "up", "sh", "-c", forks]);
+    assert!(
+        text(&out.stderr).contains("fork"),
+        "pids limit 3: {}",
+        text(&out.stderr)
+    );
+    e.ok(&["update", "--pids-limit", "0", "up"]);
+    let out = e.run(&["exec", "-d", "up", "sh", "-c", forks]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Bad settings: refused, nothing recorded.
+    e.fails(&["update", "up"], "nothing to update");
+    e.fails(&["update", "--memory", "1m", "up"], "6m");
+    e.fails(&["update", "--cpus", "lots", "up"], "--cpus");
+    e.fails(
+        &["update", "--memory", "32m", "nosuch"],
+        "no such container",
+    );
+    assert_eq!(e.inspect("up")["HostConfig"]["Memory"], 134217728);
+
+    // A stopped container takes the new limit at its next start.
+    e.ok(&["stop", "-t", "0", "up"]);
+    e.ok(&[
+        "update",
+        "--memory",
+        "96m",
+        "--restart",
+        "on-failure:2",
+        "up",
+    ]);
+    e.ok(&["start", "up"]);
+    assert!(limit().trim_end().ends_with(" / 96MiB"), "{}", limit());
+    let policy = &e.inspect("up")["HostConfig"]["RestartPolicy"];
+    assert_eq!(policy["Name"], "on-failure");
+    assert_eq!(policy["MaximumRetryCount"], 2);
+    e.ok(&["create", "--rm", "--name", "gone", "bb", "true"]);
+    e.fails(&["update", "--restart", "always", "gone"], "--rm");
+    cleanup(&e);
+}

@@ -85,6 +85,8 @@ enum Command {
     Unpause(NamesArgs),
     /// Show containers' resource usage (CPU, memory, pids).
     Stats(system_cmd::StatsArgs),
+    /// Change containers' resource limits and restart policy.
+    Update(system_cmd::UpdateArgs),
     /// Copy files/folders between a container and the host.
     Cp(system_cmd::CpArgs),
     /// List the files a container added (A), changed (C) or deleted (D).
@@ -206,6 +208,8 @@ enum ContainerCommand {
     Unpause(NamesArgs),
     /// Show containers' resource usage (CPU, memory, pids).
     Stats(system_cmd::StatsArgs),
+    /// Change containers' resource limits and restart policy.
+    Update(system_cmd::UpdateArgs),
     /// Copy files/folders between a container and the host.
     Cp(system_cmd::CpArgs),
     /// List the files a container added (A), changed (C) or deleted (D).
@@ -474,6 +478,10 @@ fn engine_command(
         | Command::Container {
             command: ContainerCommand::Stats(a),
         } => return system_cmd::stats(&containers()?, a),
+        Command::Update(a)
+        | Command::Container {
+            command: ContainerCommand::Update(a),
+        } => return system_cmd::update(&containers()?, a),
         Command::Cp(a)
         | Command::Container {
             command: ContainerCommand::Cp(a),

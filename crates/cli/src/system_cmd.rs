@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use berth_engine::containers::ops::{CopyIn, CopyOptions, CopyOut, StatsSample, UsageRow};
-use berth_engine::containers::record::{ContainerRecord, Status};
+use berth_engine::containers::record::{ContainerRecord, RestartPolicy, Status};
+use berth_engine::containers::update::ResourceUpdate;
 use berth_engine::containers::Containers;
 use clap::Args;
 
@@ -79,6 +80,53 @@ pub fn top(containers: &Containers, name: &str, _ps_args: &[String]) -> anyhow::
 pub fn pause(containers: &Containers, names: &[String]) -> anyhow::Result<i32> {
     Ok(crate::each_name(names, |n| {
         containers.pause(n)?;
+        Ok(n.to_string())
+    }))
+}
+
+/// `update` flags.
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// Memory limit (e.g. 64m; 0: none).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Memory plus swap (-1: unlimited swap).
+    #[arg(long)]
+    memory_swap: Option<String>,
+    /// CPUs (e.g. 1.5; 0: no limit).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Most processes (0 or less: no limit).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
+    #[arg(long)]
+    restart: Option<String>,
+    /// The containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `update CONTAINER...`: new limits, at once for running containers.
+pub fn update(containers: &Containers, args: UpdateArgs) -> anyhow::Result<i32> {
+    let change = ResourceUpdate {
+        memory: args.memory,
+        memory_swap: args.memory_swap,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+        restart: args
+            .restart
+            .as_deref()
+            .map(RestartPolicy::parse)
+            .transpose()?,
+    };
+    if change.is_empty() {
+        anyhow::bail!(
+            "nothing to update: give --memory, --memory-swap, --cpus, --pids-limit or --restart"
+        );
+    }
+    Ok(crate::each_name(&args.containers, |n| {
+        containers.update_resources(n, &change)?;
         Ok(n.to_string())
     }))
 }

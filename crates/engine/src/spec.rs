@@ -1398,7 +1398,9 @@ fn rule_applies(rule: &serde_json::Value, caps: &Capabilities, arch: &str) -> bo
     true
 }
 
-fn build_resources(opts: &RunOptions) -> Result<LinuxResources, SpecError> {
+/// The cgroup limits of `--memory`, `--memory-swap` (twice the memory unless
+/// given), `--cpus` and `--pids-limit`, checked together.
+pub fn build_resources(opts: &RunOptions) -> Result<LinuxResources, SpecError> {
     let mut resources = LinuxResources::default();
     let size_hint = "use a number with an optional b, k, m or g suffix";
 

@@ -13,6 +13,7 @@ pub mod monitor;
 pub mod network;
 pub mod ops;
 pub mod record;
+pub mod update;
 pub mod volumes;
 
 pub use berth_monitor::attach;

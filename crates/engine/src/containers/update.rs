@@ -1,0 +1,89 @@
+//! `update`: change a container's resource limits and restart policy, at
+//! once in its cgroup when it runs, and in its record for later starts.
+
+use super::record::{RestartPolicy, Status};
+use super::{start_under_way, Containers};
+use crate::error::{Error, Result};
+
+/// What `update` changes; `None` leaves a setting as it is.
+#[derive(Debug, Default, Clone)]
+pub struct ResourceUpdate {
+    /// `--memory`.
+    pub memory: Option<String>,
+    /// `--memory-swap`.
+    pub memory_swap: Option<String>,
+    /// `--cpus`.
+    pub cpus: Option<String>,
+    /// `--pids-limit`.
+    pub pids_limit: Option<i64>,
+    /// `--restart`.
+    pub restart: Option<RestartPolicy>,
+}
+
+impl ResourceUpdate {
+    /// Whether nothing is to change.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none()
+            && self.memory_swap.is_none()
+            && self.cpus.is_none()
+            && self.pids_limit.is_none()
+            && self.restart.is_none()
+    }
+}
+
+impl Containers {
+    /// `update`: check the new settings together with the ones kept, apply
+    /// the limits to a running container's cgroup, then record them. Nothing
+    /// is recorded when the kernel refuses a limit (say, memory below what the
+    /// container uses).
+    pub fn update_resources(&self, name_or_id: &str, change: &ResourceUpdate) -> Result<()> {
+        if change.is_empty() {
+            return Err(Error::Invalid(
+                "nothing to update: give --memory, --memory-swap, --cpus, --pids-limit or --restart"
+                    .into(),
+            ));
+        }
+        let id = self.get(name_or_id)?.id;
+        let _lock = self.store.lock(&id)?;
+        let mut record = self.store.load(&id)?;
+        if record.state.status == Status::Removing {
+            return Err(Error::Conflict(format!(
+                "container {} is being removed",
+                record.name
+            )));
+        }
+        if start_under_way(&record) {
+            return Err(Error::Conflict(format!(
+                "container {} is starting; update it once it runs",
+                record.name
+            )));
+        }
+        let mut options = record.options.clone();
+        if let Some(m) = &change.memory {
+            options.memory = Some(m.clone());
+        }
+        if let Some(s) = &change.memory_swap {
+            options.memory_swap = Some(s.clone());
+        }
+        if let Some(c) = &change.cpus {
+            options.cpus = Some(c.clone());
+        }
+        if let Some(p) = change.pids_limit {
+            options.pids_limit = Some(p);
+        }
+        let resources = crate::spec::build_resources(&options)?;
+        if let Some(policy) = &change.restart {
+            if record.auto_remove && *policy != RestartPolicy::No {
+                return Err(Error::Invalid(
+                    "Conflicting options: --restart and --rm".into(),
+                ));
+            }
+            record.restart_policy = *policy;
+        }
+        if record.state.status == Status::Running {
+            self.runtime.update(&record.id, &resources)?;
+        }
+        record.options = options;
+        self.store.save(&record)
+    }
+}
