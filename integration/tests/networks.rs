@@ -378,6 +378,30 @@ fn user_networks_names_isolation_and_connect() {
         "{ls}"
     );
     assert_eq!(e.ok(&["network", "ls", "-q"]).lines().count(), 5);
+    // Filters as Docker's: one key's values are alternatives, keys all apply.
+    let names = |filters: &[&str]| {
+        let mut args = vec!["network", "ls", "--format", "{{.Name}}"];
+        for f in filters {
+            args.extend_from_slice(&["-f", f]);
+        }
+        e.ok(&args)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&["type=custom"]), ["n1", "n2"]);
+    assert_eq!(names(&["type=builtin"]), ["bridge", "host", "none"]);
+    assert_eq!(names(&["label=k=v"]), ["n1"]);
+    assert_eq!(names(&["driver=null", "driver=host"]), ["host", "none"]);
+    assert_eq!(names(&["name=n", "driver=bridge"]), ["n1", "n2"]);
+    assert_eq!(names(&["dangling=true"]), ["n1", "n2"]);
+    e.fails(&["network", "ls", "-f", "type=other"], "custom or builtin");
+    let json = e.ok(&["network", "ls", "--format", "json", "-f", "name=n1"]);
+    let row: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(
+        (row["Name"].as_str(), row["Labels"].as_str()),
+        (Some("n1"), Some("k=v"))
+    );
     e.fails(&["network", "create", "host"], "already exists");
     e.fails(&["network", "rm", "none"], "pre-defined");
     assert_eq!(

@@ -172,6 +172,18 @@ fn volume_commands_and_filters() {
         e.ok(&["volume", "ls", "-q", "--filter", "name=v"]).trim(),
         "v1"
     );
+    // One key's values are alternatives.
+    let both = e.ok(&[
+        "volume",
+        "ls",
+        "-q",
+        "-f",
+        "name=v1",
+        "-f",
+        &format!("name={anon}"),
+    ]);
+    assert_eq!(both.lines().count(), 2, "{both}");
+    e.fails(&["volume", "ls", "-f", "dangling=maybe"], "true or false");
     let json = e.ok(&["volume", "ls", "--format", "json", "--filter", "name=v1"]);
     let line: Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(line["Name"], "v1");

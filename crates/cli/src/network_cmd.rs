@@ -80,6 +80,64 @@ pub struct LsArgs {
     /// Show full ids.
     #[arg(long)]
     no_trunc: bool,
+    /// Filter: driver=, id=, label=KEY[=VALUE], name=, type=custom|builtin,
+    /// dangling=true|false.
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// json, table, or a template like '{{.Name}}\t{{.Driver}}' (fields: ID,
+    /// Name, Driver, Scope, Internal, Labels, CreatedAt).
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// One row of `network ls`.
+struct NetworkRow {
+    id: String,
+    name: String,
+    driver: &'static str,
+    internal: bool,
+    labels: BTreeMap<String, String>,
+    created: String,
+    builtin: bool,
+    containers: usize,
+}
+
+impl NetworkRow {
+    fn matches(&self, key: &str, value: &str) -> bool {
+        match key {
+            "driver" => self.driver == value,
+            "id" => self.id.starts_with(value),
+            "name" => self.name.contains(value),
+            "type" => self.builtin == (value == "builtin"),
+            "dangling" => !self.builtin && (self.containers == 0) == matches!(value, "true" | "1"),
+            _ => crate::filter::label_matches(&self.labels, value),
+        }
+    }
+
+    fn fields(&self, no_trunc: bool) -> Vec<(&'static str, String)> {
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        vec![
+            ("CreatedAt", self.created.clone()),
+            ("Driver", self.driver.to_string()),
+            ("ID", self.short_id(no_trunc).to_string()),
+            ("Internal", self.internal.to_string()),
+            ("Labels", labels.join(",")),
+            ("Name", self.name.clone()),
+            ("Scope", "local".to_string()),
+        ]
+    }
+
+    fn short_id(&self, no_trunc: bool) -> &str {
+        if no_trunc {
+            &self.id
+        } else {
+            &self.id[..12]
+        }
+    }
 }
 
 /// `network connect`.
@@ -100,6 +158,108 @@ pub struct ConnectArgs {
 /// Docker's pre-defined networks besides `bridge`, with their drivers: network
 /// modes (`--network host|none`) with no record behind them.
 const MODE_NETWORKS: [(&str, &str); 2] = [("host", "host"), ("none", "null")];
+
+/// `network ls`, Docker's order (by name), filters and formats.
+fn ls(c: &Containers, a: LsArgs, out: &mut impl Write) -> anyhow::Result<i32> {
+    let filters = crate::filter::Filters::parse(
+        &a.filter,
+        &["driver", "id", "label", "name", "type", "dangling"],
+    )?;
+    filters.check(
+        "type",
+        |v| matches!(v, "custom" | "builtin"),
+        "custom or builtin",
+    )?;
+    filters.check(
+        "dangling",
+        |v| matches!(v, "true" | "1" | "false" | "0"),
+        "true or false",
+    )?;
+    c.network("bridge")?;
+    let mut rows: Vec<NetworkRow> = c
+        .networks()
+        .list()?
+        .into_iter()
+        .map(|n| NetworkRow {
+            builtin: !n.is_user_defined(),
+            containers: n.endpoints.len(),
+            created: humantime::format_rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(n.created),
+            )
+            .to_string(),
+            id: n.id,
+            name: n.name,
+            driver: "bridge",
+            internal: n.internal,
+            labels: n.labels,
+        })
+        .collect();
+    for (name, driver) in MODE_NETWORKS {
+        rows.push(NetworkRow {
+            id: mode_network_id(name),
+            name: name.to_string(),
+            driver,
+            internal: false,
+            labels: BTreeMap::new(),
+            created: String::new(),
+            builtin: true,
+            containers: 0,
+        });
+    }
+    let mut kept = Vec::new();
+    for r in rows {
+        if filters.pass(|k, v| Ok(r.matches(k, v)))? {
+            kept.push(r);
+        }
+    }
+    kept.sort_by(|x, y| x.name.cmp(&y.name));
+    if a.quiet {
+        for r in &kept {
+            writeln!(out, "{}", r.short_id(a.no_trunc))?;
+        }
+        return Ok(0);
+    }
+    match a.format.as_deref() {
+        Some("json") => {
+            for r in &kept {
+                writeln!(out, "{}", crate::format::json_line(&r.fields(a.no_trunc)))?;
+            }
+        }
+        Some(t) if t != "table" => {
+            let names = [
+                "CreatedAt",
+                "Driver",
+                "ID",
+                "Internal",
+                "Labels",
+                "Name",
+                "Scope",
+            ];
+            let mut rows = crate::format::Templated::new(
+                t,
+                &names,
+                &[("ID", "NETWORK ID"), ("Name", "NAME")],
+            )?;
+            for r in &kept {
+                rows.row(out, &r.fields(a.no_trunc))?;
+            }
+            rows.finish(out)?;
+        }
+        _ => {
+            let mut table = Table::new(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
+            for r in &kept {
+                table.row(vec![
+                    r.short_id(a.no_trunc).to_string(),
+                    r.name.clone(),
+                    r.driver.to_string(),
+                    "local".into(),
+                ]);
+            }
+            table.write(out)?;
+        }
+    }
+    Ok(0)
+}
 
 /// A stable id for a mode network (Docker's are random per daemon).
 fn mode_network_id(name: &str) -> String {
@@ -220,32 +380,7 @@ pub fn run(c: &Containers, command: NetworkCommand) -> anyhow::Result<i32> {
             })?;
             writeln!(out, "{}", n.id)?;
         }
-        NetworkCommand::Ls(a) => {
-            c.network("bridge")?;
-            let mut nets: Vec<(String, String, &str)> = c
-                .networks()
-                .list()?
-                .into_iter()
-                .map(|n| (n.id, n.name, "bridge"))
-                .collect();
-            for (name, driver) in MODE_NETWORKS {
-                nets.push((mode_network_id(name), name.to_string(), driver));
-            }
-            // Docker's order: by name.
-            nets.sort_by(|a, b| a.1.cmp(&b.1));
-            let mut table = Table::new(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
-            for (id, name, driver) in nets {
-                let id = if a.no_trunc { &id[..] } else { &id[..12] };
-                if a.quiet {
-                    writeln!(out, "{id}")?;
-                } else {
-                    table.row(vec![id.into(), name, driver.into(), "local".into()]);
-                }
-            }
-            if !a.quiet {
-                table.write(&mut out)?;
-            }
-        }
+        NetworkCommand::Ls(a) => return ls(c, a, &mut out),
         NetworkCommand::Inspect(args) => {
             return crate::inspect::print(&args, |n| {
                 match MODE_NETWORKS.iter().find(|(name, _)| *name == n) {

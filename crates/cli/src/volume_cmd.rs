@@ -144,29 +144,24 @@ pub fn volume_json(v: &Volume) -> serde_json::Value {
 
 fn ls(containers: &Containers, a: LsArgs) -> anyhow::Result<i32> {
     let used = containers.volumes_in_use()?;
-    let mut filters: Vec<(String, String)> = Vec::new();
-    for f in &a.filter {
-        let Some((k, v)) = f.split_once('=') else {
-            bail!("invalid filter {f:?}: use KEY=VALUE (dangling, name, label, driver)");
-        };
-        match k {
-            "dangling" if matches!(v, "true" | "false" | "1" | "0") => {}
-            "dangling" => bail!("invalid filter {f:?}: dangling takes true or false"),
-            "name" | "label" | "driver" => {}
-            _ => bail!("invalid filter {k:?}: use dangling, name, label or driver"),
-        }
-        filters.push((k.to_string(), v.to_string()));
-    }
+    let filters =
+        crate::filter::Filters::parse(&a.filter, &["dangling", "name", "label", "driver"])?;
+    filters.check(
+        "dangling",
+        |v| matches!(v, "true" | "1" | "false" | "0"),
+        "true or false",
+    )?;
     let keep = |v: &Volume| {
-        filters.iter().all(|(k, val)| match k.as_str() {
-            "dangling" => used.contains(&v.name) != matches!(val.as_str(), "true" | "1"),
-            "name" => v.name.contains(val.as_str()),
-            "driver" => v.driver == *val,
-            _ => match val.split_once('=') {
-                Some((lk, lv)) => v.labels.get(lk).is_some_and(|x| x == lv),
-                None => v.labels.contains_key(val.as_str()),
-            },
-        })
+        filters
+            .pass(|k, val| {
+                Ok(match k {
+                    "dangling" => used.contains(&v.name) != matches!(val, "true" | "1"),
+                    "name" => v.name.contains(val),
+                    "driver" => v.driver == val,
+                    _ => crate::filter::label_matches(&v.labels, val),
+                })
+            })
+            .unwrap_or(false)
     };
     let volumes: Vec<Volume> = containers
         .volumes()
