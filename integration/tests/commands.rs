@@ -1100,3 +1100,81 @@ fn update_changes_limits_of_running_and_stopped_containers() {
     e.fails(&["update", "--restart", "always", "gone"], "--rm");
     cleanup(&e);
 }
+
+/// The prune commands' `--filter until=|label=|label!=`, as Docker's: only
+/// what every filter allows goes; volumes take labels, not `until`.
+#[test]
+fn prune_filters_choose_what_goes() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = e.ok(args).split_whitespace().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    // Containers: one made before a moment, two after it, one labelled.
+    e.ok(&["create", "--name", "old", "bb", "true"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let moment = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(100));
+    e.ok(&["create", "--name", "team", "-l", "team=x", "bb", "true"]);
+    e.ok(&["create", "--name", "other", "-l", "team=y", "bb", "true"]);
+    let all = ["ps", "-a", "--format", "{{.Names}}"];
+    e.ok(&[
+        "container",
+        "prune",
+        "-f",
+        "--filter",
+        &format!("until={moment}"),
+    ]);
+    assert_eq!(names(&all), ["other", "team"], "until: only the older one");
+    e.ok(&["container", "prune", "-f", "--filter", "label=team=x"]);
+    assert_eq!(names(&all), ["other"]);
+    e.ok(&["container", "prune", "-f", "--filter", "label!=team=y"]);
+    assert_eq!(names(&all), ["other"], "label!: the labelled one stays");
+    e.fails(
+        &["container", "prune", "--filter", "until=later"],
+        "invalid time",
+    );
+    e.fails(
+        &["container", "prune", "--filter", "dangling=true"],
+        "invalid filter",
+    );
+
+    // Images: two dangling imports, told apart by a label.
+    let tar = assets().join("busybox-rootfs.tar");
+    let tar = tar.to_str().unwrap();
+    let x = e.ok(&["import", "--change", "LABEL team=x", tar]);
+    let y = e.ok(&["import", "--change", "LABEL team=y", tar]);
+    let out = e.ok(&["image", "prune", "-f", "--filter", "label=team=x"]);
+    assert!(out.contains(&format!("deleted: {}", x.trim())), "{out}");
+    assert!(!out.contains(y.trim()), "{out}");
+    let out = e.ok(&["image", "prune", "-f", "--filter", "until=2000-01-01"]);
+    assert!(!out.contains(y.trim()), "until: a new image stays: {out}");
+    assert_eq!(
+        e.ok(&["images", "-q", "-f", "dangling=true"]).trim(),
+        &y.trim()[7..19]
+    );
+
+    // Volumes: labels only.
+    e.ok(&["volume", "create", "--label", "team=x", "vx"]);
+    e.ok(&["volume", "create", "vy"]);
+    e.ok(&["volume", "prune", "-a", "-f", "--filter", "label=team=x"]);
+    assert_eq!(names(&["volume", "ls", "-q"]), ["vy"]);
+    e.fails(
+        &["volume", "prune", "-f", "--filter", "until=1h"],
+        "invalid filter",
+    );
+
+    // system prune with a filter: the labelled container goes, the rest stays.
+    e.ok(&["create", "--name", "sys", "-l", "gone=1", "bb", "true"]);
+    e.ok(&["system", "prune", "-f", "--filter", "label=gone"]);
+    assert_eq!(names(&all), ["other"]);
+    cleanup(&e);
+}

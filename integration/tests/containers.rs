@@ -570,6 +570,19 @@ fn logs_follow_tail_and_timestamps() {
     assert!(ts.starts_with("20") && ts.contains("Z late"), "{ts}");
     let err = e.run(&["logs", "talker"]);
     assert_eq!(text(&err.stderr), "oops\n");
+    // --since and --until split at the time of "late" (a second after the rest).
+    let late = ts.split_whitespace().next().unwrap();
+    assert_eq!(e.ok(&["logs", "--since", late, "talker"]), "late\n");
+    assert_eq!(
+        e.ok(&["logs", "--until", late, "talker"]),
+        "line1\nline2\nline3\nline4\nline5\n"
+    );
+    assert_eq!(
+        e.ok(&["logs", "--since", "1h", "--tail", "1", "talker"]),
+        "late\n"
+    );
+    assert_eq!(e.ok(&["logs", "--until", "2000-01-01", "talker"]), "");
+    e.fails(&["logs", "--since", "yesterday", "talker"], "invalid time");
     e.ok(&["rm", "talker"]);
 }
 

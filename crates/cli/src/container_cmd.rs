@@ -891,9 +891,13 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(long)]
     tail: Option<String>,
-    /// Only lines since this RFC 3339 time or duration (e.g. 10m).
+    /// Only lines since this time: a duration before now (10m), RFC 3339, a
+    /// date or Unix seconds.
     #[arg(long)]
     since: Option<String>,
+    /// Only lines before this time (the same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
     /// Show timestamps.
     #[arg(short, long)]
     timestamps: bool,
@@ -905,17 +909,20 @@ pub struct LogsArgs {
 pub fn logs(containers: &Containers, args: LogsArgs) -> anyhow::Result<i32> {
     let record = containers.get(&args.container)?;
     let path = containers.paths(&record.id).log;
-    let since = args
-        .since
-        .as_ref()
-        .map(|s| match humantime::parse_duration(s) {
-            Ok(d) => humantime::format_rfc3339_nanos(std::time::SystemTime::now() - d).to_string(),
-            Err(_) => s.clone(),
-        });
+    let bound = |s: &Option<String>| {
+        s.as_deref()
+            .map(berth_engine::prune::parse_time)
+            .transpose()
+    };
+    let (since, until) = (bound(&args.since)?, bound(&args.until)?);
+    let in_window = |e: &logs::Entry| {
+        let Ok(t) = humantime::parse_rfc3339_weak(&e.time) else {
+            return true;
+        };
+        since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u)
+    };
     let (mut entries, mut offset) = logs::read_from(&path, 0)?;
-    if let Some(since) = &since {
-        entries.retain(|e| e.time.as_str() >= since.as_str());
-    }
+    entries.retain(|e| in_window(e));
     if let Some(tail) = &args.tail {
         if tail != "all" {
             let n: usize = tail
@@ -950,12 +957,17 @@ pub fn logs(containers: &Containers, args: LogsArgs) -> anyhow::Result<i32> {
                 .get(&record.id)
                 .map(|r| r.state.status == Status::Running)
                 .unwrap_or(false);
-            let (more, next) = logs::read_from(&path, offset)?;
+            let (mut more, next) = logs::read_from(&path, offset)?;
             offset = next;
+            more.retain(|e| in_window(e));
             print(&more)?;
             if !running {
-                let (rest, _) = logs::read_from(&path, offset)?;
+                let (mut rest, _) = logs::read_from(&path, offset)?;
+                rest.retain(|e| in_window(e));
                 print(&rest)?;
+                break;
+            }
+            if until.is_some_and(|u| std::time::SystemTime::now() >= u) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -9,6 +9,7 @@ use crate::system_cmd::human_size;
 use crate::table::Table;
 use anyhow::{bail, Context};
 use berth_engine::images::{ArchiveFormat, ImageSummary, Images};
+use berth_engine::prune::PruneFilter;
 use berth_image_store::registry::{Credentials, Registry, RegistryOptions};
 use clap::{Args, Subcommand};
 
@@ -126,6 +127,9 @@ pub enum ImageCommand {
         /// Do not prompt (berth never prompts; accepted for compatibility).
         #[arg(short, long)]
         force: bool,
+        /// Filter: until=TIME (created before), label=KEY[=VALUE], label!=KEY[=VALUE].
+        #[arg(long)]
+        filter: Vec<String>,
     },
     /// Save images to a tar archive.
     Save(SaveArgs),
@@ -336,8 +340,13 @@ pub fn run(
             }
             table.write(&mut out)?;
         }
-        ImageCommand::Prune { all, force: _ } => {
-            let (removed, freed) = images.prune(all, in_use)?;
+        ImageCommand::Prune {
+            all,
+            force: _,
+            filter,
+        } => {
+            let filter = PruneFilter::parse(&filter, &["until", "label", "label!"])?;
+            let (removed, freed) = images.prune(all, in_use, &filter)?;
             if !removed.is_empty() {
                 writeln!(out, "Deleted Images:")?;
                 for line in removed {

@@ -19,6 +19,7 @@ mod volume_cmd;
 
 use std::path::PathBuf;
 
+use berth_engine::prune::PruneFilter;
 use clap::{Parser, Subcommand};
 use image_cmd::{
     HistoryArgs, ImageCommand, ImageGlobals, ImportArgs, ListArgs, LoadArgs, LoginArgs, PullArgs,
@@ -183,6 +184,9 @@ enum ContainerCommand {
         /// Do not prompt (berth never prompts).
         #[arg(short, long)]
         force: bool,
+        /// Filter: until=TIME (created before), label=KEY[=VALUE], label!=KEY[=VALUE].
+        #[arg(long)]
+        filter: Vec<String>,
     },
     /// Create and start a container.
     #[command(disable_help_flag = true)]
@@ -526,9 +530,10 @@ fn engine_command(
                 },
         } => return container_cmd::port(&containers()?, &container, private_port.as_deref()),
         Command::Container {
-            command: ContainerCommand::Prune { force: _ },
+            command: ContainerCommand::Prune { force: _, filter },
         } => {
-            let removed = containers()?.prune()?;
+            let filter = PruneFilter::parse(&filter, &["until", "label", "label!"])?;
+            let removed = containers()?.prune(&filter)?;
             println!("Deleted Containers:");
             for id in removed {
                 println!("{id}");

@@ -34,6 +34,9 @@ pub enum NetworkCommand {
         /// Do not prompt (berth never prompts).
         #[arg(short, long)]
         force: bool,
+        /// Filter: until=TIME (created before), label=KEY[=VALUE], label!=KEY[=VALUE].
+        #[arg(long)]
+        filter: Vec<String>,
     },
     /// Connect a running container to a network.
     Connect(ConnectArgs),
@@ -405,8 +408,10 @@ pub fn run(c: &Containers, command: NetworkCommand) -> anyhow::Result<i32> {
                 return Err(e.into());
             }
         }
-        NetworkCommand::Prune { force: _ } => {
-            let removed = c.network_prune()?;
+        NetworkCommand::Prune { force: _, filter } => {
+            let filter =
+                berth_engine::prune::PruneFilter::parse(&filter, &["until", "label", "label!"])?;
+            let removed = c.network_prune(&filter)?;
             if !removed.is_empty() {
                 writeln!(out, "Deleted Networks:")?;
                 for n in removed {

@@ -466,10 +466,16 @@ pub struct PruneArgs {
     /// Prune unused anonymous volumes too (with -a: every unused volume).
     #[arg(long)]
     volumes: bool,
+    /// Filter: until=TIME (created before; not volumes), label=KEY[=VALUE],
+    /// label!=KEY[=VALUE]. With a filter the build cache stays.
+    #[arg(long)]
+    filter: Vec<String>,
 }
 
 /// `system prune`.
 pub fn prune(containers: &Containers, args: PruneArgs) -> anyhow::Result<i32> {
+    let filter =
+        berth_engine::prune::PruneFilter::parse(&args.filter, &["until", "label", "label!"])?;
     if !args.force && std::io::stdin().is_terminal() {
         let images = if args.all {
             "all images without at least one container associated to them"
@@ -494,7 +500,7 @@ pub fn prune(containers: &Containers, args: PruneArgs) -> anyhow::Result<i32> {
             return Ok(0);
         }
     }
-    let report = containers.system_prune(args.all, args.volumes)?;
+    let report = containers.system_prune(args.all, args.volumes, &filter)?;
     let mut out = std::io::stdout().lock();
     if !report.containers.is_empty() {
         writeln!(out, "Deleted Containers:")?;

@@ -82,6 +82,9 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation.
     #[arg(short, long)]
     force: bool,
+    /// Filter: label=KEY[=VALUE], label!=KEY[=VALUE].
+    #[arg(long)]
+    filter: Vec<String>,
 }
 
 fn key_values(what: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -247,6 +250,7 @@ fn rm(containers: &Containers, a: RmArgs) -> anyhow::Result<i32> {
 }
 
 fn prune(containers: &Containers, a: PruneArgs) -> anyhow::Result<i32> {
+    let filter = berth_engine::prune::PruneFilter::parse(&a.filter, &["label", "label!"])?;
     if !a.force && std::io::stdin().is_terminal() {
         let what = if a.all {
             "all volumes not used by at least one container"
@@ -260,7 +264,7 @@ fn prune(containers: &Containers, a: PruneArgs) -> anyhow::Result<i32> {
             return Ok(0);
         }
     }
-    let removed = containers.prune_volumes(a.all)?;
+    let removed = containers.prune_volumes(a.all, &filter)?;
     let mut out = std::io::stdout().lock();
     if !removed.is_empty() {
         writeln!(out, "Deleted Volumes:")?;

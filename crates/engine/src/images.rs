@@ -386,14 +386,7 @@ impl Images {
                 id: image.config_digest.clone(),
                 created: image.config.created().clone(),
                 size,
-                labels: image
-                    .config
-                    .config()
-                    .as_ref()
-                    .and_then(|c| c.labels().clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
+                labels: image_labels(&image),
             });
         }
         rows.sort_by(|a, b| {
@@ -841,18 +834,27 @@ impl Images {
     /// one in `in_use` (image ids containers use); then the blobs and snapshots
     /// nothing references. Returns what was removed, as Docker prints it
     /// (`untagged: NAME`, `deleted: IMAGE-ID` for a dangling image), and bytes freed.
-    pub fn prune(&self, all: bool, in_use: &BTreeSet<String>) -> Result<(Vec<String>, u64)> {
+    pub fn prune(
+        &self,
+        all: bool,
+        in_use: &BTreeSet<String>,
+        filter: &crate::prune::PruneFilter,
+    ) -> Result<(Vec<String>, u64)> {
         let _lock = self.lock(true)?;
         let mut removed = Vec::new();
         for record in self.store.list()? {
             if !all && !record.name.starts_with(DANGLING) {
                 continue;
             }
-            let used = self
-                .image_of(&record)
-                .map(|i| in_use.contains(&i.config_digest.to_string()))
-                .unwrap_or(false);
-            if used {
+            let keep = match self.image_of(&record) {
+                Ok(i) => {
+                    in_use.contains(&i.config_digest.to_string())
+                        || !filter.allows(i.config.created().as_deref(), &image_labels(&i))
+                }
+                // Its blobs are gone: nothing to filter on.
+                Err(_) => false,
+            };
+            if keep {
                 continue;
             }
             self.store.remove(&record.name)?;
@@ -1115,6 +1117,18 @@ pub(crate) fn put_name(
         Ok(())
     })?;
     Ok(())
+}
+
+/// An image's config labels.
+pub(crate) fn image_labels(image: &Image) -> std::collections::BTreeMap<String, String> {
+    image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 /// Parse a name to give an image: a reference without a digest.

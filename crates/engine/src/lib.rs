@@ -10,6 +10,7 @@ pub mod build;
 pub mod containers;
 pub mod error;
 pub mod images;
+pub mod prune;
 pub mod spec;
 
 pub use berth_volumes as volumes;

@@ -291,11 +291,17 @@ impl VolumeStore {
     }
 
     /// Remove the volumes no container uses (`in_use`): anonymous ones only,
-    /// or every one with `all`. Returns the removed names and bytes freed.
-    pub fn prune(&self, all: bool, in_use: &[String]) -> Result<Vec<(String, u64)>> {
+    /// or every one with `all`, and of those only the ones `allowed` (a
+    /// prune's filters) takes. Returns the removed names and bytes freed.
+    pub fn prune(
+        &self,
+        all: bool,
+        in_use: &[String],
+        allowed: &dyn Fn(&Volume) -> bool,
+    ) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         for v in self.list()? {
-            if in_use.contains(&v.name) || !(all || v.anonymous) {
+            if in_use.contains(&v.name) || !(all || v.anonymous) || !allowed(&v) {
                 continue;
             }
             let bytes = self.size(&v.name);
@@ -479,11 +485,15 @@ mod tests {
         assert!(err.to_string().contains("in use"), "{err}");
         assert!(store.get("data").is_ok());
         // Prune: anonymous only by default, then all unused.
-        let pruned = store.prune(false, &[]).unwrap();
+        let pruned = store.prune(false, &[], &|_| true).unwrap();
         assert_eq!(pruned.len(), 1);
         assert_eq!(pruned[0].0, anon.name);
-        assert!(store.prune(true, &["data".to_string()]).unwrap().is_empty());
-        assert_eq!(store.prune(true, &[]).unwrap().len(), 1);
+        assert!(store
+            .prune(true, &["data".to_string()], &|_| true)
+            .unwrap()
+            .is_empty());
+        assert!(store.prune(true, &[], &|_| false).unwrap().is_empty());
+        assert_eq!(store.prune(true, &[], &|_| true).unwrap().len(), 1);
         assert!(matches!(store.get("data"), Err(Error::NoSuchVolume(_))));
     }
 

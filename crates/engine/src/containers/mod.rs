@@ -981,10 +981,13 @@ impl Containers {
     }
 
     /// Remove every container that is not running; returns their ids.
-    pub fn prune(&self) -> Result<Vec<String>> {
+    pub fn prune(&self, filter: &crate::prune::PruneFilter) -> Result<Vec<String>> {
         let mut removed = Vec::new();
         for record in self.list()? {
-            if record.state.status != Status::Running && self.remove(&record.id, false).is_ok() {
+            if record.state.status != Status::Running
+                && filter.allows(Some(&record.created), &record.labels)
+                && self.remove(&record.id, false).is_ok()
+            {
                 removed.push(record.id);
             }
         }

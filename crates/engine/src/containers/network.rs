@@ -601,12 +601,17 @@ impl Containers {
     }
 
     /// Removes every user-defined network without containers; returns their names.
-    pub fn network_prune(&self) -> Result<Vec<String>> {
+    pub fn network_prune(&self, filter: &crate::prune::PruneFilter) -> Result<Vec<String>> {
         self.reconcile_networks();
         let mut out = Vec::new();
         for n in self.networks.list()? {
+            let created = humantime::format_rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(n.created),
+            )
+            .to_string();
             if n.is_user_defined()
                 && n.endpoints.is_empty()
+                && filter.allows(Some(&created), &n.labels)
                 && self.networks.remove(&n.name).is_ok()
             {
                 out.push(n.name);

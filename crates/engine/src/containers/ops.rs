@@ -505,18 +505,28 @@ impl Containers {
     /// `system prune`: stopped containers, with `volumes` the unused
     /// anonymous volumes (with `all`, every unused volume), then dangling
     /// images (with `all`, every image no container uses), then the build cache.
-    pub fn system_prune(&self, all: bool, volumes: bool) -> Result<PruneReport> {
+    pub fn system_prune(
+        &self,
+        all: bool,
+        volumes: bool,
+        filter: &crate::prune::PruneFilter,
+    ) -> Result<PruneReport> {
         let before = self.disk_total()?;
         let mut report = PruneReport {
-            containers: self.prune()?,
+            containers: self.prune(filter)?,
             ..PruneReport::default()
         };
-        report.networks = self.network_prune()?;
+        report.networks = self.network_prune(filter)?;
         let mut volume_bytes = 0;
         if volumes {
             // Every unused volume, named or anonymous (the volumes issue asks
             // for this; Docker 23+ takes only anonymous ones without -a).
-            for (name, bytes) in self.prune_volumes(true)? {
+            // Volumes take the label filters, not `until` (as Docker's).
+            let labels_only = crate::prune::PruneFilter {
+                until: None,
+                ..filter.clone()
+            };
+            for (name, bytes) in self.prune_volumes(true, &labels_only)? {
                 report.volumes.push(name);
                 volume_bytes += bytes;
             }
@@ -525,7 +535,10 @@ impl Containers {
         let mut seen = BTreeSet::new();
         for image in self.images.list()? {
             let id = image.id.to_string();
-            if used.contains(&id) || !seen.insert(id.clone()) {
+            if used.contains(&id)
+                || !seen.insert(id.clone())
+                || !filter.allows(image.created.as_deref(), &image.labels)
+            {
                 continue;
             }
             if all || image.repository == "<none>" {
@@ -540,8 +553,12 @@ impl Containers {
                 }));
             }
         }
-        // As Docker's: the build cache goes too (and the layers only it kept).
-        report.build_cache = crate::build::prune(&self.root)?.0;
+        // As Docker's: the build cache goes too (and the layers only it kept),
+        // unless filters ask for less: berth's cache entries carry no labels
+        // to filter on, so then it stays.
+        if filter.is_empty() {
+            report.build_cache = crate::build::prune(&self.root)?.0;
+        }
         // What interrupted commands left behind (mounts, runtime state, partial
         // writes, orphan snapshots): nothing an image or container needs.
         self.remove_leftovers()?;

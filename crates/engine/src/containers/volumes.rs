@@ -242,8 +242,14 @@ impl Containers {
 
     /// `volume prune [-a]`: unused anonymous volumes (with `all`: every
     /// unused volume); returns names and bytes freed.
-    pub fn prune_volumes(&self, all: bool) -> Result<Vec<(String, u64)>> {
+    pub fn prune_volumes(
+        &self,
+        all: bool,
+        filter: &crate::prune::PruneFilter,
+    ) -> Result<Vec<(String, u64)>> {
         let used = self.volumes_in_use()?;
-        Ok(self.volumes.prune(all, &used)?)
+        Ok(self.volumes.prune(all, &used, &|v| {
+            filter.allows(Some(&v.created_at), &v.labels)
+        })?)
     }
 }
