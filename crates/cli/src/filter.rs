@@ -1,5 +1,6 @@
 //! `--filter KEY=VALUE` of the list commands, combined as Docker combines
-//! them: values of one key are alternatives, different keys must all match.
+//! them: values of one key are alternatives, except `label` values, which
+//! must all match; different keys must all match.
 
 use std::collections::BTreeMap;
 
@@ -47,21 +48,22 @@ impl Filters {
         self.0.contains_key(key)
     }
 
-    /// Whether a row passes: for every key given, `hit(key, value)` for one of
-    /// its values.
+    /// Whether a row passes: for every key given, `hit(key, value)` for one
+    /// of its values (for `label`, for each of them).
     pub(crate) fn pass(
         &self,
         mut hit: impl FnMut(&str, &str) -> anyhow::Result<bool>,
     ) -> anyhow::Result<bool> {
         for (key, values) in &self.0 {
-            let mut any = false;
+            let every = key == "label";
+            let mut passed = every;
             for v in values {
-                if hit(key, v)? {
-                    any = true;
+                if hit(key, v)? != every {
+                    passed = !every;
                     break;
                 }
             }
-            if !any {
+            if !passed {
                 return Ok(false);
             }
         }
@@ -83,7 +85,7 @@ mod tests {
 
     fn pass(filters: &[&str], row: &[(&str, &str)]) -> bool {
         let args: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
-        Filters::parse(&args, &["a", "b"])
+        Filters::parse(&args, &["a", "b", "label"])
             .unwrap()
             .pass(|k, v| Ok(row.contains(&(k, v))))
             .unwrap()
@@ -95,6 +97,12 @@ mod tests {
         assert!(pass(&["a=1", "a=2"], &[("a", "2")]));
         assert!(!pass(&["a=1", "b=2"], &[("a", "1")]));
         assert!(pass(&["a=1", "b=2", "b=3"], &[("a", "1"), ("b", "3")]));
+        // As Docker's MatchKVList: every label given must match.
+        assert!(pass(
+            &["label=x", "label=y"],
+            &[("label", "x"), ("label", "y")]
+        ));
+        assert!(!pass(&["label=x", "label=y"], &[("label", "x")]));
     }
 
     #[test]
