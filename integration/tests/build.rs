@@ -581,8 +581,14 @@ fn bad_dockerfiles() {
         ),
         (
             "nostage",
-            "FROM bb\nRUN true\nCOPY --from=nosuchstage /x /x\n",
-            &["Dockerfile:3:1:", "nosuchstage"],
+            // Neither a stage nor a local image: pulled, as Docker's, from
+            // a loopback port where no registry listens.
+            "FROM bb\nRUN true\nCOPY --from=127.0.0.1:1/nosuchstage /x /x\n",
+            &[
+                "Dockerfile:3:1:",
+                "127.0.0.1:1/nosuchstage",
+                "cannot connect",
+            ],
         ),
         (
             "platform",
@@ -941,4 +947,46 @@ fn a_rebuilt_tag_leaves_the_old_image_dangling_and_kept_while_used() {
         (o.status.code(), text(&o.stdout))
     };
     assert_eq!(code, Some(0), "{out}");
+}
+
+/// As `docker build`: a base image that is not here is pulled (from a real
+/// registry on loopback), `--pull` pulls even one that is, and `--label`
+/// labels the image.
+#[test]
+fn build_pulls_missing_bases_and_labels_the_image() {
+    if !privileged() {
+        return;
+    }
+    let registry = berth_integration::registry::LocalRegistry::start(None);
+    let source = Engine::with_busybox();
+    let base = format!("{}/base/bb:1", registry.addr);
+    source.ok(&["tag", "bb", &base]);
+    source.ok(&["push", "-q", &base]);
+
+    let e = Engine::new();
+    let ctx = context(&e, "app", &format!("FROM {base}\nRUN echo hi > /hi\n"));
+    let out = e.ok(&["build", "-t", "app", "--label", "team=x", p(&ctx)]);
+    assert!(out.contains(&format!("Pulling {base}")), "{out}");
+    assert_eq!(e.ok(&["images", "-q"]).lines().count(), 2);
+    assert_eq!(
+        e.ok(&["run", "--rm", "--network", "none", "app", "cat", "/hi"]),
+        "hi\n"
+    );
+    assert_eq!(
+        e.ok(&["image", "inspect", "-f", "{{.Config.Labels.team}}", "app"]),
+        "x\n"
+    );
+    // Here now: no pull; --pull pulls anyway, and fails once the registry is gone.
+    let out = e.ok(&["build", "-t", "app", p(&ctx)]);
+    assert!(!out.contains("Pulling"), "{out}");
+    e.ok(&["build", "--pull", "-q", "-t", "app", p(&ctx)]);
+    drop(registry);
+    let out = e.run(&["build", "--pull", "-t", "app", p(&ctx)]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Dockerfile:1:1:") && err.contains(&base),
+        "{err}"
+    );
+    e.ok(&["build", "-q", "-t", "app", p(&ctx)]);
 }

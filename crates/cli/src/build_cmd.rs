@@ -39,6 +39,12 @@ pub struct BuildArgs {
     /// Network of RUN steps: bridge (default, as Docker's), host or none.
     #[arg(long, default_value = "bridge")]
     pub network: String,
+    /// Pull every base image, even one that is here (a missing one is always pulled).
+    #[arg(long)]
+    pub pull: bool,
+    /// A label for the image (KEY=VALUE).
+    #[arg(long)]
+    pub label: Vec<String>,
     /// The context directory, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -48,7 +54,17 @@ pub fn build(
     root: &std::path::Path,
     run_root: &std::path::Path,
     a: BuildArgs,
+    globals: &crate::image_cmd::ImageGlobals,
 ) -> anyhow::Result<i32> {
+    let mut labels = BTreeMap::new();
+    for kv in &a.label {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        if k.is_empty() {
+            eprintln!("berth: invalid --label {kv:?}: use KEY=VALUE");
+            return Ok(1);
+        }
+        labels.insert(k.to_string(), v.to_string());
+    }
     let mut build_args = BTreeMap::new();
     for kv in &a.build_args {
         match kv.split_once('=') {
@@ -84,6 +100,9 @@ pub fn build(
         quiet: a.quiet,
         explain_cache: a.explain_cache || a.progress == "plain",
         network,
+        labels,
+        pull_always: a.pull,
+        registry: Some(crate::image_cmd::registry_options(globals, a.quiet)?),
     };
     let mut out = std::io::stdout();
     let id = match berth_engine::build::build(root, run_root, opts, &mut out) {

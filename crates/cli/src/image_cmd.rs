@@ -247,7 +247,10 @@ pub(crate) fn pull_to_stderr(
     Ok(())
 }
 
-fn registry_options(globals: &ImageGlobals, quiet: bool) -> anyhow::Result<RegistryOptions> {
+pub(crate) fn registry_options(
+    globals: &ImageGlobals,
+    quiet: bool,
+) -> anyhow::Result<RegistryOptions> {
     let mut insecure = globals.insecure_registries.clone();
     insecure.extend(configured_insecure_registries()?);
     Ok(RegistryOptions {

@@ -558,7 +558,7 @@ fn engine_command(
                 Err(e) => Err(e.into()),
             });
         }
-        Command::Build(a) => return build_cmd::build(root, run_root, a),
+        Command::Build(a) => return build_cmd::build(root, run_root, a, globals),
         Command::Builder { command } => return build_cmd::builder(root, command),
         Command::Login(args) => return image_cmd::login(globals, args),
         Command::Logout { server } => return image_cmd::logout(server),

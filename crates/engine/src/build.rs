@@ -24,6 +24,7 @@ use berth_image_store::manifest::{
     MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
 };
 use berth_image_store::reference::Reference;
+use berth_image_store::registry::RegistryOptions;
 use berth_netns_bridge::{AttachOptions, NetworkStore, DEFAULT_NETWORK};
 use berth_snapshotter::Kind;
 use serde_json::{json, Value};
@@ -61,6 +62,13 @@ pub struct BuildOptions {
     pub explain_cache: bool,
     /// `--network` of RUN steps (a `RUN --network=` flag wins).
     pub network: BuildNetwork,
+    /// `--label`s of the image (over its Dockerfile's LABELs).
+    pub labels: BTreeMap<String, String>,
+    /// `--pull`: pull every base image, even one that is here.
+    pub pull_always: bool,
+    /// How to reach registries to pull base images (`FROM`, `COPY --from`)
+    /// that are not here; `None`: local images only.
+    pub registry: Option<RegistryOptions>,
 }
 
 /// The network of RUN steps.
@@ -249,6 +257,7 @@ pub fn build(
     let ignore =
         DockerIgnore::for_context(&context, Some(&df_path)).map_err(|e| invalid(e.to_string()))?;
     let cache = CacheStore::open(&root.join("builder")).map_err(Error::io("open build cache"))?;
+    pull_bases(&images, &df.file, &plan, &opts, out)?;
     preflight(&images, &df.file, &plan)?;
     let cap = crate::containers::network::EngineConfig::load(root)?
         .build_cache_max_bytes
@@ -441,6 +450,86 @@ fn preflight(images: &Images, file: &str, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// The images a build starts from: the needed stages' bases and the
+/// `COPY --from` images that are no stage, each with where the Dockerfile
+/// names it; without `scratch` and names still holding a `$` (resolved
+/// later, and pulled then).
+fn external_images(file: &str, plan: &Plan) -> Vec<(String, String)> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut add = |n: &str, at: String| {
+        if !n.eq_ignore_ascii_case("scratch")
+            && !n.contains('$')
+            && !names.iter().any(|(x, _)| x == n)
+        {
+            names.push((n.to_string(), at));
+        }
+    };
+    for &i in &plan.needed {
+        let stage = &plan.stages[i];
+        if let StageRef::Image(name) = &stage.base {
+            add(name, format!("{}: FROM {name}", loc(file, &stage.from)));
+        }
+        for node in &stage.nodes {
+            if let Instruction::Copy(a) | Instruction::Add(a) = &node.instruction {
+                if let Some(from) = a.from.as_deref() {
+                    if stage_index(&plan.stages, from).is_none() {
+                        let what = format!("{} --from={from}", node.instruction.keyword());
+                        add(from, format!("{}: {what}", loc(file, node)));
+                    }
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Pull the base images that are missing (with `--pull`, all of them), as
+/// `docker build` does, before any step runs.
+fn pull_bases(
+    images: &Images,
+    file: &str,
+    plan: &Plan,
+    opts: &BuildOptions,
+    out: &mut dyn Write,
+) -> Result<()> {
+    if opts.registry.is_none() {
+        return Ok(());
+    }
+    for (name, at) in external_images(file, plan) {
+        let missing = match images.find(&name) {
+            Ok(_) => false,
+            Err(Error::NoSuchImage(_)) => true,
+            Err(e) => return Err(e),
+        };
+        if missing || opts.pull_always {
+            pull_one(images, &name, opts, out).map_err(|e| invalid(format!("{at}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Pull one base image (nothing without registry options).
+fn pull_one(images: &Images, name: &str, opts: &BuildOptions, out: &mut dyn Write) -> Result<()> {
+    let Some(registry) = &opts.registry else {
+        return Ok(());
+    };
+    if !opts.quiet {
+        let _ = writeln!(out, "Pulling {name}");
+    }
+    let (reference, image) = images
+        .pull(name, registry.clone())
+        .map_err(|e| invalid(format!("pull {name}: {e}")))?;
+    if !opts.quiet {
+        let _ = writeln!(
+            out,
+            "Pulled {} ({})",
+            reference.familiar(),
+            image.manifest_digest
+        );
+    }
+    Ok(())
+}
+
 /// Where a `#!` RUN here-document is mounted in the step's container (on
 /// its /dev tmpfs, so nothing appears in the layer).
 const HEREDOC_PATH: &str = "/dev/.berth-heredoc";
@@ -549,13 +638,17 @@ impl Builder<'_> {
                 key: "scratch".into(),
             });
         }
-        let (_, image) = self
-            .images
-            .find(name)
+        let found = match self.images.find(name) {
+            // A name only known once ARGs were resolved: pulled now.
+            Err(Error::NoSuchImage(_)) if self.opts.registry.is_some() => {
+                pull_one(&self.images, name, self.opts, self.out)?;
+                self.images.find(name)
+            }
+            other => other,
+        };
+        let (_, image) = found
             .map_err(|e| match e {
-                Error::NoSuchImage(_) => invalid(format!(
-                    "FROM {name}: no such image (berth build uses local images only; pull it first)"
-                )),
+                Error::NoSuchImage(_) => invalid(format!("FROM {name}: no such image")),
                 e => e,
             })?
             .into_iter()
@@ -1222,6 +1315,18 @@ impl Builder<'_> {
         config["created"] = json!(created);
         config["rootfs"] = json!({"type": "layers", "diff_ids": state.diff_ids});
         config["history"] = json!(state.history);
+        if !self.opts.labels.is_empty() {
+            if !config["config"].is_object() {
+                config["config"] = json!({});
+            }
+            let labels = &mut config["config"]["Labels"];
+            if !labels.is_object() {
+                *labels = json!({});
+            }
+            for (k, v) in &self.opts.labels {
+                labels[k] = json!(v);
+            }
+        }
         if let Some(obj) = config.as_object_mut() {
             obj.remove("container");
             obj.remove("container_config");
