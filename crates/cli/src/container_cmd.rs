@@ -20,6 +20,23 @@ use crate::image_cmd::ImageGlobals;
 use berth_engine::spec::{NetworkMode, RunOptions};
 use clap::Args;
 
+/// The resource limits of `run`, `create` and `update`.
+#[derive(Args, Debug, Clone)]
+pub struct ResourceFlags {
+    /// Memory limit (e.g. 64m; 0: none).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap).
+    #[arg(long)]
+    pub memory_swap: Option<String>,
+    /// CPUs (e.g. 1.5; 0: no limit).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Most processes (0 or less: no limit).
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+}
+
 /// `run` and `create` flags.
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -74,18 +91,8 @@ pub struct CreateArgs {
     /// Publish every exposed port on a random host port.
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
-    /// Memory limit (e.g. 64m).
-    #[arg(short, long)]
-    memory: Option<String>,
-    /// Memory plus swap limit (-1: unlimited).
-    #[arg(long)]
-    memory_swap: Option<String>,
-    /// CPUs (e.g. 1.5).
-    #[arg(long)]
-    cpus: Option<String>,
-    /// Process limit.
-    #[arg(long)]
-    pids_limit: Option<i64>,
+    #[command(flatten)]
+    resources: ResourceFlags,
     /// Add a capability.
     #[arg(long)]
     cap_add: Vec<String>,
@@ -278,10 +285,10 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
             hostname: args.hostname.clone(),
             tty: args.tty,
             stdin_open: args.interactive,
-            memory: args.memory.clone(),
-            memory_swap: args.memory_swap.clone(),
-            cpus: args.cpus.clone(),
-            pids_limit: args.pids_limit,
+            memory: args.resources.memory.clone(),
+            memory_swap: args.resources.memory_swap.clone(),
+            cpus: args.resources.cpus.clone(),
+            pids_limit: args.resources.pids_limit,
             cap_add: args.cap_add.clone(),
             cap_drop: args.cap_drop.clone(),
             privileged: args.privileged,

@@ -87,18 +87,8 @@ pub fn pause(containers: &Containers, names: &[String]) -> anyhow::Result<i32> {
 /// `update` flags.
 #[derive(clap::Args, Debug)]
 pub struct UpdateArgs {
-    /// Memory limit (e.g. 64m; 0: none).
-    #[arg(short, long)]
-    memory: Option<String>,
-    /// Memory plus swap (-1: unlimited swap).
-    #[arg(long)]
-    memory_swap: Option<String>,
-    /// CPUs (e.g. 1.5; 0: no limit).
-    #[arg(long)]
-    cpus: Option<String>,
-    /// Most processes (0 or less: no limit).
-    #[arg(long, allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
+    #[command(flatten)]
+    resources: crate::container_cmd::ResourceFlags,
     /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
     #[arg(long)]
     restart: Option<String>,
@@ -110,10 +100,10 @@ pub struct UpdateArgs {
 /// `update CONTAINER...`: new limits, at once for running containers.
 pub fn update(containers: &Containers, args: UpdateArgs) -> anyhow::Result<i32> {
     let change = ResourceUpdate {
-        memory: args.memory,
-        memory_swap: args.memory_swap,
-        cpus: args.cpus,
-        pids_limit: args.pids_limit,
+        memory: args.resources.memory,
+        memory_swap: args.resources.memory_swap,
+        cpus: args.resources.cpus,
+        pids_limit: args.resources.pids_limit,
         restart: args
             .restart
             .as_deref()
