@@ -1178,3 +1178,68 @@ fn prune_filters_choose_what_goes() {
     assert_eq!(names(&all), ["other"]);
     cleanup(&e);
 }
+
+/// `ps -s` and the other fields of Docker's `ps` templates: Size (the
+/// writable layer and, virtual, with the image), RunningFor, Labels, Mounts,
+/// Networks.
+#[test]
+fn ps_shows_sizes_and_docker_template_fields() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sz",
+        "--network",
+        "none",
+        "-l",
+        "team=x",
+        "-v",
+        "vol:/data",
+        "bb",
+        "sleep",
+        "100",
+    ]);
+    e.ok(&[
+        "exec",
+        "sz",
+        "dd",
+        "if=/dev/zero",
+        "of=/big",
+        "bs=1k",
+        "count=200",
+    ]);
+    let table = e.ok(&["ps", "-s"]);
+    let header = table.lines().next().unwrap();
+    assert!(header.trim_end().ends_with("SIZE"), "{table}");
+    let size = e.ok(&["ps", "--format", "{{.Size}}"]);
+    let (rw, virt) = size.trim().split_once(" (virtual ").unwrap();
+    let kb = |s: &str| -> f64 {
+        let n: f64 = s
+            .trim_end_matches(|c: char| c.is_alphabetic() || c == ')')
+            .parse()
+            .unwrap();
+        if s.contains("MB") {
+            n * 1000.0
+        } else {
+            n
+        }
+    };
+    assert!(kb(rw) >= 204.8 && kb(rw) < 400.0, "{size}");
+    assert!(
+        kb(virt) > kb(rw) + 1000.0,
+        "the image's layers count too: {size}"
+    );
+    assert_eq!(
+        e.ok(&["ps", "--format", "{{.Labels}}|{{.Mounts}}|{{.Networks}}"]),
+        "team=x|vol|none\n"
+    );
+    assert!(e
+        .ok(&["ps", "--format", "{{.RunningFor}}"])
+        .trim_end()
+        .ends_with(" ago"));
+    e.ok(&["rm", "-f", "sz"]);
+}

@@ -738,7 +738,12 @@ pub struct PsArgs {
     /// Do not truncate.
     #[arg(long)]
     no_trunc: bool,
-    /// json, table, or a template like '{{.ID}}\t{{.Names}}'.
+    /// Show each container's size (writable layer, and with its image).
+    #[arg(short, long)]
+    size: bool,
+    /// json, table, or a template like '{{.ID}}\t{{.Names}}' (fields: ID, Image,
+    /// Command, CreatedAt, RunningFor, Status, State, Names, Ports, Labels,
+    /// Mounts, Networks, Size).
     #[arg(long)]
     format: Option<String>,
 }
@@ -805,7 +810,7 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
         rows.truncate(n);
     }
     let mut out = std::io::stdout().lock();
-    let mut table = Table::new(&[
+    let mut header = vec![
         "CONTAINER ID",
         "IMAGE",
         "COMMAND",
@@ -813,7 +818,13 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
         "STATUS",
         "PORTS",
         "NAMES",
-    ]);
+    ];
+    if args.size {
+        header.push("SIZE");
+    }
+    let mut table = Table::new(&header);
+    // Sizes walk the container's files: only when asked for.
+    let want_size = args.size || args.format.as_deref().is_some_and(|f| f.contains(".Size"));
     let mut templated = args
         .format
         .as_deref()
@@ -826,10 +837,15 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
                     "Image",
                     "Command",
                     "CreatedAt",
+                    "RunningFor",
                     "Status",
                     "State",
                     "Names",
                     "Ports",
+                    "Labels",
+                    "Mounts",
+                    "Networks",
+                    "Size",
                 ],
                 &[("ID", "CONTAINER ID")],
             )
@@ -849,15 +865,48 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
             true => format!("{} (Paused)", status_text(r)),
             false => status_text(r),
         };
+        let size = if want_size {
+            let (rw, virt) = containers.container_size(r);
+            format!(
+                "{} (virtual {})",
+                crate::system_cmd::human_size(rw),
+                crate::system_cmd::human_size(virt)
+            )
+        } else {
+            String::new()
+        };
+        let running_for = format!("{} ago", crate::table::since(Some(&r.created)));
+        let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mounts: Vec<String> = r
+            .mounts
+            .iter()
+            .map(|m| match m.source.as_str() {
+                "" => m.target.clone(),
+                s => s.to_string(),
+            })
+            .collect();
+        let networks: Vec<String> = match &r.options.network {
+            NetworkMode::None => vec!["none".into()],
+            NetworkMode::Host => vec!["host".into()],
+            NetworkMode::Join(_) => Vec::new(),
+            NetworkMode::Bridge(n) => std::iter::once(n.clone())
+                .chain(r.connected.iter().map(|c| c.name.clone()))
+                .collect(),
+        };
         let fields = [
             ("ID", id.clone()),
             ("Image", r.image.clone()),
             ("Command", format!("\"{command}\"")),
             ("CreatedAt", r.created.clone()),
+            ("RunningFor", running_for.clone()),
             ("Status", status.clone()),
             ("State", containers.state_name(r)),
             ("Names", r.name.clone()),
             ("Ports", ports_text(containers, &r.id)),
+            ("Labels", labels.join(",")),
+            ("Mounts", mounts.join(",")),
+            ("Networks", networks.join(",")),
+            ("Size", size.clone()),
         ];
         if args.quiet {
             writeln!(out, "{id}")?;
@@ -870,15 +919,21 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
                     rows.row(&mut out, &fields)?;
                 }
             }
-            _ => table.row(vec![
-                id,
-                r.image.clone(),
-                format!("\"{command}\""),
-                format!("{} ago", crate::table::since(Some(&r.created))),
-                status,
-                ports_text(containers, &r.id),
-                r.name.clone(),
-            ]),
+            _ => {
+                let mut row = vec![
+                    id,
+                    r.image.clone(),
+                    format!("\"{command}\""),
+                    running_for,
+                    status,
+                    ports_text(containers, &r.id),
+                    r.name.clone(),
+                ];
+                if args.size {
+                    row.push(size);
+                }
+                table.row(row)
+            }
         }
     }
     if let Some(rows) = templated {

@@ -403,6 +403,26 @@ impl Containers {
             .unwrap_or(0)
     }
 
+    /// `ps -s`: bytes of the container's writable layer, and of that plus its
+    /// image's unpacked layers (Docker's "virtual" size).
+    pub fn container_size(&self, record: &ContainerRecord) -> (u64, u64) {
+        let rw = self.snapshot_bytes(&record.snapshot);
+        let hex = record.image_id.trim_start_matches("sha256:");
+        let image: u64 = match self.images.find(hex) {
+            Ok(found) => found
+                .first()
+                .map(|(_, i)| {
+                    crate::images::chain_ids(i.config.rootfs().diff_ids())
+                        .iter()
+                        .map(|c| self.snapshot_bytes(c))
+                        .sum()
+                })
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        (rw, rw + image)
+    }
+
     /// Everything on disk that prune can affect: blobs and snapshots.
     fn disk_total(&self) -> Result<u64> {
         let (_, blobs) = self.images.blob_usage()?;
