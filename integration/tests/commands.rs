@@ -266,10 +266,23 @@ fn top_lists_the_containers_processes_with_host_pids() {
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", sleep[0])).unwrap();
     assert!(text(&cmdline).starts_with("sleep\u{0}1234"), "{out}");
     assert_eq!(sleep[2], "root");
-    // ps options are accepted.
-    assert!(e
-        .ok(&["container", "top", "top1", "-ef"])
-        .contains("sleep 1234"));
+    // ps options go to the host's ps, as Docker's: its header, and only the
+    // container's processes.
+    let ef = e.ok(&["container", "top", "top1", "-ef"]);
+    assert!(ef.starts_with("UID ") && ef.contains("sleep 1234"), "{ef}");
+    assert_eq!(ef.lines().count(), 3, "header and the two processes: {ef}");
+    let o = e.ok(&["top", "top1", "-o", "pid,comm"]);
+    let mut lines = o.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["PID", "COMMAND"]
+    );
+    let mut comms: Vec<&str> = lines
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    comms.sort();
+    assert_eq!(comms, ["sh", "sleep"], "{o}");
+    e.fails(&["top", "top1", "-o", "comm"], "no PID column");
     // A stopped container has no processes.
     e.ok(&["create", "--name", "idle", "bb", "true"]);
     e.fails(&["top", "idle"], "not running");

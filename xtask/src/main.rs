@@ -233,6 +233,8 @@ fn test(args: &[String]) -> Result<()> {
             ("umoci", "/usr/bin/umoci"),
             ("nftables", "/usr/sbin/nft"),
             ("iproute2", "/usr/sbin/ip"),
+            // The host's ps, which `top CONTAINER PS-OPTIONS` runs (as Docker's).
+            ("procps", "/usr/bin/ps"),
             // Clients that drive berth-runc as their runc (integration/tests/interop.rs).
             ("containerd", "/usr/bin/containerd"),
             ("docker.io", "/usr/sbin/dockerd"),

@@ -1109,7 +1109,12 @@ pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json:
         "Image": r.image_id,
         "RestartCount": r.state.restart_count,
         "LogPath": paths.log,
+        "ResolvConfPath": paths.dir.join("resolv.conf"),
+        "HostnamePath": paths.dir.join("hostname"),
+        "HostsPath": paths.dir.join("hosts"),
         "Name": format!("/{}", r.name),
+        "Driver": "overlay2",
+        "Platform": "linux",
         "Config": {
             "Hostname": r.options.hostname.clone().unwrap_or_else(|| r.id[..12].to_string()),
             "User": r.options.user.clone().unwrap_or_default(),

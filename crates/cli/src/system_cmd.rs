@@ -57,9 +57,16 @@ pub fn rename(containers: &Containers, old: &str, new: &str) -> anyhow::Result<i
 }
 
 /// `top CONTAINER [ps OPTIONS]` (ps options are accepted and ignored).
-pub fn top(containers: &Containers, name: &str, _ps_args: &[String]) -> anyhow::Result<i32> {
+pub fn top(containers: &Containers, name: &str, ps_args: &[String]) -> anyhow::Result<i32> {
     let rows = containers.top(name)?;
     let mut out = std::io::stdout().lock();
+    if !ps_args.is_empty() {
+        let pids: std::collections::HashSet<i32> = rows.iter().map(|r| r.pid).collect();
+        for line in ps_lines(ps_args, &pids)? {
+            writeln!(out, "{line}")?;
+        }
+        return Ok(0);
+    }
     let w_user = rows.iter().map(|r| r.user.len()).max().unwrap_or(0).max(4) + 3;
     writeln!(
         out,
@@ -74,6 +81,43 @@ pub fn top(containers: &Containers, name: &str, _ps_args: &[String]) -> anyhow::
         )?;
     }
     Ok(0)
+}
+
+/// `top CONTAINER PS-OPTIONS`, as Docker's: the host's `ps` with those
+/// options, its header and the lines of the container's processes (found by
+/// the PID column).
+fn ps_lines(
+    ps_args: &[String],
+    pids: &std::collections::HashSet<i32>,
+) -> anyhow::Result<Vec<String>> {
+    let out = std::process::Command::new("ps")
+        .args(ps_args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("run ps (procps) for top: {e}"))?;
+    if !out.status.success() {
+        bail!(
+            "ps {}: {}",
+            ps_args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let Some(pid_col) = header.split_whitespace().position(|h| h == "PID") else {
+        bail!("ps {}: no PID column in its output", ps_args.join(" "));
+    };
+    let mut kept = vec![header.to_string()];
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(pid_col)
+            .and_then(|p| p.parse().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            kept.push(line.to_string());
+        }
+    }
+    Ok(kept)
 }
 
 /// `pause CONTAINER...`.
