@@ -41,6 +41,13 @@ fn run_rm_prints_and_leaves_nothing() {
         "{}",
         text(&out.stderr)
     );
+    // A file that is no program: 126, and the path named once.
+    let out = e.run(&["run", "--rm", "bb", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "berth: exec: \"/etc/passwd\": permission denied\n"
+    );
     assert_eq!(e.ok(&["ps", "-a", "-q"]).trim(), "");
 }
 

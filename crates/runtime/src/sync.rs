@@ -32,6 +32,9 @@ pub(crate) enum Msg {
         code: i32,
         /// Whether the failure was "command not found".
         not_found: Option<String>,
+        /// The path and reason of a command that cannot be run.
+        #[serde(default)]
+        not_runnable: Option<(String, String)>,
     },
 }
 
@@ -42,10 +45,15 @@ impl Msg {
             Error::CommandNotFound(name) => Some(name.clone()),
             _ => None,
         };
+        let not_runnable = match err {
+            Error::CommandNotRunnable { path, reason } => Some((path.clone(), reason.clone())),
+            _ => None,
+        };
         Msg::Failed {
             message: err.to_string(),
             code: err.exit_code(),
             not_found,
+            not_runnable,
         }
     }
 
@@ -57,11 +65,9 @@ impl Msg {
                 ..
             } => Error::CommandNotFound(name),
             Msg::Failed {
-                message, code: 126, ..
-            } => Error::CommandNotRunnable {
-                path: String::new(),
-                reason: message,
-            },
+                not_runnable: Some((path, reason)),
+                ..
+            } => Error::CommandNotRunnable { path, reason },
             Msg::Failed { message, .. } => Error::Init(message),
             other => Error::Init(format!("unexpected message from container: {other:?}")),
         }
