@@ -525,7 +525,27 @@ fn save_load_and_import() {
             json!(id),
             "{format}: same image id after the round trip"
         );
+        // `save | gzip` loads too, as with `docker load`.
+        let gz = std::process::Command::new("gzip")
+            .args(["-k", "-f", archive.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(gz.success());
+        let zipped = archive.with_extension("tar.gz");
+        let third = Engine::new();
+        let out = third.ok(&["load", "-i", zipped.to_str().unwrap()]);
+        assert!(
+            out.contains("Loaded image: saved/busybox:1"),
+            "{format} gzip: {out}"
+        );
     }
+    let xz = e.tmp.path().join("x.tar.xz");
+    std::fs::write(
+        &xz,
+        [&[0xfd, b'7', b'z', b'X', b'Z', 0][..], b"..."].concat(),
+    )
+    .unwrap();
+    e.fails(&["load", "-i", xz.to_str().unwrap()], "xz-compressed");
     if Path::new("/usr/bin/skopeo").exists() {
         let archive = e.tmp.path().join("skopeo.tar");
         let oci = format!("oci:{}:latest", assets().join("busybox-oci").display());

@@ -598,6 +598,7 @@ pub fn load_archive(
     content: &ContentStore,
     input: impl Read,
 ) -> Result<Vec<(Option<String>, Descriptor)>> {
+    let input = decompressed(input, "archive")?;
     let mut st = Staged::default();
     let mut keep = BTreeSet::new();
     let result = stage(content, input, &mut st).and_then(|()| {
@@ -851,7 +852,36 @@ fn oci_err(what: &str) -> impl FnOnce(oci_spec::OciSpecError) -> Error + '_ {
     }
 }
 
-/// `docker import`: a rootfs tarball (plain or gzip) as a one-layer image with the given
+/// A tar stream without its outer compression: gzip or zstd (told by their
+/// magic bytes), as `docker load` and `docker import` take them; xz and bzip2
+/// are named in a clear error.
+fn decompressed<'a>(input: impl Read + 'a, what: &str) -> Result<Box<dyn Read + 'a>> {
+    let mut input = BufReader::with_capacity(1 << 20, input);
+    let head = input
+        .fill_buf()
+        .ctx(|| format!("reading the {what}"))?
+        .to_vec();
+    Ok(match detect_compression(&head) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(input)
+                .ctx(|| format!("reading the zstd {what}"))?,
+        ),
+        Compression::None if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) => {
+            return Err(Error::archive(format!(
+                "the {what} is xz-compressed, which berth does not read: decompress it (xz -d) or use gzip or zstd"
+            )))
+        }
+        Compression::None if head.starts_with(b"BZh") => {
+            return Err(Error::archive(format!(
+                "the {what} is bzip2-compressed, which berth does not read: decompress it (bunzip2) or use gzip or zstd"
+            )))
+        }
+        Compression::None => Box::new(input),
+    })
+}
+
+/// `docker import`: a rootfs tarball (plain, gzip or zstd) as a one-layer image with the given
 /// config; returns the manifest descriptor. The layer is stored uncompressed (its digest
 /// is its diff id); the input must be a valid tar.
 pub fn import_rootfs(
@@ -860,20 +890,7 @@ pub fn import_rootfs(
     config: Config,
 ) -> Result<Descriptor> {
     use oci_spec::image::{Arch, HistoryBuilder, ImageConfigurationBuilder, Os, RootFsBuilder};
-    let mut input = BufReader::with_capacity(1 << 20, input);
-    let head = input
-        .fill_buf()
-        .ctx(|| "reading import input".to_string())?
-        .to_vec();
-    let reader: Box<dyn Read> = match detect_compression(&head) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        Compression::Zstd => {
-            return Err(Error::archive(
-                "zstd-compressed import input is not supported",
-            ))
-        }
-        Compression::None => Box::new(input),
-    };
+    let reader = decompressed(input, "import input")?;
     let key = format!(
         "import-{}-{:?}-{}",
         std::process::id(),
@@ -1244,6 +1261,25 @@ mod tests {
             cs.list().expect("list").is_empty(),
             "nothing may be left behind"
         );
+    }
+
+    #[test]
+    fn archives_are_read_through_gzip_and_zstd_and_xz_is_named() {
+        let plain = b"a tar stream".to_vec();
+        let read = |bytes: Vec<u8>| -> Result<Vec<u8>> {
+            let mut out = Vec::new();
+            decompressed(std::io::Cursor::new(bytes), "archive")?
+                .read_to_end(&mut out)
+                .unwrap();
+            Ok(out)
+        };
+        assert_eq!(read(plain.clone()).unwrap(), plain);
+        assert_eq!(read(gzip(&plain)).unwrap(), plain);
+        let zst = zstd::stream::encode_all(plain.as_slice(), 3).unwrap();
+        assert_eq!(read(zst).unwrap(), plain);
+        let xz = [&[0xfd, b'7', b'z', b'X', b'Z', 0][..], b"rest"].concat();
+        let err = read(xz).err().unwrap().to_string();
+        assert!(err.contains("xz-compressed"), "{err}");
     }
 
     #[test]
