@@ -1139,6 +1139,11 @@ fn prune_filters_choose_what_goes() {
     e.ok(&["create", "--name", "team", "-l", "team=x", "bb", "true"]);
     e.ok(&["create", "--name", "other", "-l", "team=y", "bb", "true"]);
     let all = ["ps", "-a", "--format", "{{.Names}}"];
+    // ps before=/since= name a container and compare creation times.
+    let listed = |f: &str| names(&[&all[..], &["-f", f]].concat());
+    assert_eq!(listed("since=old"), ["other", "team"]);
+    assert_eq!(listed("before=team"), ["old"]);
+    e.fails(&["ps", "-f", "since=nosuch"], "no such container");
     e.ok(&[
         "container",
         "prune",
@@ -1165,6 +1170,17 @@ fn prune_filters_choose_what_goes() {
     let tar = tar.to_str().unwrap();
     let x = e.ok(&["import", "--change", "LABEL team=x", tar]);
     let y = e.ok(&["import", "--change", "LABEL team=y", tar]);
+    // images before=/since= compare with the named image's creation time.
+    let bb_id = e.ok(&["images", "-q", "bb"]);
+    let newer = e.ok(&["images", "-q", "-f", "since=bb"]);
+    assert!(
+        newer.contains(&x.trim()[7..19]) && !newer.contains(bb_id.trim()),
+        "{newer}"
+    );
+    assert_eq!(
+        e.ok(&["images", "-q", "-f", &format!("before={}", x.trim())]),
+        bb_id
+    );
     let out = e.ok(&["image", "prune", "-f", "--filter", "label=team=x"]);
     assert!(out.contains(&format!("deleted: {}", x.trim())), "{out}");
     assert!(!out.contains(y.trim()), "{out}");

@@ -777,6 +777,14 @@ fn matches_filter(containers: &Containers, r: &ContainerRecord, key: &str, value
         "id" => r.id.starts_with(value),
         "ancestor" => r.image == value || r.image_id.contains(value),
         "exited" => r.state.status == Status::Exited && value.parse() == Ok(r.state.exit_code),
+        // Created before or after the named container (checked to exist in `ps`).
+        "before" | "since" => containers.get(value).is_ok_and(|other| {
+            let (mine, theirs) = (time_of(&r.created), time_of(&other.created));
+            match key {
+                "before" => mine < theirs,
+                _ => mine > theirs,
+            }
+        }),
         "volume" => r
             .mounts
             .iter()
@@ -785,15 +793,24 @@ fn matches_filter(containers: &Containers, r: &ContainerRecord, key: &str, value
     }
 }
 
+fn time_of(rfc3339: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(rfc3339).ok()
+}
+
 /// `ps`.
 pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
     let mut rows = containers.list()?;
     let filters = crate::filter::Filters::parse(
         &args.filter,
         &[
-            "status", "name", "id", "label", "ancestor", "exited", "volume",
+            "status", "name", "id", "label", "ancestor", "exited", "volume", "before", "since",
         ],
     )?;
+    for (key, value) in args.filter.iter().filter_map(|f| f.split_once('=')) {
+        if matches!(key, "before" | "since") {
+            containers.get(value)?;
+        }
+    }
     filters.check("exited", |v| v.parse::<i32>().is_ok(), "an exit code")?;
     // As Docker's: a status filter chooses among all containers.
     if !args.all && args.last.is_none() && !filters.has("status") {

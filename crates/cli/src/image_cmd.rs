@@ -400,12 +400,28 @@ pub fn run(
 }
 
 /// Whether image row `r` passes `images --filter key=value`.
-fn image_matches(r: &ImageSummary, key: &str, value: &str) -> anyhow::Result<bool> {
+fn image_matches(
+    r: &ImageSummary,
+    key: &str,
+    value: &str,
+    created_of: &dyn Fn(&str) -> Option<std::time::SystemTime>,
+) -> anyhow::Result<bool> {
+    let created = || Some(created_or_epoch(r.created.as_deref()));
     Ok(match key {
         "dangling" => (r.repository == "<none>") == matches!(value, "true" | "1"),
         "reference" => reference_matches(r, value)?,
+        "before" => matches!((created(), created_of(value)), (Some(c), Some(b)) if c < b),
+        "since" => matches!((created(), created_of(value)), (Some(c), Some(s)) if c > s),
         _ => crate::filter::label_matches(&r.labels, value),
     })
+}
+
+/// An image's creation time; one without (allowed by the spec) counts as
+/// the oldest, as Docker's zero time does.
+fn created_or_epoch(created: Option<&str>) -> std::time::SystemTime {
+    created
+        .and_then(|c| humantime::parse_rfc3339_weak(c).ok())
+        .unwrap_or(std::time::UNIX_EPOCH)
 }
 
 /// Docker's reference filter: a glob (`*` stops at `/`) on the repository, or
@@ -439,7 +455,20 @@ fn history_id(id: Option<&berth_image_store::digest::Digest>, no_trunc: bool) ->
 }
 
 fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let filters = crate::filter::Filters::parse(&args.filter, &["dangling", "reference", "label"])?;
+    let filters = crate::filter::Filters::parse(
+        &args.filter,
+        &["dangling", "reference", "label", "before", "since"],
+    )?;
+    // before=/since= name an image; its creation time is what rows compare to.
+    let mut times = std::collections::BTreeMap::new();
+    for (key, value) in args.filter.iter().filter_map(|f| f.split_once('=')) {
+        if matches!(key, "before" | "since") {
+            let (_, image) = images.find(value)?.swap_remove(0);
+            let created = created_or_epoch(image.config.created().as_deref());
+            times.insert(value.to_string(), Some(created));
+        }
+    }
+    let created_of = |v: &str| times.get(v).copied().flatten();
     filters.check(
         "dangling",
         |v| matches!(v, "true" | "1" | "false" | "0"),
@@ -456,7 +485,7 @@ fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Resul
             Some(p) => reference_matches(&r, p)?,
             None => true,
         };
-        if by_name && filters.pass(|k, v| image_matches(&r, k, v))? {
+        if by_name && filters.pass(|k, v| image_matches(&r, k, v, &created_of))? {
             rows.push(r);
         }
     }
