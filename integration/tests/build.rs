@@ -115,6 +115,38 @@ fn build_args_and_stdin_context() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(e.ok(&["run", "--rm", "a3"]), "default\n");
+
+    // As Docker's: `build - < Dockerfile` builds without a context, and
+    // `build -f - DIR` reads the Dockerfile from stdin with DIR as context.
+    let stdin_build = |args: &[&str], input: &str| {
+        let mut child = e
+            .command(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    };
+    stdin_build(
+        &["build", "-q", "-t", "a4", "-"],
+        "FROM bb\nRUN echo no-context > /m\nCMD [\"cat\", \"/m\"]\n",
+    );
+    assert_eq!(e.ok(&["run", "--rm", "a4"]), "no-context\n");
+    std::fs::write(ctx.join("extra.txt"), "from the dir\n").unwrap();
+    stdin_build(
+        &["build", "-q", "-t", "a5", "-f", "-", p(&ctx)],
+        "FROM bb\nCOPY extra.txt /e\nCMD [\"cat\", \"/e\"]\n",
+    );
+    assert_eq!(e.ok(&["run", "--rm", "a5"]), "from the dir\n");
 }
 
 #[test]

@@ -90,9 +90,23 @@ pub fn build(
             return Ok(1);
         }
     };
+    // `-f -`: the Dockerfile comes from stdin (then the context cannot).
+    let from_stdin = a.file.as_deref() == Some(std::path::Path::new("-"));
+    if from_stdin && a.context == "-" {
+        eprintln!("berth: -f - and a context on stdin (-) cannot both read stdin");
+        return Ok(1);
+    }
+    let dockerfile_text = if from_stdin {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        Some(text)
+    } else {
+        None
+    };
     let opts = BuildOptions {
         context,
-        dockerfile: a.file,
+        dockerfile: a.file.filter(|_| !from_stdin),
+        dockerfile_text,
         tags: a.tags,
         build_args,
         no_cache: a.no_cache,

@@ -37,9 +37,24 @@ use crate::spec::{self, NetworkMode, RunOptions, SpecInputs};
 pub enum Context {
     /// A directory.
     Dir(PathBuf),
-    /// A tar stream (`-`: stdin), plain or compressed.
+    /// A tar stream (`-`: stdin), plain or compressed; a stream that is no
+    /// tar is taken as the Dockerfile of an empty context, as Docker's
+    /// `build - < Dockerfile`.
     Tar(Box<dyn Read>),
 }
+
+/// Whether a stream starting with `head` is a tar (gzip, zstd, or a ustar /
+/// GNU tar header) rather than a Dockerfile.
+fn looks_like_tar(head: &[u8]) -> bool {
+    use berth_image_store::manifest::{detect_compression, Compression};
+    detect_compression(head) != Compression::None
+        || head.get(257..262) == Some(b"ustar")
+        // An empty tar: two zero blocks.
+        || (head.len() >= 512 && head[..512].iter().all(|&b| b == 0))
+}
+
+/// Largest Dockerfile read from a stream.
+const MAX_DOCKERFILE: u64 = 16 << 20;
 
 /// `berth build` options.
 pub struct BuildOptions {
@@ -47,6 +62,8 @@ pub struct BuildOptions {
     pub context: Context,
     /// `-f`: the Dockerfile (default `<context>/Dockerfile`; for a tar context, a path inside it).
     pub dockerfile: Option<PathBuf>,
+    /// `-f -`: the Dockerfile's text, read from stdin (over `dockerfile`).
+    pub dockerfile_text: Option<String>,
     /// `-t` names.
     pub tags: Vec<String>,
     /// `--build-arg`s.
@@ -235,8 +252,21 @@ pub fn build(
                 std::fs::create_dir_all(&dir)
                     .map_err(Error::io(format!("create {}", dir.display())))?;
                 let guard = TempDir(dir.clone());
-                berth_snapshotter::apply_layer(&dir, berth_snapshotter::buffered(r))
-                    .map_err(|e| invalid(format!("reading the context tar: {e}")))?;
+                let mut input = std::io::BufReader::with_capacity(1 << 20, r);
+                let head = std::io::BufRead::fill_buf(&mut input)
+                    .map_err(Error::io("read the build context"))?;
+                if looks_like_tar(head) {
+                    berth_snapshotter::apply_layer(&dir, input)
+                        .map_err(|e| invalid(format!("reading the context tar: {e}")))?;
+                } else if opts.dockerfile_text.is_none() {
+                    // `build - < Dockerfile`: no context, the stream is the Dockerfile.
+                    let mut text = String::new();
+                    input
+                        .take(MAX_DOCKERFILE)
+                        .read_to_string(&mut text)
+                        .map_err(|e| invalid(format!("reading the Dockerfile from stdin: {e}")))?;
+                    opts.dockerfile_text = Some(text);
+                }
                 let df = dir.join(
                     opts.dockerfile
                         .clone()
@@ -245,8 +275,11 @@ pub fn build(
                 (dir, Some(guard), df)
             }
         };
-    let text = std::fs::read_to_string(&df_path)
-        .map_err(|e| invalid(format!("cannot read Dockerfile {}: {e}", df_path.display())))?;
+    let text = match opts.dockerfile_text.take() {
+        Some(t) => t,
+        None => std::fs::read_to_string(&df_path)
+            .map_err(|e| invalid(format!("cannot read Dockerfile {}: {e}", df_path.display())))?,
+    };
     let name = df_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
