@@ -1020,7 +1020,12 @@ fn diff_commit_and_export() {
         &["export", "-o", missing.to_str().unwrap(), "nosuch"],
         "no such container",
     );
-    assert!(!missing.exists() && !missing.with_extension("berth-partial").exists());
+    assert!(!missing.exists());
+    let partial = std::fs::read_dir(e.tmp.path())
+        .unwrap()
+        .flatten()
+        .find(|f| f.file_name().to_string_lossy().contains("berth-partial"));
+    assert!(partial.is_none(), "a partial file was left: {partial:?}");
     e.fails(&["diff", "nosuch"], "no such container");
     assert_eq!(e.ok(&["images", "-q", "--no-trunc"]), images);
     assert_eq!(e.blobs(), blobs);
@@ -1109,8 +1114,38 @@ fn update_changes_limits_of_running_and_stopped_containers() {
     let policy = &e.inspect("up")["HostConfig"]["RestartPolicy"];
     assert_eq!(policy["Name"], "on-failure");
     assert_eq!(policy["MaximumRetryCount"], 2);
+    // 0 lifts a limit of a running container (the cgroup is not left at the old one).
+    e.ok(&["update", "--memory", "0", "up"]);
+    assert!(limit().trim_end().ends_with("GiB"), "{}", limit());
     e.ok(&["create", "--rm", "--name", "gone", "bb", "true"]);
     e.fails(&["update", "--restart", "always", "gone"], "--rm");
+
+    // A restart by the policy keeps the updated limits.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        "--network",
+        "none",
+        "--memory",
+        "64m",
+        "--restart",
+        "always",
+        "bb",
+        "sh",
+        "-c",
+        "sleep 1; exit 1",
+    ]);
+    e.ok(&["update", "--memory", "96m", "again"]);
+    wait_for("a restart", || {
+        e.inspect("again")["RestartCount"].as_u64() >= Some(1)
+    });
+    wait_for("the restarted container", || {
+        e.ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", "again"])
+            .trim_end()
+            .ends_with(" / 96MiB")
+    });
     cleanup(&e);
 }
 

@@ -93,10 +93,35 @@ pub(crate) fn write_archive(
         write(&mut stdout)?;
         return Ok(stdout.flush()?);
     };
-    let tmp = path.with_extension("berth-partial");
+    // A device, fifo or symlink to one (say /dev/stdout) is written as it is:
+    // nothing to rename over it.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(|| format!("open {}", path.display()))?;
+        write(&mut file)?;
+        return Ok(file.flush()?);
+    }
+    // A fresh name next to the target, never an existing file or symlink.
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.berth-partial-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_context(|| format!("create {}", tmp.display()))?;
     let result = (|| {
-        let file =
-            std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
         let mut writer = std::io::BufWriter::new(file);
         write(&mut writer)?;
         writer

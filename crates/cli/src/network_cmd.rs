@@ -112,7 +112,8 @@ impl NetworkRow {
             "id" => self.id.starts_with(value),
             "name" => self.name.contains(value),
             "type" => self.builtin == (value == "builtin"),
-            "dangling" => !self.builtin && (self.containers == 0) == matches!(value, "true" | "1"),
+            // Pre-defined networks are never dangling.
+            "dangling" => (!self.builtin && self.containers == 0) == matches!(value, "true" | "1"),
             _ => crate::filter::label_matches(&self.labels, value),
         }
     }

@@ -252,19 +252,29 @@ pub fn build(
                 std::fs::create_dir_all(&dir)
                     .map_err(Error::io(format!("create {}", dir.display())))?;
                 let guard = TempDir(dir.clone());
-                let mut input = std::io::BufReader::with_capacity(1 << 20, r);
-                let head = std::io::BufRead::fill_buf(&mut input)
+                // The first block, however the pipe splits it, tells a tar from a Dockerfile.
+                let mut r = r;
+                let mut head = Vec::with_capacity(512);
+                (&mut r)
+                    .take(512)
+                    .read_to_end(&mut head)
                     .map_err(Error::io("read the build context"))?;
-                if looks_like_tar(head) {
-                    berth_snapshotter::apply_layer(&dir, input)
+                let input = std::io::Cursor::new(head.clone()).chain(r);
+                if looks_like_tar(&head) {
+                    berth_snapshotter::apply_layer(&dir, berth_snapshotter::buffered(input))
                         .map_err(|e| invalid(format!("reading the context tar: {e}")))?;
                 } else if opts.dockerfile_text.is_none() {
                     // `build - < Dockerfile`: no context, the stream is the Dockerfile.
                     let mut text = String::new();
                     input
-                        .take(MAX_DOCKERFILE)
+                        .take(MAX_DOCKERFILE + 1)
                         .read_to_string(&mut text)
                         .map_err(|e| invalid(format!("reading the Dockerfile from stdin: {e}")))?;
+                    if text.len() as u64 > MAX_DOCKERFILE {
+                        return Err(invalid(format!(
+                            "the Dockerfile on stdin is larger than {MAX_DOCKERFILE} bytes"
+                        )));
+                    }
                     opts.dockerfile_text = Some(text);
                 }
                 let df = dir.join(

@@ -85,7 +85,8 @@ pub fn parse_time(s: &str) -> Result<SystemTime> {
     }
     if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         let secs: f64 = s.parse().map_err(|_| bad())?;
-        return Ok(UNIX_EPOCH + Duration::from_secs_f64(secs));
+        let d = Duration::try_from_secs_f64(secs).map_err(|_| bad())?;
+        return UNIX_EPOCH.checked_add(d).ok_or_else(bad);
     }
     if let Ok(d) = humantime::parse_duration(s) {
         return SystemTime::now().checked_sub(d).ok_or_else(bad);
@@ -114,7 +115,15 @@ mod tests {
         let before = SystemTime::now();
         let ago = before.duration_since(at("1h30m")).unwrap_or_default();
         assert!(ago > Duration::from_secs(5390) && ago < Duration::from_secs(5460));
-        for bad in ["", "yesterday", "2025-13-40", "1h30x"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2025-13-40",
+            "1h30x",
+            "99999999999999999999",
+            "1e400",
+            "1.2.3",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad:?}");
         }
     }

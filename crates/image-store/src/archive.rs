@@ -856,11 +856,14 @@ fn oci_err(what: &str) -> impl FnOnce(oci_spec::OciSpecError) -> Error + '_ {
 /// magic bytes), as `docker load` and `docker import` take them; xz and bzip2
 /// are named in a clear error.
 fn decompressed<'a>(input: impl Read + 'a, what: &str) -> Result<Box<dyn Read + 'a>> {
-    let mut input = BufReader::with_capacity(1 << 20, input);
-    let head = input
-        .fill_buf()
-        .ctx(|| format!("reading the {what}"))?
-        .to_vec();
+    // The magic bytes, however a pipe splits the first read.
+    let mut input = input;
+    let mut head = Vec::with_capacity(8);
+    (&mut input)
+        .take(8)
+        .read_to_end(&mut head)
+        .ctx(|| format!("reading the {what}"))?;
+    let input = BufReader::with_capacity(1 << 20, std::io::Cursor::new(head.clone()).chain(input));
     Ok(match detect_compression(&head) {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
         Compression::Zstd => Box::new(

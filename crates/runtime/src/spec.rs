@@ -91,11 +91,27 @@ pub fn parse_spec(text: &str) -> std::result::Result<Spec, String> {
 /// A hostname or domain name needs the container's own UTS namespace:
 /// without one, setting it would rename the host (runc refuses the same).
 fn check_uts(spec: &Spec) -> std::result::Result<(), String> {
+    // Joining a namespace by path is private only if it is not our own (the host's).
+    let own = std::fs::metadata("/proc/self/ns/uts").ok();
+    let is_own = |path: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (&own, std::fs::metadata(path)) {
+            (Some(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    };
     let private_uts = spec
         .linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.typ() == LinuxNamespaceType::Uts
+                    && n.path()
+                        .as_ref()
+                        .is_none_or(|p| p.as_os_str().is_empty() || !is_own(p))
+            })
+        });
     let named = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
     if !private_uts && (named(spec.hostname()) || named(spec.domainname())) {
         return Err(
@@ -207,5 +223,17 @@ mod tests {
         assert!(parse_spec(&text).unwrap_err().contains("UTS namespace"));
         spec.set_hostname(None);
         parse_spec(&serde_json::to_string(&spec).unwrap()).unwrap();
+        // Joining the host's own UTS namespace by path is no private one either.
+        spec.set_hostname(Some("x".into()));
+        let mut linux = spec.linux().clone().unwrap();
+        let mut namespaces = linux.namespaces().clone().unwrap();
+        let mut uts = oci_spec::runtime::LinuxNamespace::default();
+        uts.set_typ(LinuxNamespaceType::Uts);
+        uts.set_path(Some("/proc/self/ns/uts".into()));
+        namespaces.push(uts);
+        linux.set_namespaces(Some(namespaces));
+        spec.set_linux(Some(linux));
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(parse_spec(&text).unwrap_err().contains("UTS namespace"));
     }
 }

@@ -116,6 +116,15 @@ impl Walk<'_> {
 fn lower_metadata(lowers: &[PathBuf], path: &Path) -> Option<std::fs::Metadata> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     for lower in lowers {
+        // A symlink on the way (an image's `/etc -> /x`) is not followed out of the layer.
+        let through_link = rel.ancestors().skip(1).any(|a| {
+            !a.as_os_str().is_empty()
+                && std::fs::symlink_metadata(lower.join(a))
+                    .is_ok_and(|m| m.file_type().is_symlink())
+        });
+        if through_link {
+            return None;
+        }
         if let Ok(md) = std::fs::symlink_metadata(lower.join(rel)) {
             let whiteout = md.file_type().is_char_device() && md.rdev() == 0;
             return (!whiteout).then_some(md);

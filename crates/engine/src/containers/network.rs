@@ -267,7 +267,10 @@ impl Containers {
                 } else {
                     format!("{p}/tcp")
                 };
-                publish.push(spec);
+                // A port both the image and --expose name is published once.
+                if !publish.contains(&spec) {
+                    publish.push(spec);
+                }
             }
         }
         if let NetworkMode::Join(target) = &options.network {

@@ -81,9 +81,56 @@ impl Containers {
             record.restart_policy = *policy;
         }
         if record.state.status == Status::Running {
-            self.runtime.update(&record.id, &resources)?;
+            self.runtime
+                .update(&record.id, &live_resources(&resources))?;
+            // A restart by the policy reuses the bundle: it gets the new limits too.
+            self.rewrite_bundle_resources(&record.id, &resources)?;
         }
         record.options = options;
         self.store.save(&record)
     }
+
+    /// Put `resources` into the running container's bundle `config.json`.
+    fn rewrite_bundle_resources(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        let path = self.paths(id).bundle.join("config.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let mut spec: oci_spec::runtime::Spec = serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_resources(Some(resources.clone()));
+        spec.set_linux(Some(linux));
+        let json = serde_json::to_vec(&spec)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let tmp = path.with_extension("json.update");
+        std::fs::write(&tmp, json).map_err(Error::io(format!("write {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(Error::io(format!("write {}", path.display())))
+    }
+}
+
+/// The limits to write into a live cgroup: where the new settings have no
+/// limit (`--memory 0`, `--cpus 0`), an explicit "unlimited", so the old
+/// limit does not stay.
+fn live_resources(
+    resources: &oci_spec::runtime::LinuxResources,
+) -> oci_spec::runtime::LinuxResources {
+    use oci_spec::runtime::LinuxMemory;
+    let mut live = resources.clone();
+    if live.memory().as_ref().and_then(|m| m.limit()).is_none() {
+        let mut memory = LinuxMemory::default();
+        memory.set_limit(Some(-1));
+        memory.set_swap(Some(-1));
+        live.set_memory(Some(memory));
+    }
+    if live.cpu().as_ref().and_then(|c| c.quota()).is_none() {
+        let mut cpu = live.cpu().clone().unwrap_or_default();
+        cpu.set_quota(Some(-1));
+        live.set_cpu(Some(cpu));
+    }
+    live
 }
