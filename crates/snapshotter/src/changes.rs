@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::apply::OPAQUE_XATTR;
 use crate::error::{Error, Result};
-use crate::fsutil::lgetxattr;
+use crate::fsutil::{lgetxattr, pinned_dir};
 
 /// How a path changed relative to the layers below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,8 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn dir(&self, dir: &Path, rel: &Path, under_opaque: bool, out: &mut Vec<Change>) -> Result<()> {
+        let (_pin, pinned) = pinned_dir(dir).map_err(|e| Error::io("open dir", dir, e))?;
+        let dir = pinned.as_path();
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .map_err(|e| Error::io("read dir", dir, e))?
             .map(|e| e.map(|e| e.file_name()))
@@ -136,6 +138,22 @@ fn lower_metadata(lowers: &[PathBuf], path: &Path) -> Option<std::fs::Metadata> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symlink_in_place_of_a_directory_is_not_walked() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "host").unwrap();
+        let upper = t.path().join("upper");
+        std::fs::create_dir_all(&upper).unwrap();
+        std::os::unix::fs::symlink(&outside, upper.join("link")).unwrap();
+        // The walk lists the symlink itself and never what it points at.
+        let got = changes(&upper, &[], &[]).unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        // A directory opened by the walk must really be one: a symlink is refused.
+        assert!(crate::fsutil::pinned_dir(&upper.join("link")).is_err());
+    }
 
     #[test]
     fn added_changed_and_deleted_paths_in_walk_order() {

@@ -12,7 +12,7 @@ use tar::{EntryType, Header};
 
 use crate::apply::{hex, xattr_allowed, OPAQUE_XATTR, WH_OPAQUE, WH_PREFIX};
 use crate::error::{Error, Result};
-use crate::fsutil::{lgetxattr, llistxattr};
+use crate::fsutil::{lgetxattr, llistxattr, pinned_dir};
 
 /// What [`diff_dir`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,8 @@ fn walk<W: Write>(
     links: &mut HashMap<(u64, u64), Vec<u8>>,
     skip: &[Vec<u8>],
 ) -> Result<()> {
+    let (_pin, pinned) = pinned_dir(dir).map_err(|e| Error::io("open dir", dir, e))?;
+    let dir = pinned.as_path();
     let mut names: Vec<Vec<u8>> = std::fs::read_dir(dir)
         .map_err(|e| Error::io("read dir", dir, e))?
         .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))

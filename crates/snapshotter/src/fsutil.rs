@@ -15,6 +15,22 @@ pub(crate) const PATH_MAX: usize = libc::PATH_MAX as usize - 1;
 /// Longest single name the kernel accepts.
 pub(crate) const NAME_MAX: usize = 255;
 
+/// Opens directory `dir` without following a symlink in its last component
+/// and returns it with a path to it (`/proc/self/fd/N`, valid while the fd
+/// lives). Names looked up under that path resolve from the open directory,
+/// not by walking `dir` again, so a directory that a running container swaps
+/// for a symlink meanwhile is never followed out of the tree.
+pub(crate) fn pinned_dir(dir: &Path) -> std::io::Result<(OwnedFd, std::path::PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)?;
+    let fd = OwnedFd::from(file);
+    let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    Ok((fd, path))
+}
+
 /// Lexically normalizes a tar path into components.
 ///
 /// Leading `/` are stripped (absolute paths are confined to the root), `.` and empty
