@@ -327,19 +327,16 @@ fn pull_for_run(images: &Images, args: &CreateArgs, globals: &ImageGlobals) -> a
     let pull = match args.pull.as_str() {
         "never" => false,
         "always" => true,
-        "missing" => match images.find(&args.image) {
-            Ok(_) => false,
-            Err(berth_engine::Error::NoSuchImage(_)) => {
-                if !args.quiet {
-                    let shown = Reference::parse(&args.image)
-                        .map(|r| r.familiar())
-                        .unwrap_or_else(|_| args.image.clone());
-                    eprintln!("Unable to find image '{shown}' locally");
-                }
-                true
+        "missing" => {
+            let missing = images.is_missing(&args.image)?;
+            if missing && !args.quiet {
+                let shown = Reference::parse(&args.image)
+                    .map(|r| r.familiar())
+                    .unwrap_or_else(|_| args.image.clone());
+                eprintln!("Unable to find image '{shown}' locally");
             }
-            Err(e) => return Err(e.into()),
-        },
+            missing
+        }
         other => bail!("invalid --pull {other:?}: use missing, always or never"),
     };
     if pull {
@@ -766,8 +763,15 @@ fn status_text(r: &ContainerRecord) -> String {
     }
 }
 
-/// Whether container `r` passes `ps --filter key=value`.
-fn matches_filter(containers: &Containers, r: &ContainerRecord, key: &str, value: &str) -> bool {
+/// Whether container `r` passes `ps --filter key=value`; `created_of` gives
+/// the creation time of a container named by `before=`/`since=`.
+fn matches_filter(
+    containers: &Containers,
+    r: &ContainerRecord,
+    key: &str,
+    value: &str,
+    created_of: &dyn Fn(&str) -> Option<std::time::SystemTime>,
+) -> bool {
     match key {
         "status" => match value {
             "paused" | "running" => containers.state_name(r) == value,
@@ -777,14 +781,14 @@ fn matches_filter(containers: &Containers, r: &ContainerRecord, key: &str, value
         "id" => r.id.starts_with(value),
         "ancestor" => r.image == value || r.image_id.contains(value),
         "exited" => r.state.status == Status::Exited && value.parse() == Ok(r.state.exit_code),
-        // Created before or after the named container (checked to exist in `ps`).
-        "before" | "since" => containers.get(value).is_ok_and(|other| {
-            let (mine, theirs) = (time_of(&r.created), time_of(&other.created));
+        // Created before or after the named container.
+        "before" | "since" => {
+            let (mine, theirs) = (time_of(&r.created), created_of(value));
             match key {
                 "before" => mine < theirs,
                 _ => mine > theirs,
             }
-        }),
+        }
         "volume" => r
             .mounts
             .iter()
@@ -806,11 +810,14 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
             "status", "name", "id", "label", "ancestor", "exited", "volume", "before", "since",
         ],
     )?;
+    // before=/since= name a container: its creation time, looked up once.
+    let mut times = std::collections::BTreeMap::new();
     for (key, value) in args.filter.iter().filter_map(|f| f.split_once('=')) {
         if matches!(key, "before" | "since") {
-            containers.get(value)?;
+            times.insert(value.to_string(), time_of(&containers.get(value)?.created));
         }
     }
+    let created_of = |v: &str| times.get(v).copied().flatten();
     filters.check("exited", |v| v.parse::<i32>().is_ok(), "an exit code")?;
     // As Docker's: a status filter chooses among all containers.
     if !args.all && args.last.is_none() && !filters.has("status") {
@@ -818,7 +825,7 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
     }
     let mut kept = Vec::new();
     for r in rows {
-        if filters.pass(|k, v| Ok(matches_filter(containers, &r, k, v)))? {
+        if filters.pass(|k, v| Ok(matches_filter(containers, &r, k, v, &created_of)))? {
             kept.push(r);
         }
     }
@@ -893,7 +900,7 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
             String::new()
         };
         let running_for = format!("{} ago", crate::table::since(Some(&r.created)));
-        let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let ports = ports_text(containers, &r.id);
         let mounts: Vec<String> = r
             .mounts
             .iter()
@@ -919,8 +926,8 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
             ("Status", status.clone()),
             ("State", containers.state_name(r)),
             ("Names", r.name.clone()),
-            ("Ports", ports_text(containers, &r.id)),
-            ("Labels", labels.join(",")),
+            ("Ports", ports.clone()),
+            ("Labels", crate::filter::labels_text(&r.labels)),
             ("Mounts", mounts.join(",")),
             ("Networks", networks.join(",")),
             ("Size", size.clone()),
@@ -943,7 +950,7 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
                     format!("\"{command}\""),
                     running_for,
                     status,
-                    ports_text(containers, &r.id),
+                    ports,
                     r.name.clone(),
                 ];
                 if args.size {

@@ -43,6 +43,15 @@ impl Filters {
         Ok(())
     }
 
+    /// Check that every value of `key` is a boolean (`true`, `false`, `1`, `0`).
+    pub(crate) fn check_bool(&self, key: &str) -> anyhow::Result<()> {
+        self.check(
+            key,
+            |v| matches!(v, "true" | "1" | "false" | "0"),
+            "true or false",
+        )
+    }
+
     /// Whether `key` was given.
     pub(crate) fn has(&self, key: &str) -> bool {
         self.0.contains_key(key)
@@ -69,6 +78,15 @@ impl Filters {
         }
         Ok(true)
     }
+}
+
+/// Labels as list commands show them: `k=v,k2=v2`.
+pub(crate) fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `label=KEY` or `label=KEY=VALUE` against a row's labels.

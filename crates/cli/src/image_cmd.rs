@@ -348,7 +348,7 @@ pub fn run(
             force: _,
             filter,
         } => {
-            let filter = PruneFilter::parse(&filter, &["until", "label", "label!"])?;
+            let filter = PruneFilter::parse(&filter, PruneFilter::KEYS)?;
             let (removed, freed) = images.prune(all, in_use, &filter)?;
             if !removed.is_empty() {
                 writeln!(out, "Deleted Images:")?;
@@ -447,11 +447,7 @@ fn reference_matches(r: &ImageSummary, pattern: &str) -> anyhow::Result<bool> {
 /// A history row's IMAGE: the image id on the newest row, `<missing>` on the
 /// rows below (no image of their own), as Docker's for pulled images.
 fn history_id(id: Option<&berth_image_store::digest::Digest>, no_trunc: bool) -> String {
-    match id {
-        Some(d) if no_trunc => d.to_string(),
-        Some(d) => d.hex()[..12].to_string(),
-        None => "<missing>".into(),
-    }
+    id.map_or_else(|| "<missing>".into(), |d| short_id(d, no_trunc))
 }
 
 fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
@@ -469,11 +465,7 @@ fn list(images: &Images, args: &ListArgs, out: &mut impl Write) -> anyhow::Resul
         }
     }
     let created_of = |v: &str| times.get(v).copied().flatten();
-    filters.check(
-        "dangling",
-        |v| matches!(v, "true" | "1" | "false" | "0"),
-        "true or false",
-    )?;
+    filters.check_bool("dangling")?;
     filters.check(
         "reference",
         |v| glob::Pattern::new(v).is_ok(),

@@ -532,7 +532,7 @@ fn engine_command(
         Command::Container {
             command: ContainerCommand::Prune { force: _, filter },
         } => {
-            let filter = PruneFilter::parse(&filter, &["until", "label", "label!"])?;
+            let filter = PruneFilter::parse(&filter, PruneFilter::KEYS)?;
             let removed = containers()?.prune(&filter)?;
             println!("Deleted Containers:");
             for id in removed {

@@ -119,17 +119,12 @@ impl NetworkRow {
     }
 
     fn fields(&self, no_trunc: bool) -> Vec<(&'static str, String)> {
-        let labels: Vec<String> = self
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
         vec![
             ("CreatedAt", self.created.clone()),
             ("Driver", self.driver.to_string()),
             ("ID", self.short_id(no_trunc).to_string()),
             ("Internal", self.internal.to_string()),
-            ("Labels", labels.join(",")),
+            ("Labels", crate::filter::labels_text(&self.labels)),
             ("Name", self.name.clone()),
             ("Scope", "local".to_string()),
         ]
@@ -174,11 +169,7 @@ fn ls(c: &Containers, a: LsArgs, out: &mut impl Write) -> anyhow::Result<i32> {
         |v| matches!(v, "custom" | "builtin"),
         "custom or builtin",
     )?;
-    filters.check(
-        "dangling",
-        |v| matches!(v, "true" | "1" | "false" | "0"),
-        "true or false",
-    )?;
+    filters.check_bool("dangling")?;
     c.network("bridge")?;
     let mut rows: Vec<NetworkRow> = c
         .networks()
@@ -410,8 +401,10 @@ pub fn run(c: &Containers, command: NetworkCommand) -> anyhow::Result<i32> {
             }
         }
         NetworkCommand::Prune { force: _, filter } => {
-            let filter =
-                berth_engine::prune::PruneFilter::parse(&filter, &["until", "label", "label!"])?;
+            let filter = berth_engine::prune::PruneFilter::parse(
+                &filter,
+                berth_engine::prune::PruneFilter::KEYS,
+            )?;
             let removed = c.network_prune(&filter)?;
             if !removed.is_empty() {
                 writeln!(out, "Deleted Networks:")?;

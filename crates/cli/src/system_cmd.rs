@@ -508,8 +508,10 @@ pub struct PruneArgs {
 
 /// `system prune`.
 pub fn prune(containers: &Containers, args: PruneArgs) -> anyhow::Result<i32> {
-    let filter =
-        berth_engine::prune::PruneFilter::parse(&args.filter, &["until", "label", "label!"])?;
+    let filter = berth_engine::prune::PruneFilter::parse(
+        &args.filter,
+        berth_engine::prune::PruneFilter::KEYS,
+    )?;
     if !args.force && std::io::stdin().is_terminal() {
         let images = if args.all {
             "all images without at least one container associated to them"

@@ -149,11 +149,7 @@ fn ls(containers: &Containers, a: LsArgs) -> anyhow::Result<i32> {
     let used = containers.volumes_in_use()?;
     let filters =
         crate::filter::Filters::parse(&a.filter, &["dangling", "name", "label", "driver"])?;
-    filters.check(
-        "dangling",
-        |v| matches!(v, "true" | "1" | "false" | "0"),
-        "true or false",
-    )?;
+    filters.check_bool("dangling")?;
     let keep = |v: &Volume| {
         filters
             .pass(|k, val| {
@@ -174,12 +170,11 @@ fn ls(containers: &Containers, a: LsArgs) -> anyhow::Result<i32> {
         .collect();
     let mut out = std::io::stdout().lock();
     let fields = |v: &Volume| {
-        let labels: Vec<String> = v.labels.iter().map(|(k, x)| format!("{k}={x}")).collect();
         vec![
             ("Availability", "N/A".to_string()),
             ("Driver", v.driver.clone()),
             ("Group", "N/A".to_string()),
-            ("Labels", labels.join(",")),
+            ("Labels", crate::filter::labels_text(&v.labels)),
             ("Links", "N/A".to_string()),
             ("Mountpoint", v.mountpoint.to_string_lossy().into_owned()),
             ("Name", v.name.clone()),
@@ -250,7 +245,10 @@ fn rm(containers: &Containers, a: RmArgs) -> anyhow::Result<i32> {
 }
 
 fn prune(containers: &Containers, a: PruneArgs) -> anyhow::Result<i32> {
-    let filter = berth_engine::prune::PruneFilter::parse(&a.filter, &["label", "label!"])?;
+    let filter = berth_engine::prune::PruneFilter::parse(
+        &a.filter,
+        berth_engine::prune::PruneFilter::LABEL_KEYS,
+    )?;
     if !a.force && std::io::stdin().is_terminal() {
         let what = if a.all {
             "all volumes not used by at least one container"

@@ -539,12 +539,7 @@ fn pull_bases(
         return Ok(());
     }
     for (name, at) in external_images(file, plan) {
-        let missing = match images.find(&name) {
-            Ok(_) => false,
-            Err(Error::NoSuchImage(_)) => true,
-            Err(e) => return Err(e),
-        };
-        if missing || opts.pull_always {
+        if opts.pull_always || images.is_missing(&name)? {
             pull_one(images, &name, opts, out).map_err(|e| invalid(format!("{at}: {e}")))?;
         }
     }

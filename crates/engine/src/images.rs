@@ -342,6 +342,16 @@ impl Images {
         Ok(out)
     }
 
+    /// Whether no image here answers to `name_or_id` (other lookup errors,
+    /// such as an ambiguous id prefix, are errors).
+    pub fn is_missing(&self, name_or_id: &str) -> Result<bool> {
+        match self.find(name_or_id) {
+            Ok(_) => Ok(false),
+            Err(Error::NoSuchImage(_)) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Records matching a name (`busybox`, `busybox:1`, `host/a@sha256:..`) or an image id (prefix).
     pub fn find(&self, name_or_id: &str) -> Result<Vec<(ImageRecord, Image)>> {
         if let Ok(reference) = Reference::parse(name_or_id) {
@@ -941,33 +951,12 @@ impl Images {
         let loaded = berth_image_store::archive::load_archive(&self.content, input)?;
         let mut out = Vec::new();
         for (name, descriptor) in loaded {
-            let digest = Digest::parse(descriptor.digest().as_ref())?;
-            let image = resolve_image(&self.content, &digest)?;
-            self.unpack(&image)?;
-            match name {
-                Some(name) => {
-                    let reference = Reference::parse(&name)?;
-                    put_name(
-                        &self.store,
-                        &self.content,
-                        ImageRecord {
-                            name: reference.full(),
-                            target: descriptor,
-                            created: now(),
-                        },
-                    )?;
-                    out.push(format!("Loaded image: {}", reference.familiar()));
-                }
-                None => {
-                    // Unnamed images are recorded under their digest so they are not collected.
-                    self.store.put(ImageRecord {
-                        name: dangling_name(&image.config_digest),
-                        target: descriptor,
-                        created: now(),
-                    })?;
-                    out.push(format!("Loaded image ID: {}", image.config_digest));
-                }
-            }
+            let reference = name.as_deref().map(Reference::parse).transpose()?;
+            let image = self.unpack_and_record(descriptor, reference.as_ref())?;
+            out.push(match reference {
+                Some(r) => format!("Loaded image: {}", r.familiar()),
+                None => format!("Loaded image ID: {}", image.config_digest),
+            });
         }
         Ok(out)
     }
@@ -981,23 +970,36 @@ impl Images {
     ) -> Result<Digest> {
         let _lock = self.lock(false)?;
         let descriptor = berth_image_store::archive::import_rootfs(&self.content, input, config)?;
-        let digest = Digest::parse(descriptor.digest().as_ref())?;
+        let reference = name.map(Reference::parse).transpose()?;
+        Ok(self
+            .unpack_and_record(descriptor, reference.as_ref())?
+            .config_digest)
+    }
+
+    /// Unpack the image whose manifest `target` describes and record it under
+    /// `name` (moving the name, see [`put_name`]) or, without one, as a
+    /// dangling image, so it is not collected. Returns the image.
+    fn unpack_and_record(
+        &self,
+        target: oci_spec::image::Descriptor,
+        name: Option<&Reference>,
+    ) -> Result<Image> {
+        let digest = Digest::parse(target.digest().as_ref())?;
         let image = resolve_image(&self.content, &digest)?;
         self.unpack(&image)?;
-        let record_name = match name {
-            Some(n) => Reference::parse(n)?.full(),
-            None => dangling_name(&image.config_digest),
-        };
         let record = ImageRecord {
-            name: record_name,
-            target: descriptor,
+            name: match name {
+                Some(r) => r.full(),
+                None => dangling_name(&image.config_digest),
+            },
+            target,
             created: now(),
         };
         match name {
             Some(_) => put_name(&self.store, &self.content, record)?,
             None => self.store.put(record)?,
         }
-        Ok(image.config_digest)
+        Ok(image)
     }
 
     /// Record a new image made of `layers` (blobs already in the content store)
@@ -1025,25 +1027,14 @@ impl Images {
         let bytes = serde_json::to_vec(&manifest)
             .map_err(|e| Error::Invalid(format!("image manifest: {e}")))?;
         let digest = self.content.write_blob(&bytes)?;
-        let image = resolve_image(&self.content, &digest)?;
-        self.unpack(&image)?;
-        let record = ImageRecord {
-            name: match &reference {
-                Some(r) => r.full(),
-                None => dangling_name(&image.config_digest),
-            },
-            target: oci_spec::image::Descriptor::new(
-                oci_spec::image::MediaType::ImageManifest,
-                bytes.len() as u64,
-                digest.to_oci(),
-            ),
-            created: now(),
-        };
-        match reference {
-            Some(_) => put_name(&self.store, &self.content, record)?,
-            None => self.store.put(record)?,
-        }
-        Ok(image.config_digest)
+        let target = oci_spec::image::Descriptor::new(
+            oci_spec::image::MediaType::ImageManifest,
+            bytes.len() as u64,
+            digest.to_oci(),
+        );
+        Ok(self
+            .unpack_and_record(target, reference.as_ref())?
+            .config_digest)
     }
 
     /// Check blobs and image records (see [`berth_image_store::check::check`]).

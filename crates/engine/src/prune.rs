@@ -19,6 +19,11 @@ pub struct PruneFilter {
 }
 
 impl PruneFilter {
+    /// The keys of container, image, network and system prune.
+    pub const KEYS: &'static [&'static str] = &["until", "label", "label!"];
+    /// The keys of volume prune: labels only, as Docker's.
+    pub const LABEL_KEYS: &'static [&'static str] = &["label", "label!"];
+
     /// Parse `KEY=VALUE` filter arguments; `allowed` names the keys this
     /// prune takes (volume prune has no `until`).
     pub fn parse(args: &[String], allowed: &[&str]) -> Result<PruneFilter> {

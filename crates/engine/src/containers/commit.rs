@@ -35,9 +35,7 @@ impl Containers {
     /// (`D`) over its image.
     pub fn changes(&self, name_or_id: &str) -> Result<Vec<Change>> {
         let record = self.get(name_or_id)?;
-        if record.state.status == Status::Removing {
-            return Err(being_removed(&record));
-        }
+        super::not_being_removed(&record)?;
         Ok(self
             .images
             .snapshotter()
@@ -70,9 +68,7 @@ impl Containers {
         // No start, stop or removal changes the container while its changes are read.
         let _lock = self.store.lock(&record.id)?;
         let record = self.store.load(&record.id)?;
-        if record.state.status == Status::Removing {
-            return Err(being_removed(&record));
-        }
+        super::not_being_removed(&record)?;
         let freeze = opts.pause
             && record.state.status == Status::Running
             && !self.runtime.paused(&record.id).unwrap_or(false);
@@ -138,10 +134,6 @@ impl Containers {
 /// The mount points berth makes that are not a container's changes.
 fn mount_points() -> Vec<&'static Path> {
     super::ETC_FILES.iter().map(Path::new).collect()
-}
-
-fn being_removed(record: &ContainerRecord) -> Error {
-    Error::Conflict(format!("container {} is being removed", record.name))
 }
 
 /// The image config a commit records: the image's, with what the container

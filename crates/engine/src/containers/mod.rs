@@ -152,6 +152,17 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// Refuse a container that `rm` is removing.
+pub(super) fn not_being_removed(record: &ContainerRecord) -> Result<()> {
+    if record.state.status == Status::Removing {
+        return Err(Error::Conflict(format!(
+            "container {} is being removed",
+            record.name
+        )));
+    }
+    Ok(())
+}
+
 /// Whether a monitor that is still alive has claimed `record` to start it.
 fn start_under_way(record: &ContainerRecord) -> bool {
     record
@@ -708,13 +719,7 @@ impl Containers {
                 record.name
             )));
         }
-        if record.state.status == Status::Removing {
-            return Err(Error::Conflict(format!(
-                "container {} is being removed",
-                record.name
-            )));
-        }
-        Ok(())
+        not_being_removed(record)
     }
 
     /// Start a container in the background; returns its init pid. A running

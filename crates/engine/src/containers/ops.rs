@@ -602,12 +602,7 @@ impl Containers {
         if record.state.status == Status::Running {
             return f(&self.paths(&record.id).rootfs);
         }
-        if record.state.status == Status::Removing {
-            return Err(Error::Conflict(format!(
-                "container {} is being removed",
-                record.name
-            )));
-        }
+        super::not_being_removed(&record)?;
         let dir =
             self.run_root
                 .join("cp")

@@ -46,12 +46,7 @@ impl Containers {
         let id = self.get(name_or_id)?.id;
         let _lock = self.store.lock(&id)?;
         let mut record = self.store.load(&id)?;
-        if record.state.status == Status::Removing {
-            return Err(Error::Conflict(format!(
-                "container {} is being removed",
-                record.name
-            )));
-        }
+        super::not_being_removed(&record)?;
         if start_under_way(&record) {
             return Err(Error::Conflict(format!(
                 "container {} is starting; update it once it runs",
@@ -100,7 +95,7 @@ impl Containers {
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Ok(());
         };
-        let mut spec: oci_spec::runtime::Spec = serde_json::from_str(&text)
+        let mut spec = berth_runtime::spec::parse_spec(&text)
             .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
         let mut linux = spec.linux().clone().unwrap_or_default();
         linux.set_resources(Some(resources.clone()));
