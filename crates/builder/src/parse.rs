@@ -896,7 +896,8 @@ pub(crate) fn split_words(rest: &str, escape: char) -> Vec<String> {
     words
 }
 
-/// Parses a Go-style duration (`1h2m3s`, `500ms`, `1.5s`).
+/// Parses a Go-style duration (`1h2m3s`, `500ms`, `1.5s`); like Go, refuses
+/// one longer than an i64 of nanoseconds (about 292 years).
 pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     if s == "0" {
         return Some(Duration::ZERO);
@@ -930,5 +931,6 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
         total += num * mult;
         rest = &rest[u..];
     }
-    Some(Duration::from_secs_f64(total))
+    let d = Duration::try_from_secs_f64(total).ok()?;
+    (d.as_nanos() <= i64::MAX as u128).then_some(d)
 }

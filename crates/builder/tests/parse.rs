@@ -223,6 +223,8 @@ fn error_messages() {
         ("# nothing\n", "Dockerfile:1:1: no FROM instruction (a Dockerfile needs at least one stage)"),
         ("FROM a\nCOPY a\n", "Dockerfile:2:1: COPY instruction requires at least two arguments: \"COPY a\""),
         ("FROM a\nHEALTHCHECK --interval=abc CMD x\n", "Dockerfile:2:13: --interval takes a duration like 30s or 1m30s, not \"abc\""),
+        ("FROM a\nHEALTHCHECK --interval=2562048h CMD x\n", "Dockerfile:2:13: --interval takes a duration like 30s or 1m30s, not \"2562048h\""),
+        ("FROM a\nHEALTHCHECK --timeout=1e400s CMD x\n", "Dockerfile:2:13: --timeout takes a duration like 30s or 1m30s, not \"1e400s\""),
         ("FROM a\nHEALTHCHECK --retries=x CMD x\n", "Dockerfile:2:13: --retries must be a whole number, not \"x\""),
         ("FROM a\nHEALTHCHECK FOO\n", "Dockerfile:2:13: expected CMD or NONE: \"HEALTHCHECK FOO\""),
         ("FROM a AS x\nFROM b AS x\n", "Dockerfile:2:11: duplicate stage name 'x': \"FROM b AS x\""),
