@@ -286,6 +286,16 @@ pub fn parse_named(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
     // Docker ignores a UTF-8 byte-order mark; the grammar's spans do not
     // account for one, so it goes before parsing.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // The grammar would skip a second one too, with spans that then point
+    // inside it; to Docker it starts an unknown instruction.
+    if text.starts_with('\u{feff}') {
+        return Err(ParseError::at(
+            file,
+            text,
+            0,
+            "a second byte-order mark (U+FEFF) before the first instruction",
+        ));
+    }
     let df = pd::parse(text).map_err(|e| map_crate_error(file, text, &e))?;
     let escape = df
         .parser_directives

@@ -225,6 +225,7 @@ fn error_messages() {
         ("FROM a\nHEALTHCHECK --interval=abc CMD x\n", "Dockerfile:2:13: --interval takes a duration like 30s or 1m30s, not \"abc\""),
         ("FROM a\nHEALTHCHECK --interval=2562048h CMD x\n", "Dockerfile:2:13: --interval takes a duration like 30s or 1m30s, not \"2562048h\""),
         ("FROM a\nHEALTHCHECK --timeout=1e400s CMD x\n", "Dockerfile:2:13: --timeout takes a duration like 30s or 1m30s, not \"1e400s\""),
+        ("\u{feff}\u{feff} FROM a\n", "Dockerfile:1:1: a second byte-order mark (U+FEFF) before the first instruction"),
         ("FROM a\nHEALTHCHECK --retries=x CMD x\n", "Dockerfile:2:13: --retries must be a whole number, not \"x\""),
         ("FROM a\nHEALTHCHECK FOO\n", "Dockerfile:2:13: expected CMD or NONE: \"HEALTHCHECK FOO\""),
         ("FROM a AS x\nFROM b AS x\n", "Dockerfile:2:11: duplicate stage name 'x': \"FROM b AS x\""),
