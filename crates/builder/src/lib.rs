@@ -27,8 +27,8 @@ pub use executor::{
 pub use expand::{expand, ExpandError};
 pub use ignore::{clean as clean_path, DockerIgnore, IgnoreError};
 pub use parse::{
-    parse, parse_named, Command, CopyArgs, CopySource, Dockerfile, Healthcheck, Heredoc,
-    Instruction, Mount, Node, Span, DEFAULT_ESCAPE,
+    parse, parse_duration, parse_named, Command, CopyArgs, CopySource, Dockerfile, Healthcheck,
+    Heredoc, Instruction, Mount, Node, Span, DEFAULT_ESCAPE,
 };
 pub use plan::{plan, Plan, PlanError, Stage, StageRef};
 pub use scope::{is_proxy_arg, unused_build_args, GlobalArgs, StageScope, PROXY_ARGS};

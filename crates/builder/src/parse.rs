@@ -908,7 +908,7 @@ pub(crate) fn split_words(rest: &str, escape: char) -> Vec<String> {
 
 /// Parses a Go-style duration (`1h2m3s`, `500ms`, `1.5s`); like Go, refuses
 /// one longer than an i64 of nanoseconds (about 292 years).
-pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+pub fn parse_duration(s: &str) -> Option<Duration> {
     if s == "0" {
         return Some(Duration::ZERO);
     }

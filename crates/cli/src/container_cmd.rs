@@ -11,6 +11,7 @@ use crate::format::{json_line, Templated};
 use crate::table::Table;
 use anyhow::{bail, Context};
 use berth_engine::containers::attach::{read_frame, write_frame, Kind};
+use berth_engine::containers::health::{HealthConfig, HealthStatus};
 use berth_engine::containers::record::{ContainerRecord, RestartPolicy, Status};
 use berth_engine::containers::{logs, Containers, CreateRequest, ExecRequest};
 use berth_engine::images::Images;
@@ -111,6 +112,27 @@ pub struct CreateArgs {
     /// Signal to stop the container.
     #[arg(long)]
     stop_signal: Option<String>,
+    /// Command to run to check health (through /bin/sh -c).
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between health checks (ms|s|m|h; default 30s).
+    #[arg(long)]
+    health_interval: Option<String>,
+    /// Longest a health check may run (default 30s).
+    #[arg(long)]
+    health_timeout: Option<String>,
+    /// Failures in a row that make the container unhealthy (default 3).
+    #[arg(long)]
+    health_retries: Option<u32>,
+    /// Time after start in which failing checks do not count.
+    #[arg(long)]
+    health_start_period: Option<String>,
+    /// Time between health checks during the start period (default 5s).
+    #[arg(long)]
+    health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long)]
+    no_healthcheck: bool,
     /// Seconds to wait before killing the container on stop.
     #[arg(long)]
     stop_timeout: Option<u64>,
@@ -315,8 +337,45 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
             pid: args.pid.clone(),
             ipc: args.ipc.clone(),
             uts: args.uts.clone(),
+            healthcheck: health_flags(args)?,
             ..Default::default()
         },
+    })
+}
+
+/// The `--health-*` flags as a healthcheck to lay over the image's.
+fn health_flags(args: &CreateArgs) -> anyhow::Result<HealthConfig> {
+    let duration = |flag: &str, v: &Option<String>| -> anyhow::Result<u64> {
+        let Some(v) = v else { return Ok(0) };
+        let d = berth_engine::parse_duration(v)
+            .with_context(|| format!("invalid --{flag} {v:?}: use a duration like 30s or 1m30s"))?;
+        if !d.is_zero() && d < Duration::from_millis(1) {
+            bail!("--{flag} must be at least 1ms");
+        }
+        Ok(d.as_nanos() as u64)
+    };
+    let mut test = Vec::new();
+    if args.no_healthcheck {
+        if args.health_cmd.is_some()
+            || args.health_interval.is_some()
+            || args.health_timeout.is_some()
+            || args.health_retries.is_some()
+            || args.health_start_period.is_some()
+            || args.health_start_interval.is_some()
+        {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        test = vec!["NONE".to_string()];
+    } else if let Some(cmd) = &args.health_cmd {
+        test = vec!["CMD-SHELL".to_string(), cmd.clone()];
+    }
+    Ok(HealthConfig {
+        test,
+        interval: duration("health-interval", &args.health_interval)?,
+        timeout: duration("health-timeout", &args.health_timeout)?,
+        start_period: duration("health-start-period", &args.health_start_period)?,
+        start_interval: duration("health-start-interval", &args.health_start_interval)?,
+        retries: args.health_retries.unwrap_or(0),
     })
 }
 
@@ -752,7 +811,16 @@ fn status_text(r: &ContainerRecord) -> String {
             r.state.exit_code,
             crate::table::since(r.state.finished_at.as_deref())
         ),
-        Status::Running => format!("Up {}", crate::table::since(r.state.started_at.as_deref())),
+        Status::Running => {
+            let up = format!("Up {}", crate::table::since(r.state.started_at.as_deref()));
+            match &r.state.health {
+                Some(h) if berth_engine::containers::health::has_healthcheck(r) => match h.status {
+                    HealthStatus::Starting => format!("{up} (health: starting)"),
+                    s => format!("{up} ({})", s.as_str()),
+                },
+                _ => up,
+            }
+        }
         Status::Created => "Created".into(),
         Status::Exited => format!(
             "Exited ({}) {} ago",
@@ -789,6 +857,16 @@ fn matches_filter(
                 _ => mine > theirs,
             }
         }
+        // As Docker's: `none` for a container without a healthcheck.
+        "health" => {
+            let status = match &r.state.health {
+                Some(h) if berth_engine::containers::health::has_healthcheck(r) => {
+                    h.status.as_str()
+                }
+                _ => "none",
+            };
+            status == value
+        }
         "volume" => r
             .mounts
             .iter()
@@ -808,6 +886,7 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
         &args.filter,
         &[
             "status", "name", "id", "label", "ancestor", "exited", "volume", "before", "since",
+            "health",
         ],
     )?;
     // before=/since= name a container: its creation time, looked up once.
@@ -819,6 +898,11 @@ pub fn ps(containers: &Containers, args: PsArgs) -> anyhow::Result<i32> {
     }
     let created_of = |v: &str| times.get(v).copied().flatten();
     filters.check("exited", |v| v.parse::<i32>().is_ok(), "an exit code")?;
+    filters.check(
+        "health",
+        |v| matches!(v, "starting" | "healthy" | "unhealthy" | "none"),
+        "starting, healthy, unhealthy or none",
+    )?;
     // As Docker's: a status filter chooses among all containers.
     if !args.all && args.last.is_none() && !filters.has("status") {
         rows.retain(|r| r.state.status == Status::Running);
@@ -1098,6 +1182,7 @@ pub fn exec(containers: &Containers, args: ExecArgs) -> anyhow::Result<i32> {
         env: env_from_host(&args.env),
         user: args.user.clone(),
         workdir: args.workdir.clone(),
+        pid_file: None,
     };
     match containers.exec(&args.container, args.command.clone(), &req) {
         Ok(code) => Ok(code),
@@ -1129,6 +1214,7 @@ pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json:
             "Error": r.state.error.clone().unwrap_or_default(),
             "StartedAt": r.state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
             "FinishedAt": r.state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "Health": r.state.health.as_ref().filter(|_| berth_engine::containers::health::has_healthcheck(r)),
         },
         "Image": r.image_id,
         "RestartCount": r.state.restart_count,
@@ -1152,6 +1238,8 @@ pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json:
             "Labels": r.labels,
             "StopSignal": r.stop_signal,
             "StopTimeout": r.stop_timeout,
+            "Healthcheck": r.healthcheck,
+            "Shell": (!r.shell.is_empty()).then_some(&r.shell),
         },
         "HostConfig": {
             "AutoRemove": r.auto_remove,

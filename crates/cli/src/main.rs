@@ -132,6 +132,14 @@ enum Command {
     /// Run a container's monitor (internal).
     #[command(name = "__monitor", hide = true)]
     Monitor(monitor_cmd::MonitorArgs),
+    /// Run a container's healthcheck while one run of it lasts (internal).
+    #[command(name = "__health", hide = true)]
+    Health {
+        /// Container id.
+        id: String,
+        /// Host pid of the run's process.
+        pid: i32,
+    },
     /// The OCI runtime, with runc's command line (create, start, state, kill, delete, run, exec, list, spec).
     Runtime(runtime_cmd::RuntimeArgs),
     /// Manage images.
@@ -412,6 +420,11 @@ fn engine_command(
         // The runtime reports its own errors, with runc's exit codes.
         Command::Runtime(args) => return Ok(runtime_cmd::main(args)),
         Command::Monitor(a) => return Ok(monitor_cmd::main(root, run_root, a)),
+        Command::Health { id, pid } => {
+            return Ok(berth_engine::containers::health::main(
+                root, run_root, &id, pid,
+            ))
+        }
         Command::Run(a)
         | Command::Container {
             command: ContainerCommand::Run(a),

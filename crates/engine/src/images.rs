@@ -407,6 +407,14 @@ impl Images {
         Ok(rows)
     }
 
+    /// The image config's `config` object as stored: it keeps what the OCI
+    /// type drops (Healthcheck, OnBuild, Shell of built images).
+    pub fn raw_config(&self, image: &Image) -> Option<serde_json::Value> {
+        let f = self.content().read(&image.config_digest).ok()?;
+        let v: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(f)).ok()?;
+        Some(v["config"].clone()).filter(|c| c.is_object())
+    }
+
     /// `image inspect`: Docker's fields for one image.
     pub fn inspect(&self, name_or_id: &str) -> Result<serde_json::Value> {
         let matches = self.find(name_or_id)?;
@@ -432,17 +440,7 @@ impl Images {
         }
         let config = &image.config;
         let diff_ids: Vec<String> = config.rootfs().diff_ids().clone();
-        // The raw config's `config` object: it keeps what the OCI type drops
-        // (Healthcheck, OnBuild, Shell of built images).
-        let raw_config = self
-            .content()
-            .read(&image.config_digest)
-            .ok()
-            .and_then(|f| {
-                serde_json::from_reader::<_, serde_json::Value>(std::io::BufReader::new(f)).ok()
-            })
-            .map(|v| v["config"].clone())
-            .filter(|c| c.is_object());
+        let raw_config = self.raw_config(image);
         Ok(serde_json::json!({
             "Id": image.config_digest.to_string(),
             "RepoTags": tags,

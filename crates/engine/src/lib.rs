@@ -13,5 +13,7 @@ pub mod images;
 pub mod prune;
 pub mod spec;
 
+/// Go-style durations (`1m30s`), as Dockerfiles and `--health-*` flags spell them.
+pub use berth_builder::parse_duration;
 pub use berth_volumes as volumes;
 pub use error::{Error, Result};

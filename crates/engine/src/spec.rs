@@ -194,6 +194,10 @@ pub struct RunOptions {
     /// `--uts host`: the host's UTS namespace (and hostname).
     #[serde(default)]
     pub uts: Option<String>,
+    /// `--health-*` and `--no-healthcheck` (test `["NONE"]`): set fields
+    /// override the image's healthcheck.
+    #[serde(default)]
+    pub healthcheck: crate::containers::health::HealthConfig,
 }
 
 impl RunOptions {

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod commit;
+pub mod health;
 pub mod logs;
 pub mod monitor;
 pub mod network;
@@ -361,6 +362,15 @@ impl Containers {
                 .clone()
                 .or_else(|| config.stop_signal().clone())
                 .unwrap_or_else(|| "SIGTERM".into());
+            // Healthcheck and Shell: the OCI config type drops them.
+            let raw = self.images.raw_config(&image);
+            let image_health = raw
+                .as_ref()
+                .and_then(|c| serde_json::from_value(c["Healthcheck"].clone()).ok());
+            let shell: Vec<String> = raw
+                .as_ref()
+                .and_then(|c| serde_json::from_value(c["Shell"].clone()).ok())
+                .unwrap_or_default();
             let record = ContainerRecord {
                 id: id.clone(),
                 name: name.clone(),
@@ -378,6 +388,8 @@ impl Containers {
                 restart_policy: req.restart,
                 mounts,
                 connected: Vec::new(),
+                healthcheck: health::HealthConfig::merge(image_health, &req.options.healthcheck),
+                shell,
                 state: State {
                     status: Status::Created,
                     pid: 0,
@@ -392,6 +404,7 @@ impl Containers {
                     stop_requested: false,
                     restarting: false,
                     starting: None,
+                    health: None,
                 },
             };
             self.store.save(&record)?;
@@ -977,7 +990,7 @@ impl Containers {
             process,
             &berth_runtime::ExecOptions {
                 console_socket: None,
-                pid_file: None,
+                pid_file: opts.pid_file.clone(),
                 detach: opts.detach,
                 preserve_fds: 0,
             },
@@ -1029,6 +1042,9 @@ pub struct ExecRequest {
     pub user: Option<String>,
     /// `-w`.
     pub workdir: Option<String>,
+    /// Where to write the host pid of the exec'd process once it runs
+    /// (healthchecks use it to kill a check that times out).
+    pub pid_file: Option<PathBuf>,
 }
 
 /// A signal by name or number.

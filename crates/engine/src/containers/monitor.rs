@@ -170,8 +170,18 @@ fn start_once(
 }
 
 /// Record a run that started: its pid and start time (a first start also
-/// clears the restart count and a previous stop request).
-fn mark_running(state: &mut super::record::State, pid: i32, first: bool) {
+/// clears the restart count and a previous stop request); a healthcheck
+/// starts over at `starting` (its log kept, as Docker's).
+fn mark_running(record: &mut ContainerRecord, pid: i32, first: bool) {
+    if super::health::has_healthcheck(record) {
+        let health = record
+            .state
+            .health
+            .get_or_insert_with(super::health::Health::starting);
+        health.status = super::health::HealthStatus::Starting;
+        health.failing_streak = 0;
+    }
+    let state = &mut record.state;
     state.status = Status::Running;
     state.pid = pid;
     state.monitor_pid = std::process::id() as i32;
@@ -238,7 +248,8 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
     let pid = current.pid;
     // Not fsynced: a pid means nothing after a reboot (reconciliation then finds
     // the container exited), and each fsync costs milliseconds on a run.
-    containers.update_with(id, false, |r| mark_running(&mut r.state, pid, true))?;
+    let running = containers.update_with(id, false, |r| mark_running(r, pid, true))?;
+    containers.spawn_health(&running, pid);
     report.send(&format!("ok {pid}"));
     broadcast(&mut clients, Kind::Started, &pid.to_le_bytes());
     let mut watch = Watch {
@@ -411,8 +422,9 @@ impl Watch<'_> {
                 &self.monitor_log,
             ) {
                 Ok(run) => {
-                    mark_running(&mut r.state, run.pid, false);
+                    mark_running(&mut r, run.pid, false);
                     containers.store.save_volatile(&r)?;
+                    containers.spawn_health(&r, run.pid);
                     self.run_started_ms = monotonic_ms();
                     next = Next::Supervise(run);
                 }

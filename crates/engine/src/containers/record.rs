@@ -77,6 +77,9 @@ pub struct State {
     /// claim whose monitor is gone counts for nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starting: Option<(i32, u64)>,
+    /// The healthcheck's results, once a run with one started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::health::Health>,
 }
 
 /// `--restart`: what the monitor does when the container's process ends.
@@ -211,6 +214,12 @@ pub struct ContainerRecord {
     /// attached again at each start.
     #[serde(default)]
     pub connected: Vec<super::network::ConnectedNetwork>,
+    /// The healthcheck (image's, `--health-*` over it); None without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<super::health::HealthConfig>,
+    /// The image's SHELL, for a `CMD-SHELL` healthcheck (empty: `/bin/sh -c`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shell: Vec<String>,
     /// Runtime state.
     pub state: State,
 }
