@@ -565,3 +565,69 @@ fn joins_namespace_by_path() {
     let out = env.run(&["delete", "-f", &first]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// A character major no driver on this host has registered: opening a node
+/// of it fails with ENXIO when the device rules let the open through and
+/// with EPERM when they refuse it.
+fn free_char_major() -> u32 {
+    let devices = std::fs::read_to_string("/proc/devices").expect("read /proc/devices");
+    let used: Vec<u32> = devices
+        .lines()
+        .take_while(|l| !l.starts_with("Block"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    (234..=254)
+        .rev()
+        .find(|m| !used.contains(m))
+        .expect("a free character major")
+}
+
+#[test]
+fn device_rules_are_enforced() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let major = free_char_major();
+    let script = "for n in a b c; do cat /probe-$n >/dev/null 2>&1 && echo $n-read=ok || \
+                  echo $n-read=$(cat /probe-$n 2>&1 | sed 's/.*: //'); \
+                  (echo x > /probe-$n) 2>/dev/null && echo $n-write=ok || \
+                  echo $n-write=$( (echo x > /probe-$n) 2>&1 | sed 's/.*: //'); done; \
+                  echo null=$(echo x > /dev/null && echo ok)";
+    let bundle = env.bundle("devices", |c| {
+        sh(c, script);
+        c["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": major, "minor": 0, "access": "r"},
+            {"allow": true, "type": "c", "major": major, "minor": 1, "access": "rw"},
+            {"allow": false, "type": "c", "major": major, "minor": 1, "access": "w"},
+        ]);
+    });
+    for (n, minor) in [("a", 0), ("b", 1), ("c", 2)] {
+        let node = bundle.join("rootfs").join(format!("probe-{n}"));
+        let made = std::process::Command::new("mknod")
+            .arg(&node)
+            .args(["c", &major.to_string(), &minor.to_string()])
+            .status()
+            .expect("run mknod");
+        assert!(made.success());
+    }
+    let out = env.run_container(&bundle, &unique_id("devices"));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", text(&out.stderr));
+    let m = markers(&stdout);
+    let through = "No such device or address";
+    let refused = "Operation not permitted";
+    // a: read only; b: read, its write allowed and then denied again (the last
+    // rule wins); c: no rule but the first, deny all.
+    assert_eq!(m["a-read"], through, "{stdout}");
+    assert_eq!(m["a-write"], refused, "{stdout}");
+    assert_eq!(m["b-read"], through, "{stdout}");
+    assert_eq!(m["b-write"], refused, "{stdout}");
+    assert_eq!(m["c-read"], refused, "{stdout}");
+    assert_eq!(m["c-write"], refused, "{stdout}");
+    assert_eq!(
+        m["null"], "ok",
+        "the runtime's default devices stay usable: {stdout}"
+    );
+}

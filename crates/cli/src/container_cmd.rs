@@ -112,6 +112,12 @@ pub struct CreateArgs {
     /// Signal to stop the container.
     #[arg(long)]
     stop_signal: Option<String>,
+    /// Add a host device (HOST[:CONTAINER][:PERMS], PERMS of r, w, m).
+    #[arg(long)]
+    device: Vec<String>,
+    /// Allow a device in the cgroup ('TYPE MAJOR:MINOR PERMS', e.g. 'c 42:* rmw').
+    #[arg(long)]
+    device_cgroup_rule: Vec<String>,
     /// Command to run to check health (through /bin/sh -c).
     #[arg(long)]
     health_cmd: Option<String>,
@@ -338,6 +344,8 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
             ipc: args.ipc.clone(),
             uts: args.uts.clone(),
             healthcheck: health_flags(args)?,
+            devices: args.device.clone(),
+            device_cgroup_rules: args.device_cgroup_rule.clone(),
             ..Default::default()
         },
     })
@@ -1263,6 +1271,10 @@ pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json:
             "PidMode": r.options.pid.clone().unwrap_or_default(),
             "IpcMode": r.options.ipc.clone().unwrap_or_else(|| "private".into()),
             "UTSMode": r.options.uts.clone().unwrap_or_default(),
+            "Devices": r.options.devices.iter().filter_map(|d| berth_engine::devices::parse_device_flag(d).ok()).map(|d| serde_json::json!({
+                "PathOnHost": d.host, "PathInContainer": d.container, "CgroupPermissions": d.perms,
+            })).collect::<Vec<_>>(),
+            "DeviceCgroupRules": r.options.device_cgroup_rules,
         },
         "Mounts": r.mounts.iter().map(|m| mount_json(containers, m)).collect::<Vec<_>>(),
         "NetworkSettings": network_settings(containers, r),

@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod containers;
+pub mod devices;
 pub mod error;
 pub mod images;
 pub mod prune;

@@ -194,6 +194,12 @@ pub struct RunOptions {
     /// `--uts host`: the host's UTS namespace (and hostname).
     #[serde(default)]
     pub uts: Option<String>,
+    /// `--device HOST[:CONTAINER][:PERMS]`.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// `--device-cgroup-rule 'TYPE MAJOR:MINOR PERMS'`.
+    #[serde(default)]
+    pub device_cgroup_rules: Vec<String>,
     /// `--health-*` and `--no-healthcheck` (test `["NONE"]`): set fields
     /// override the image's healthcheck.
     #[serde(default)]
@@ -394,7 +400,13 @@ pub fn build_spec(opts: &RunOptions, inputs: &SpecInputs<'_>) -> Result<Spec, Sp
     let rlimits = parse_ulimits(&opts.ulimits)?;
 
     // Resources.
-    let resources = build_resources(opts)?;
+    let mut resources = build_resources(opts)?;
+    let (device_nodes, device_rules) = crate::devices::devices_and_rules(
+        opts.privileged,
+        &opts.devices,
+        &opts.device_cgroup_rules,
+    )?;
+    resources.set_devices(Some(device_rules));
     let shm_size = match &opts.shm_size {
         Some(s) => {
             let n = parse_bytes(s).map_err(|_| {
@@ -544,6 +556,7 @@ pub fn build_spec(opts: &RunOptions, inputs: &SpecInputs<'_>) -> Result<Spec, Sp
     }
     linux.set_namespaces(Some(namespaces));
     linux.set_resources(Some(resources));
+    linux.set_devices((!device_nodes.is_empty()).then_some(device_nodes));
     linux.set_cgroups_path(inputs.cgroups_path.as_ref().map(PathBuf::from));
     linux.set_sysctl((!sysctl.is_empty()).then(|| sysctl.into_iter().collect()));
     linux.set_seccomp(seccomp);
@@ -567,6 +580,7 @@ pub fn build_spec(opts: &RunOptions, inputs: &SpecInputs<'_>) -> Result<Spec, Sp
 /// bad flags before doing any work. [`build_spec`] checks them again.
 pub fn validate(opts: &RunOptions) -> Result<(), SpecError> {
     build_resources(opts)?;
+    crate::devices::devices_and_rules(opts.privileged, &opts.devices, &opts.device_cgroup_rules)?;
     if let Some(s) = &opts.shm_size {
         let n = parse_bytes(s).map_err(|_| {
             invalid(

@@ -11,9 +11,8 @@
 //! freezing. Directory creation, `cgroup.subtree_control` handling, reading `cgroup.procs`,
 //! OOM counters and removal are done with direct cgroupfs access; each place says why.
 //!
-//! Ignored parts of `linux.resources` (documented, not errors): `devices` (on v2 it needs an
-//! eBPF program; on v1 we also skip it, so device access is governed only by the container's
-//! `/dev` contents and capabilities), `blockIO`, `hugepageLimits`, `network`, `rdma`,
+//! Device rules are enforced by [`crate::devices`] (v1 devices controller, v2 eBPF).
+//! Ignored parts of `linux.resources` (documented, not errors): `blockIO`, `hugepageLimits`, `network`, `rdma`,
 //! `memory.kernel` (deprecated, rejected by modern kernels), realtime CPU and `cpu.idle`/`burst`.
 
 use std::fs;
@@ -114,6 +113,14 @@ pub enum CgroupError {
         /// Underlying error.
         #[source]
         source: io::Error,
+    },
+    /// The device rules could not be parsed or enforced.
+    #[error("device rules for cgroup {path}: {reason}")]
+    Devices {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
     },
     /// Creating a cgroup directory failed.
     #[error("creating cgroup directory {path}: {source}")]
@@ -734,10 +741,36 @@ impl CgroupManager {
         }
     }
 
+    /// Enforce `linux.resources.devices` (plus the devices every container
+    /// needs; see [`crate::devices`]): v1 through the devices controller (skipped
+    /// when it is not mounted), v2 with an eBPF program on the cgroup.
+    pub fn apply_devices(&self, spec_rules: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Result<()> {
+        let Some(d) = self.dir_of("devices") else {
+            return Ok(());
+        };
+        let fail = |reason: String| CgroupError::Devices {
+            path: d.dir.clone(),
+            reason,
+        };
+        let rules = crate::devices::rules(spec_rules).map_err(fail)?;
+        if self.v2 {
+            crate::devices::apply_v2(&d.dir, &rules)
+                .map_err(|e| fail(format!("attaching the eBPF device program: {e}")))
+        } else {
+            crate::devices::apply_v1(&d.dir, &rules).map_err(|(path, value, source)| {
+                CgroupError::Write {
+                    path,
+                    value,
+                    source,
+                }
+            })
+        }
+    }
+
     /// Apply `linux.resources`: memory, cpu, cpuset, pids (and `unified` on v2).
     ///
-    /// Devices, blockIO, hugepages, network and rdma are ignored (device rules need eBPF on
-    /// v2; on v1 they are skipped too). On v1, `memory.swap` is only applied when
+    /// Devices are [`Self::apply_devices`]'s; blockIO, hugepages, network and rdma are
+    /// ignored. On v1, `memory.swap` is only applied when
     /// `memory.memsw.limit_in_bytes` exists (swap accounting enabled); on v2 it is converted
     /// to `memory.swap.max = swap - limit` and skipped if that file does not exist.
     pub fn apply(&self, resources: &LinuxResources) -> Result<()> {

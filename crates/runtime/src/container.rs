@@ -330,6 +330,13 @@ impl Runtime {
             if let Some(resources) = linux.resources() {
                 cgroup.apply(resources)?;
             }
+            let no_rules = Vec::new();
+            let device_rules = linux
+                .resources()
+                .as_ref()
+                .and_then(|r| r.devices().as_ref())
+                .unwrap_or(&no_rules);
+            cgroup.apply_devices(device_rules)?;
             self.spawn_init(
                 dir,
                 bundle,
@@ -509,7 +516,11 @@ impl Runtime {
                 hint: "container not running, there is no cgroup to update".into(),
             });
         }
-        CgroupManager::from_location(record.cgroup.clone()).apply(resources)?;
+        let cgroup = CgroupManager::from_location(record.cgroup.clone());
+        cgroup.apply(resources)?;
+        if let Some(rules) = resources.devices() {
+            cgroup.apply_devices(rules)?;
+        }
         Ok(())
     }
 

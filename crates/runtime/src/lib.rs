@@ -14,6 +14,7 @@
 
 pub mod cgroups;
 mod container;
+pub mod devices;
 mod error;
 pub mod features;
 mod hooks;
