@@ -228,6 +228,58 @@ fn killed_monitor_is_reconciled() {
     e.assert_no_mounts();
 }
 
+/// A monitor spawned to wait for an attach client (`start -a`, `run`) whose
+/// spawning command dies first gives up instead of holding the container.
+#[test]
+fn monitor_waiting_for_a_dead_attacher_gives_up() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let id = e
+        .ok(&[
+            "create",
+            "--name",
+            "waiter",
+            "--network",
+            "none",
+            "bb",
+            "true",
+        ])
+        .trim()
+        .to_string();
+    // The spawner: a shell that starts the monitor in the background and exits.
+    let script = format!(
+        "'{}' --root '{}' --run-root '{}' __monitor {id} --wait-attach & sleep 0.3",
+        berth_integration::berth_bin().display(),
+        e.root().display(),
+        e.tmp.path().join("run").display(),
+    );
+    let status = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let monitor_of = |id: &str| {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            args.windows(2)
+                .any(|w| w[0] == b"__monitor" && w[1] == id.as_bytes())
+        })
+    };
+    berth_integration::wait_until(10, "the orphaned monitor to give up", || !monitor_of(&id));
+    let started = Instant::now();
+    e.ok(&["rm", "waiter"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "rm waited on a stale claim"
+    );
+}
+
 #[test]
 fn killed_foreground_run_leaves_the_container_running() {
     if !privileged() {

@@ -200,6 +200,36 @@ fn mark_running(record: &mut ContainerRecord, pid: i32, first: bool) {
     }
 }
 
+/// Wait for the attach client of `start -a`/`run`; give up once the command
+/// that spawned this monitor (`parent`) is gone, so a killed command does not
+/// leave the container claimed by a monitor that waits forever.
+fn first_client(listener: &UnixListener, parent: u32) -> Result<UnixStream> {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream
+                    .set_nonblocking(false)
+                    .map_err(Error::io("attach client"))?;
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(Error::io("accept attach client")(e)),
+        }
+        if std::os::unix::process::parent_id() != parent {
+            return Err(Error::Invalid(
+                "the command that started the container exited before attaching to it".into(),
+            ));
+        }
+        let mut fds = [libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: poll on one valid pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, 200) };
+    }
+}
+
 /// First delay before a restart; it doubles with each restart up to
 /// [`BACKOFF_MAX`], and starts over after a run of [`BACKOFF_RESET`] (Docker's).
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -215,19 +245,20 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
     let listener = berth_runtime::socket::bind(&paths.attach_socket)
         .map_err(Error::io(format!("bind {}", paths.attach_socket.display())))?;
     let mut clients: Vec<Client> = Vec::new();
-    if wait_attach {
-        report.send("attach");
-        listener
-            .set_nonblocking(false)
-            .map_err(Error::io("attach socket"))?;
-        let (stream, _) = listener
-            .accept()
-            .map_err(Error::io("accept attach client"))?;
-        clients.push(Client::new(stream));
-    }
     listener
         .set_nonblocking(true)
         .map_err(Error::io("attach socket"))?;
+    if wait_attach {
+        let parent = std::os::unix::process::parent_id();
+        report.send("attach");
+        match first_client(&listener, parent) {
+            Ok(stream) => clients.push(Client::new(stream)),
+            Err(e) => {
+                fail(containers, id, &e, &mut clients);
+                return Err(e);
+            }
+        }
+    }
 
     let devnull = File::open("/dev/null").map_err(Error::io("open /dev/null"))?;
     let monitor_log = paths.dir.join("monitor.log");
