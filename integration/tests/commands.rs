@@ -1132,12 +1132,26 @@ fn update_changes_limits_of_running_and_stopped_containers() {
         "64m",
         "--restart",
         "always",
+        "--device-cgroup-rule",
+        "c 42:* rw",
         "bb",
         "sh",
         "-c",
         "sleep 1; exit 1",
     ]);
     e.ok(&["update", "--memory", "96m", "again"]);
+    // The bundle a restart reuses keeps the device rules.
+    let id = e.inspect("again")["Id"].as_str().unwrap().to_string();
+    let bundle = e
+        .tmp
+        .path()
+        .join(format!("run/containers/{id}/bundle/config.json"));
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    let rules = spec["linux"]["resources"]["devices"].as_array().unwrap();
+    assert!(
+        rules.iter().any(|r| r["major"] == 42 && r["allow"] == true),
+        "{rules:?}"
+    );
     wait_for("a restart", || {
         e.inspect("again")["RestartCount"].as_u64() >= Some(1)
     });

@@ -374,7 +374,7 @@ fn health_flags(args: &CreateArgs) -> anyhow::Result<HealthConfig> {
             bail!("--no-healthcheck conflicts with --health-* options");
         }
         test = vec!["NONE".to_string()];
-    } else if let Some(cmd) = &args.health_cmd {
+    } else if let Some(cmd) = args.health_cmd.as_ref().filter(|c| !c.is_empty()) {
         test = vec!["CMD-SHELL".to_string(), cmd.clone()];
     }
     Ok(HealthConfig {

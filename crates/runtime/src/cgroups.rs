@@ -748,6 +748,9 @@ impl CgroupManager {
         let Some(d) = self.dir_of("devices") else {
             return Ok(());
         };
+        if crate::devices::in_user_namespace() {
+            return Ok(());
+        }
         let fail = |reason: String| CgroupError::Devices {
             path: d.dir.clone(),
             reason,
@@ -756,6 +759,8 @@ impl CgroupManager {
         if self.v2 {
             crate::devices::apply_v2(&d.dir, &rules)
                 .map_err(|e| fail(format!("attaching the eBPF device program: {e}")))
+        } else if crate::devices::v1_has(&d.dir, &rules) {
+            Ok(())
         } else {
             crate::devices::apply_v1(&d.dir, &rules).map_err(|(path, value, source)| {
                 CgroupError::Write {

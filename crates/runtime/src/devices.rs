@@ -3,10 +3,15 @@
 //!
 //! As runc does, the spec's rules are followed by a fixed list every
 //! container needs (mknod of any node, the null/zero/full/random/urandom/tty
-//! nodes the runtime creates, the pty devices), and a device no rule matches
-//! is refused; the last matching rule decides. On cgroup v1 the rules are
-//! written, in order, to `devices.deny`/`devices.allow` after a deny-all (or
-//! allow-all, when the first rule is one). On cgroup v2 there are no such
+//! nodes the runtime creates, the pty devices, tun), and a device no rule
+//! matches is refused; the last matching rule decides. On cgroup v1 the rules
+//! are written, in order, to `devices.deny`/`devices.allow` after a deny-all
+//! (or allow-all, when the first rule is one); there the kernel keeps a list
+//! of exceptions, so a deny after a wider allow only takes away an exception
+//! that matches it exactly. An `update` whose rules the cgroup already has
+//! writes nothing (a rewrite would deny everything for a moment). Inside a
+//! user namespace the rules are skipped, as runc does: the kernel lets only
+//! the initial namespace's root set them. On cgroup v2 there are no such
 //! files: the rules become a small eBPF program of type
 //! `BPF_PROG_TYPE_CGROUP_DEVICE`, attached to the container's cgroup with
 //! `BPF_F_ALLOW_MULTI` (so nested containers can add their own); programs this
@@ -108,14 +113,15 @@ const ALWAYS_ALLOWED: &[Rule] = &[
         minor: None,
         access: ACC_MKNOD,
     },
-    Rule::char(1, Some(3)), // null
-    Rule::char(1, Some(5)), // zero
-    Rule::char(1, Some(7)), // full
-    Rule::char(1, Some(8)), // random
-    Rule::char(1, Some(9)), // urandom
-    Rule::char(5, Some(0)), // tty
-    Rule::char(5, Some(2)), // ptmx
-    Rule::char(136, None),  // pts
+    Rule::char(1, Some(3)),    // null
+    Rule::char(1, Some(5)),    // zero
+    Rule::char(1, Some(7)),    // full
+    Rule::char(1, Some(8)),    // random
+    Rule::char(1, Some(9)),    // urandom
+    Rule::char(5, Some(0)),    // tty
+    Rule::char(5, Some(2)),    // ptmx
+    Rule::char(136, None),     // pts
+    Rule::char(10, Some(200)), // tun (runc allows it again since 1.2.1)
 ];
 
 /// Parse an access string (`rwm`, any order); an empty one means all.
@@ -177,6 +183,44 @@ pub fn allows(rules: &[Rule], kind: Kind, major: i64, minor: i64, access: u32) -
                 && access & !r.access == 0
         })
         .is_some_and(|r| r.allow)
+}
+
+/// The lines `devices.list` shows once `rules` are written (allow-all is
+/// `a *:* rwm`), sorted.
+fn v1_list(rules: &[Rule]) -> Vec<String> {
+    if rules.first().is_some_and(|r| r.is_wildcard() && r.allow) {
+        return vec!["a *:* rwm".to_string()];
+    }
+    let mut lines: Vec<String> = rules
+        .iter()
+        .filter(|r| r.allow && !r.is_wildcard())
+        .map(Rule::v1_line)
+        .collect();
+    lines.sort();
+    lines.dedup();
+    lines
+}
+
+/// Whether the v1 devices cgroup `dir` already enforces `rules` (only
+/// allows are compared: with denies the list is not predictable).
+pub fn v1_has(dir: &Path, rules: &[Rule]) -> bool {
+    if rules.iter().skip(1).any(|r| !r.allow) {
+        return false;
+    }
+    let Ok(text) = std::fs::read_to_string(dir.join("devices.list")) else {
+        return false;
+    };
+    let mut have: Vec<String> = text.lines().map(str::to_string).collect();
+    have.sort();
+    have.dedup();
+    have == v1_list(rules)
+}
+
+/// Whether this process runs in a user namespace other than the initial one.
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
 }
 
 /// Write `rules` to a v1 devices cgroup directory.
@@ -431,7 +475,7 @@ mod tests {
         let rules = rules(&[
             spec_rule(false, None, None, None, "rwm"),
             spec_rule(true, Some(LinuxDeviceType::C), Some(10), None, "rw"),
-            spec_rule(false, Some(LinuxDeviceType::C), Some(10), Some(200), "w"),
+            spec_rule(false, Some(LinuxDeviceType::C), Some(10), Some(201), "w"),
         ])
         .unwrap();
         assert!(
@@ -450,9 +494,9 @@ mod tests {
             !allows(&rules, Kind::Char, 10, 229, ACC_MKNOD | ACC_READ),
             "m was not given"
         );
-        assert!(allows(&rules, Kind::Char, 10, 200, ACC_READ));
+        assert!(allows(&rules, Kind::Char, 10, 201, ACC_READ));
         assert!(
-            !allows(&rules, Kind::Char, 10, 200, ACC_WRITE),
+            !allows(&rules, Kind::Char, 10, 201, ACC_WRITE),
             "a later deny wins"
         );
         let all = rules_of_privileged();
@@ -473,7 +517,22 @@ mod tests {
         let r = rules(&[]).unwrap();
         assert_eq!(r[0].v1_line(), "c *:* m");
         assert_eq!(r[2].v1_line(), "c 1:3 rwm");
-        assert_eq!(r.last().unwrap().v1_line(), "c 136:* rwm");
+        assert_eq!(r[r.len() - 2].v1_line(), "c 136:* rwm");
+        assert_eq!(r.last().unwrap().v1_line(), "c 10:200 rwm");
+    }
+
+    #[test]
+    fn v1_has_compares_the_allow_list() {
+        let dir = std::env::temp_dir().join(format!("berth-devices-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let want = rules(&[spec_rule(false, None, None, None, "rwm")]).unwrap();
+        let lines: Vec<String> = want.iter().skip(1).map(Rule::v1_line).rev().collect();
+        std::fs::write(dir.join("devices.list"), lines.join("\n") + "\n").unwrap();
+        assert!(v1_has(&dir, &want));
+        std::fs::write(dir.join("devices.list"), "a *:* rwm\n").unwrap();
+        assert!(!v1_has(&dir, &want));
+        assert!(v1_has(&dir, &rules_of_privileged()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Runs the generated program on a context, as the kernel would.
@@ -531,7 +590,7 @@ mod tests {
         let rules = rules(&[
             spec_rule(false, None, None, None, "rwm"),
             spec_rule(true, Some(LinuxDeviceType::C), Some(10), None, "rw"),
-            spec_rule(false, Some(LinuxDeviceType::C), Some(10), Some(200), "w"),
+            spec_rule(false, Some(LinuxDeviceType::C), Some(10), Some(201), "w"),
             spec_rule(true, Some(LinuxDeviceType::B), Some(7), Some(0), "r"),
         ])
         .unwrap();
@@ -541,7 +600,7 @@ mod tests {
         assert_all_reachable(&program(&super::rules(&[]).unwrap()));
         for (kind, dk) in [(Kind::Char, DEV_CHAR), (Kind::Block, DEV_BLOCK)] {
             for major in [1, 4, 5, 7, 8, 10, 136] {
-                for minor in [0, 1, 2, 3, 5, 7, 9, 200, 229] {
+                for minor in [0, 1, 2, 3, 5, 7, 9, 200, 201, 229] {
                     for access in 1..=ACC_ALL {
                         assert_eq!(
                             run(&prog, dk, access, major, minor),

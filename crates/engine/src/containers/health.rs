@@ -286,19 +286,38 @@ fn watch(containers: &Containers, id: &str, pid: i32) -> Result<()> {
         let due = Instant::now() + next;
         while Instant::now() < due {
             if !alive(pid, start_ticks) {
+                stopped(containers, id, pid);
                 return Ok(());
             }
             std::thread::sleep((due - Instant::now()).min(Duration::from_millis(200)));
         }
-        let record = containers.store.load(id)?;
-        if record.state.status != Status::Running || record.state.pid != pid {
+        let record = match containers.store.load(id) {
+            Ok(r) => r,
+            Err(Error::NoSuchContainer(_)) => return Ok(()),
+            // Read again at the next interval.
+            Err(_) => continue,
+        };
+        if record.state.pid != pid {
+            return Ok(());
+        }
+        if record.state.status != Status::Running {
+            stopped(containers, id, pid);
             return Ok(());
         }
         if containers.is_paused(&record) {
+            // As Docker's: no checks while paused, and not healthy either.
+            stopped(containers, id, pid);
+            status = HealthStatus::Unhealthy;
             continue;
         }
         let in_start_period = started.elapsed() < start_period;
-        let result = probe(containers, id, &argv, timeout)?;
+        let start = super::now();
+        let result = probe(containers, id, &argv, timeout).unwrap_or_else(|e| HealthResult {
+            start,
+            end: super::now(),
+            exit_code: -1,
+            output: e.to_string(),
+        });
         let updated = containers.update_with(id, false, |r| {
             if r.state.pid == pid {
                 r.state.health.get_or_insert_with(Health::starting).record(
@@ -315,8 +334,20 @@ fn watch(containers: &Containers, id: &str, pid: i32) -> Result<()> {
     }
 }
 
+/// The run `pid` no longer runs (or is paused): as Docker's, its health is
+/// `unhealthy` (unless a newer run has taken over the record).
+fn stopped(containers: &Containers, id: &str, pid: i32) {
+    let _ = containers.update_with(id, false, |r| {
+        if r.state.pid == pid || r.state.status != Status::Running {
+            if let Some(h) = r.state.health.as_mut() {
+                h.status = HealthStatus::Unhealthy;
+            }
+        }
+    });
+}
+
 /// Run one check: exec `argv` in the container with its output on a pipe,
-/// killed after `timeout`.
+/// killed `timeout` after it started.
 fn probe(
     containers: &Containers,
     id: &str,
@@ -341,13 +372,17 @@ fn probe(
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
     };
     drop(write);
-    let (output, code) = collect(read, child, timeout, &pid_file);
+    let (output, outcome) = collect(read, child, timeout, &pid_file);
     let _ = std::fs::remove_file(&pid_file);
-    let (exit_code, output) = match code {
-        Some(c) => (c, output),
-        None => (
+    let (exit_code, output) = match outcome {
+        Outcome::Exited(c) => (c, output),
+        Outcome::TimedOut => (
             -1,
             format!("Health check exceeded timeout ({})", go_duration(timeout)),
+        ),
+        Outcome::NotStarted => (
+            -1,
+            format!("timed out starting health check for container {id}"),
         ),
     };
     Ok(HealthResult {
@@ -387,17 +422,32 @@ fn exec_child(
     unsafe { libc::_exit(code) }
 }
 
-/// Read the check's output until its process `child` has exited (its exit
-/// code) or `timeout` passed (None: the exec'd process, and then `child`,
-/// are killed).
+/// How a check's exec ended.
+enum Outcome {
+    /// With this exit code (128+N for signal N).
+    Exited(i32),
+    /// It ran longer than the timeout and was killed.
+    TimedOut,
+    /// It did not even start within [`START_LIMIT`].
+    NotStarted,
+}
+
+/// Longest an exec may take to start (Docker's); the timeout counts from then.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// Read the check's output until its process `child` has exited, or it ran
+/// `timeout` after the exec'd process started (the exec writes its pid to
+/// `pid_file` then), or it did not start within [`START_LIMIT`]; the last
+/// two kill the exec'd process, then `child`.
 fn collect(
     read: OwnedFd,
     child: nix::unistd::Pid,
     timeout: Duration,
     pid_file: &Path,
-) -> (String, Option<i32>) {
+) -> (String, Outcome) {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    let deadline = Instant::now() + timeout;
+    let start_deadline = Instant::now() + START_LIMIT;
+    let mut deadline = None;
     // SAFETY: fcntl on a descriptor we own.
     unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     let mut pipe = File::from(read);
@@ -424,23 +474,29 @@ fn collect(
         unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) };
         drain(&mut pipe, &mut output);
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, c)) => break Some(c),
-            Ok(WaitStatus::Signaled(_, s, _)) => break Some(128 + s as i32),
+            Ok(WaitStatus::Exited(_, c)) => break Outcome::Exited(c),
+            Ok(WaitStatus::Signaled(_, s, _)) => break Outcome::Exited(128 + s as i32),
             Ok(_) => {}
-            Err(_) => break Some(-1),
+            Err(_) => break Outcome::Exited(-1),
         }
-        if Instant::now() >= deadline {
-            let target = std::fs::read_to_string(pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok());
-            if let Some(p) = target {
-                // SAFETY: kill with a pid the exec wrote and a valid signal.
-                unsafe { libc::kill(p, libc::SIGKILL) };
-            }
-            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-            let _ = waitpid(child, None);
-            break None;
+        let target = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        if target.is_some() && deadline.is_none() {
+            deadline = Some(Instant::now() + timeout);
         }
+        let outcome = match deadline {
+            Some(d) if Instant::now() >= d => Outcome::TimedOut,
+            None if Instant::now() >= start_deadline => Outcome::NotStarted,
+            _ => continue,
+        };
+        if let Some(p) = target {
+            // SAFETY: kill with a pid the exec wrote and a valid signal.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        break outcome;
     };
     drain(&mut pipe, &mut output);
     let mut text = String::from_utf8_lossy(&output).into_owned();

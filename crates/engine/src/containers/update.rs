@@ -85,7 +85,8 @@ impl Containers {
         self.store.save(&record)
     }
 
-    /// Put `resources` into the running container's bundle `config.json`.
+    /// Put `resources` into the running container's bundle `config.json`
+    /// (its device rules, which `update` does not change, are kept).
     fn rewrite_bundle_resources(
         &self,
         id: &str,
@@ -98,7 +99,9 @@ impl Containers {
         let mut spec = berth_runtime::spec::parse_spec(&text)
             .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
         let mut linux = spec.linux().clone().unwrap_or_default();
-        linux.set_resources(Some(resources.clone()));
+        let mut resources = resources.clone();
+        resources.set_devices(linux.resources().as_ref().and_then(|r| r.devices().clone()));
+        linux.set_resources(Some(resources));
         spec.set_linux(Some(linux));
         let json = serde_json::to_vec(&spec)
             .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
