@@ -141,7 +141,7 @@ fn parse_access(s: &str) -> Result<u32, String> {
     Ok(bits)
 }
 
-/// The rules to enforce: the spec's, then [`ALWAYS_ALLOWED`].
+/// The rules to enforce: the spec's, then the fixed list every container gets.
 pub fn rules(spec: &[LinuxDeviceCgroup]) -> Result<Vec<Rule>, String> {
     let mut out = Vec::with_capacity(spec.len() + ALWAYS_ALLOWED.len());
     for r in spec {
