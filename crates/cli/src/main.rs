@@ -132,6 +132,9 @@ enum Command {
     /// Run a container's monitor (internal).
     #[command(name = "__monitor", hide = true)]
     Monitor(monitor_cmd::MonitorArgs),
+    /// Serve the embedded DNS while containers on user-defined networks run (internal).
+    #[command(name = "__dns", hide = true)]
+    Dns,
     /// Run a container's healthcheck while one run of it lasts (internal).
     #[command(name = "__health", hide = true)]
     Health {
@@ -420,6 +423,7 @@ fn engine_command(
         // The runtime reports its own errors, with runc's exit codes.
         Command::Runtime(args) => return Ok(runtime_cmd::main(args)),
         Command::Monitor(a) => return Ok(monitor_cmd::main(root, run_root, a)),
+        Command::Dns => return Ok(berth_engine::containers::dns::main(root, run_root)),
         Command::Health { id, pid } => {
             return Ok(berth_engine::containers::health::main(
                 root, run_root, &id, pid,

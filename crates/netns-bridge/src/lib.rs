@@ -10,6 +10,7 @@
 //!
 //! IPv4 only for now. See `docs/networking.md` for the design and its limits.
 
+pub mod dns;
 mod error;
 mod firewall;
 mod netlink;

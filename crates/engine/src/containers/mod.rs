@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod commit;
+pub mod dns;
 pub mod health;
 pub mod logs;
 pub mod monitor;
@@ -554,6 +555,15 @@ impl Containers {
         Ok(())
     }
 
+    /// The resolv.conf a container gets without the embedded DNS: the host's
+    /// (see [`network::resolv_conf`]) with its `--dns*` flags.
+    pub(crate) fn plain_resolv_conf(&self, record: &ContainerRecord) -> String {
+        network::with_dns_flags(
+            &network::resolv_conf(matches!(record.options.network, NetworkMode::Host)),
+            &record.options,
+        )
+    }
+
     /// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container, as
     /// bind mounts (over [`ETC_FILES`]).
     fn write_etc_files(
@@ -580,10 +590,11 @@ impl Containers {
                 network::BASE_HOSTS.to_string() + &network::extra_hosts_lines(&record.options, None)
             }
         };
-        let resolv = network::with_dns_flags(
-            &network::resolv_conf(matches!(record.options.network, NetworkMode::Host)),
-            &record.options,
-        );
+        let resolv = if dns::uses_embedded_dns(record) {
+            dns::embedded_resolv_conf(&self.plain_resolv_conf(record))
+        } else {
+            self.plain_resolv_conf(record)
+        };
         let mut mounts = Vec::new();
         for ((file, content), dest) in [
             ("hostname", format!("{hostname}\n")),

@@ -407,6 +407,17 @@ impl Containers {
             return Err(e);
         }
         self.refresh_hosts(&record.id);
+        if super::dns::uses_embedded_dns(record) {
+            if let Err(e) = self.register_dns(record, pid) {
+                // Names still resolve through /etc/hosts; DNS goes upstream.
+                eprintln!(
+                    "berth monitor {}: {e}; resolv.conf falls back to the upstream servers",
+                    record.id
+                );
+                let path = self.paths(&record.id).dir.join("resolv.conf");
+                let _ = std::fs::write(&path, self.plain_resolv_conf(record));
+            }
+        }
         Ok(())
     }
 

@@ -1,0 +1,156 @@
+//! The embedded DNS at 127.0.0.11: containers on a user-defined network
+//! resolve each other's names and aliases by DNS (not only through
+//! /etc/hosts), names of other networks stay unknown, and other names go to
+//! the container's `--dns` server: here a fake one on the host's loopback,
+//! so no query leaves the machine.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_integration::{privileged, text, wait_until, Engine};
+use simple_dns::rdata::{RData, A};
+use simple_dns::{Packet, ResourceRecord, CLASS, QTYPE, RCODE, TYPE};
+
+/// The address the fake upstream answers every `*.test` A query with.
+const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
+
+/// A DNS server on `addr`:53 that knows only `*.test` names; stops when dropped.
+struct FakeUpstream {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeUpstream {
+    fn start(addr: Ipv4Addr) -> FakeUpstream {
+        let socket = UdpSocket::bind((addr, 53)).expect("bind the fake upstream");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(query) = Packet::parse(&buf[..n]) else {
+                    continue;
+                };
+                let mut reply = Packet::new_reply(query.id());
+                reply.questions = query.questions.clone();
+                if let Some(q) = query.questions.first() {
+                    let name = q.qname.to_string();
+                    if !name.trim_end_matches('.').ends_with(".test") {
+                        *reply.rcode_mut() = RCODE::NameError;
+                    } else if q.qtype == QTYPE::TYPE(TYPE::A) {
+                        reply.answers.push(ResourceRecord::new(
+                            q.qname.clone(),
+                            CLASS::IN,
+                            60,
+                            RData::A(A::from(UPSTREAM_ANSWER)),
+                        ));
+                    }
+                }
+                let _ = socket.send_to(&reply.build_bytes_vec().unwrap(), from);
+            }
+        });
+        FakeUpstream {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn ip_on(e: &Engine, name: &str, network: &str) -> String {
+    e.inspect(name)["NetworkSettings"]["Networks"][network]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn nslookup(e: &Engine, from: &str, name: &str) -> String {
+    text(&e.run(&["exec", from, "nslookup", name]).stdout)
+}
+
+/// The `__dns` processes serving this engine's run root.
+fn dns_servers(e: &Engine) -> usize {
+    let run_root = e.tmp.path().join("run");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            args.contains(&&b"__dns"[..]) && args.contains(&run_root.as_os_str().as_encoded_bytes())
+        })
+        .count()
+}
+
+#[test]
+fn containers_resolve_each_other_by_dns() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // A loopback address of its own per test process, for the fake upstream.
+    let upstream = Ipv4Addr::new(127, 0, 53, (std::process::id() % 200) as u8 + 20);
+    let _fake = FakeUpstream::start(upstream);
+    let dns = upstream.to_string();
+    e.ok(&["network", "create", "--subnet", &e.subnet(0), "n1"]);
+    e.ok(&["network", "create", "--subnet", &e.subnet(1), "n2"]);
+    let run = |name: &str, net: &str, extra: &[&str]| {
+        let mut args = vec!["run", "-d", "--name", name, "--network", net, "--dns", &dns];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["bb", "sleep", "120"]);
+        e.ok(&args);
+    };
+    run("a1", "n1", &[]);
+    run("b1", "n1", &["--network-alias", "web"]);
+    run("c1", "n2", &[]);
+
+    let resolv = e.ok(&["exec", "a1", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.starts_with("nameserver 127.0.0.11\n"), "{resolv}");
+    assert!(!resolv.contains(&dns), "{resolv}");
+    let b1 = ip_on(&e, "b1", "n1");
+    for name in ["b1", "web", "B1"] {
+        let out = nslookup(&e, "a1", name);
+        assert!(out.contains(&format!("Address: {b1}")), "{name}: {out}");
+    }
+    // Another network's names are not ours: the query goes upstream, which
+    // does not know it either.
+    let out = nslookup(&e, "c1", "b1");
+    assert!(!out.contains(&b1), "{out}");
+    // Other names go to the --dns server.
+    let out = nslookup(&e, "a1", "elsewhere.test");
+    assert!(
+        out.contains(&format!("Address: {UPSTREAM_ANSWER}")),
+        "{out}"
+    );
+    // A container started later is known at once; one on the default bridge
+    // keeps the host's resolvers (as Docker's).
+    run("d1", "n1", &[]);
+    let d1 = ip_on(&e, "d1", "n1");
+    let out = nslookup(&e, "a1", "d1");
+    assert!(out.contains(&format!("Address: {d1}")), "{out}");
+    e.ok(&["run", "-d", "--name", "plain", "bb", "sleep", "120"]);
+    let resolv = e.ok(&["exec", "plain", "cat", "/etc/resolv.conf"]);
+    assert!(!resolv.contains("127.0.0.11"), "{resolv}");
+
+    // One server for them all, gone with the last of them.
+    assert_eq!(dns_servers(&e), 1);
+    e.ok(&["rm", "-f", "a1", "b1", "c1", "d1", "plain"]);
+    wait_until(15, "the DNS server to exit", || dns_servers(&e) == 0);
+    e.ok(&["network", "rm", "n1", "n2"]);
+}
