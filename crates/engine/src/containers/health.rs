@@ -225,8 +225,8 @@ impl Containers {
             .open(log)
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
-        let _ = Command::new(exe)
-            .arg("--root")
+        let mut cmd = Command::new(exe);
+        cmd.arg("--root")
             .arg(&self.root)
             .arg("--run-root")
             .arg(&self.run_root)
@@ -235,8 +235,8 @@ impl Containers {
             .arg(pid.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn();
+            .stderr(stderr);
+        let _ = Containers::spawn_detached(cmd);
     }
 }
 

@@ -651,6 +651,22 @@ impl Containers {
         Ok(())
     }
 
+    /// Spawn a helper that outlives what spawned it (the health checker, the
+    /// DNS server): in a session of its own, with no descriptor but its stdio
+    /// (a monitor holds its report pipe and attach sockets, which a helper
+    /// must not keep open).
+    pub(crate) fn spawn_detached(mut cmd: Command) -> std::io::Result<std::process::Child> {
+        // SAFETY: setsid and close_range are async-signal-safe system calls.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        cmd.spawn()
+    }
+
     fn monitor_command(&self, id: &str, wait_attach: bool) -> Result<Command> {
         let exe = std::env::current_exe().map_err(Error::io("find the berth binary"))?;
         let mut cmd = Command::new(exe);
