@@ -272,6 +272,14 @@ fn monitor_waiting_for_a_dead_attacher_gives_up() {
         })
     };
     berth_integration::wait_until(10, "the orphaned monitor to give up", || !monitor_of(&id));
+    let error = e.inspect("waiter")["State"]["Error"].clone();
+    assert!(
+        error
+            .as_str()
+            .unwrap_or("")
+            .contains("exited before attaching"),
+        "{error}"
+    );
     let started = Instant::now();
     e.ok(&["rm", "waiter"]);
     assert!(

@@ -5,7 +5,7 @@
 //! so no query leaves the machine.
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
 
 /// A DNS server on `addr`:53 that knows only `*.test` names; stops when dropped.
 struct FakeUpstream {
+    /// Queries it was asked.
+    asked: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -30,6 +32,8 @@ impl FakeUpstream {
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while !flag.load(Ordering::Relaxed) {
@@ -39,6 +43,7 @@ impl FakeUpstream {
                 let Ok(query) = Packet::parse(&buf[..n]) else {
                     continue;
                 };
+                count.fetch_add(1, Ordering::SeqCst);
                 let mut reply = Packet::new_reply(query.id());
                 reply.questions = query.questions.clone();
                 if let Some(q) = query.questions.first() {
@@ -58,6 +63,7 @@ impl FakeUpstream {
             }
         });
         FakeUpstream {
+            asked,
             stop,
             thread: Some(thread),
         }
@@ -106,7 +112,7 @@ fn containers_resolve_each_other_by_dns() {
     let e = Engine::with_busybox();
     // A loopback address of its own per test process, for the fake upstream.
     let upstream = Ipv4Addr::new(127, 0, 53, (std::process::id() % 200) as u8 + 20);
-    let _fake = FakeUpstream::start(upstream);
+    let fake = FakeUpstream::start(upstream);
     let dns = upstream.to_string();
     e.ok(&["network", "create", "--subnet", &e.subnet(0), "n1"]);
     e.ok(&["network", "create", "--subnet", &e.subnet(1), "n2"]);
@@ -124,14 +130,23 @@ fn containers_resolve_each_other_by_dns() {
     assert!(resolv.starts_with("nameserver 127.0.0.11\n"), "{resolv}");
     assert!(!resolv.contains(&dns), "{resolv}");
     let b1 = ip_on(&e, "b1", "n1");
-    for name in ["b1", "web", "B1"] {
+    let b1_id = e.inspect("b1")["Id"].as_str().unwrap()[..12].to_string();
+    for name in ["b1", "web", "B1", "b1.n1", &b1_id] {
         let out = nslookup(&e, "a1", name);
         assert!(out.contains(&format!("Address: {b1}")), "{name}: {out}");
     }
+    let a1 = ip_on(&e, "a1", "n1");
+    let out = nslookup(&e, "a1", "a1");
+    assert!(
+        out.contains(&format!("Address: {a1}")),
+        "its own name: {out}"
+    );
     // Another network's names are not ours: the query goes upstream, which
     // does not know it either.
+    let asked = fake.asked.load(Ordering::SeqCst);
     let out = nslookup(&e, "c1", "b1");
-    assert!(!out.contains(&b1), "{out}");
+    assert!(!out.contains(&b1) && out.contains("NXDOMAIN"), "{out}");
+    assert!(fake.asked.load(Ordering::SeqCst) > asked);
     // Other names go to the --dns server.
     let out = nslookup(&e, "a1", "elsewhere.test");
     assert!(
@@ -148,9 +163,76 @@ fn containers_resolve_each_other_by_dns() {
     let resolv = e.ok(&["exec", "plain", "cat", "/etc/resolv.conf"]);
     assert!(!resolv.contains("127.0.0.11"), "{resolv}");
 
+    // Port 53 stays free for the container's own servers (the embedded DNS
+    // listens on another port, port 53 redirected to it, as Docker's).
+    let pid = e.inspect("a1")["State"]["Pid"].as_i64().unwrap();
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    let bound = std::thread::spawn(move || {
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        UdpSocket::bind(("0.0.0.0", 53)).map(|_| ())
+    })
+    .join()
+    .unwrap();
+    assert!(bound.is_ok(), "port 53 in the container: {bound:?}");
+
+    // An internal network's containers get their peers' names but nothing
+    // from outside.
+    e.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        &e.subnet(2),
+        "inside",
+    ]);
+    run("i1", "inside", &[]);
+    run("i2", "inside", &[]);
+    let out = nslookup(&e, "i1", "i2");
+    assert!(
+        out.contains(&format!("Address: {}", ip_on(&e, "i2", "inside"))),
+        "{out}"
+    );
+    let asked = fake.asked.load(Ordering::SeqCst);
+    let out = nslookup(&e, "i1", "elsewhere.test");
+    assert!(!out.contains(&UPSTREAM_ANSWER.to_string()), "{out}");
+    assert_eq!(
+        fake.asked.load(Ordering::SeqCst),
+        asked,
+        "an internal query went out"
+    );
+
+    // A server that dies is replaced by the next container's start, which
+    // takes back the containers it served.
+    let server = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|p| {
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            cmd.split(|b| *b == 0).any(|a| a == b"__dns")
+                && cmd
+                    .windows(e.tmp.path().as_os_str().len())
+                    .any(|w| w == e.tmp.path().as_os_str().as_encoded_bytes())
+        })
+        .expect("the DNS server");
+    let server_pid: i32 = server.file_name().to_str().unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(10, "the killed server to go", || dns_servers(&e) == 0);
+    run("e1", "n1", &[]);
+    let out = nslookup(&e, "a1", "e1");
+    assert!(
+        out.contains(&format!("Address: {}", ip_on(&e, "e1", "n1"))),
+        "{out}"
+    );
+
     // One server for them all, gone with the last of them.
     assert_eq!(dns_servers(&e), 1);
-    e.ok(&["rm", "-f", "a1", "b1", "c1", "d1", "plain"]);
+    e.ok(&[
+        "rm", "-f", "a1", "b1", "c1", "d1", "e1", "i1", "i2", "plain",
+    ]);
     wait_until(15, "the DNS server to exit", || dns_servers(&e) == 0);
-    e.ok(&["network", "rm", "n1", "n2"]);
+    e.ok(&["network", "rm", "n1", "n2", "inside"]);
 }

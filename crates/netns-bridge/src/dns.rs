@@ -18,20 +18,27 @@ pub const DNS_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 /// TTL of the answers for containers' names (Docker's).
 const TTL: u32 = 600;
 
-/// A non-blocking UDP socket bound to 127.0.0.11:53 in the network namespace
-/// at `netns` (`/proc/PID/ns/net`), whose `lo` must be up.
+/// A non-blocking UDP socket for 127.0.0.11:53 in the network namespace at
+/// `netns` (`/proc/PID/ns/net`), whose `lo` must be up. As Docker's, it is
+/// bound to a free port, and nftables rules in that namespace redirect port
+/// 53 to it, so the container's own programs can still listen on port 53.
 pub fn bind_in_netns(netns: &Path) -> Result<UdpSocket> {
     let ns = std::fs::File::open(netns).map_err(io_err(format!("open {}", netns.display())))?;
-    let socket = std::thread::spawn(move || -> std::io::Result<UdpSocket> {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        UdpSocket::bind((DNS_ADDRESS, 53))
+    let socket = std::thread::spawn(move || -> Result<UdpSocket> {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| io_err("setns")(e.into()))?;
+        let socket =
+            UdpSocket::bind((DNS_ADDRESS, 0)).map_err(io_err(format!("bind {DNS_ADDRESS}")))?;
+        let port = socket
+            .local_addr()
+            .map_err(io_err("DNS socket address"))?
+            .port();
+        // A child forked from this thread runs nft in this namespace.
+        crate::firewall::dns_redirect(DNS_ADDRESS, port)?;
+        Ok(socket)
     })
     .join()
-    .map_err(|_| io_err("the netns thread")(std::io::Error::other("panicked")))?
-    .map_err(io_err(format!(
-        "bind {DNS_ADDRESS}:53 in {}",
-        netns.display()
-    )))?;
+    .map_err(|_| io_err("the netns thread")(std::io::Error::other("panicked")))??;
     socket
         .set_nonblocking(true)
         .map_err(io_err("set the DNS socket non-blocking"))?;
@@ -108,12 +115,15 @@ pub fn server_failure(query: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Ask each of `upstreams` in turn (`timeout` each) and return the first
-/// reply that answers this query's id; None when none did.
+/// reply that answers this query's id, going on to the next server after a
+/// SERVFAIL or REFUSED (returned if no server does better); None when none
+/// replied.
 pub fn forward(query: &[u8], upstreams: &[SocketAddr], timeout: Duration) -> Option<Vec<u8>> {
     if query.len() < 2 {
         return None;
     }
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 65535];
+    let mut fallback = None;
     for upstream in upstreams {
         let local: SocketAddr = if upstream.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -132,13 +142,22 @@ pub fn forward(query: &[u8], upstreams: &[SocketAddr], timeout: Duration) -> Opt
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             match socket.recv(&mut buf) {
-                Ok(n) if n >= 2 && buf[..2] == query[..2] => return Some(buf[..n].to_vec()),
+                Ok(n) if n >= 2 && buf[..2] == query[..2] => {
+                    let reply = buf[..n].to_vec();
+                    let failed = Packet::parse(&reply)
+                        .is_ok_and(|p| matches!(p.rcode(), RCODE::ServerFailure | RCODE::Refused));
+                    if !failed {
+                        return Some(reply);
+                    }
+                    fallback = Some(reply);
+                    break;
+                }
                 Ok(_) => continue,
                 Err(_) => break,
             }
         }
     }
-    None
+    fallback
 }
 
 #[cfg(test)]

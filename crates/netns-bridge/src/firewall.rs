@@ -118,6 +118,48 @@ pub fn ensure_table(table: &str) -> Result<()> {
     ])
 }
 
+/// In the calling thread's network namespace (a container's), send UDP
+/// queries for `addr`:53 to `addr`:`port` and make the replies come from
+/// port 53 (as Docker's embedded DNS does), in a table of its own that
+/// replaces an earlier one.
+pub fn dns_redirect(addr: std::net::Ipv4Addr, port: u16) -> Result<()> {
+    const TABLE: &str = "berth_dns";
+    let chain = |name: &str, hook: &str, prio: i32| {
+        json!({"add": {"chain": {
+            "family": FAMILY, "table": TABLE, "name": name,
+            "type": "nat", "hook": hook, "prio": prio, "policy": "accept"
+        }}})
+    };
+    let addr = addr.to_string();
+    apply(vec![
+        json!({"add": {"table": {"family": FAMILY, "name": TABLE}}}),
+        json!({"delete": {"table": {"family": FAMILY, "name": TABLE}}}),
+        json!({"add": {"table": {"family": FAMILY, "name": TABLE}}}),
+        chain("output", "output", -100),
+        chain("postrouting", "postrouting", 100),
+        rule(
+            TABLE,
+            "output",
+            "dns",
+            vec![
+                payload("ip", "daddr", "==", json!(addr)),
+                payload("udp", "dport", "==", json!(53)),
+                json!({"dnat": {"addr": addr, "port": port}}),
+            ],
+        ),
+        rule(
+            TABLE,
+            "postrouting",
+            "dns",
+            vec![
+                payload("ip", "saddr", "==", json!(addr)),
+                payload("udp", "sport", "==", json!(port)),
+                json!({"snat": {"addr": addr, "port": 53}}),
+            ],
+        ),
+    ])
+}
+
 /// Whether berth's table exists.
 pub fn table_exists(table: &str) -> Result<bool> {
     let out = nft(&["list", "tables"], None)?;

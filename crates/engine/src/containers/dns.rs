@@ -20,9 +20,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_netns_bridge::dns::{self, Reply};
+use berth_runtime::socket;
 
 use super::record::ContainerRecord;
 use super::Containers;
@@ -87,14 +90,14 @@ impl Containers {
     /// Have the embedded DNS serve the run `pid` of `record` (its network
     /// namespace must have `lo` up), starting the server if need be.
     pub(crate) fn register_dns(&self, record: &ContainerRecord, pid: i32) -> Result<()> {
-        let socket = dir(&self.run_root).join("control.sock");
+        let path = dir(&self.run_root).join("control.sock");
         let mut last = String::new();
         for _ in 0..3 {
-            let stream = match UnixStream::connect(&socket) {
+            let stream = match socket::connect(&path) {
                 Ok(s) => s,
                 Err(_) => {
                     self.spawn_dns()?;
-                    match wait_connect(&socket, Duration::from_secs(5)) {
+                    match wait_connect(&path, Duration::from_secs(5)) {
                         Some(s) => s,
                         None => {
                             last = "the DNS server did not come up".into();
@@ -142,10 +145,10 @@ impl Containers {
     }
 }
 
-fn wait_connect(socket: &Path, limit: Duration) -> Option<UnixStream> {
+fn wait_connect(path: &Path, limit: Duration) -> Option<UnixStream> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        if let Ok(s) = UnixStream::connect(socket) {
+        if let Ok(s) = socket::connect(path) {
             return Some(s);
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -167,8 +170,17 @@ struct Served {
     pid: i32,
     start_ticks: u64,
     socket: UdpSocket,
+    /// Where other names go (`--dns`, else the host's resolvers), at most 3.
     upstreams: Vec<SocketAddr>,
+    /// Only on `--internal` networks: other names are not looked up outside.
+    internal: bool,
 }
+
+/// Queries forwarded at once; beyond this, SERVFAIL at once.
+const MAX_FORWARDS: usize = 256;
+/// Datagrams taken from one container's socket per round, so a chatty
+/// container cannot starve the others or the control socket.
+const ROUND_BUDGET: usize = 32;
 
 /// Entry point of `berth __dns`. Returns the process exit code.
 pub fn main(root: &Path, run_root: &Path) -> i32 {
@@ -181,10 +193,26 @@ pub fn main(root: &Path, run_root: &Path) -> i32 {
     }
 }
 
+/// `<run-root>/dns/served`: who is served, so a server that replaces one
+/// that died takes its containers back.
+fn save_served(d: &Path, served: &[Served]) {
+    let text: String = served
+        .iter()
+        .map(|s| format!("add {} {} {}\n", s.id, s.pid, s.start_ticks))
+        .collect();
+    let tmp = d.join("served.tmp");
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, d.join("served"));
+    }
+}
+
 fn serve(root: &Path, run_root: &Path) -> Result<()> {
     let containers = Containers::open(root, run_root)?;
     let d = dir(run_root);
     std::fs::create_dir_all(&d).map_err(Error::io(format!("create {}", d.display())))?;
+    // Only root may ask the server to enter namespaces.
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(Error::io(format!("chmod {}", d.display())))?;
     let lock = std::fs::File::create(d.join("lock")).map_err(Error::io("create the DNS lock"))?;
     let path = d.join("control.sock");
     // Another server holds the lock: leave it the work if it answers; if it
@@ -192,23 +220,37 @@ fn serve(root: &Path, run_root: &Path) -> Result<()> {
     // for its lock.
     let deadline = Instant::now() + Duration::from_secs(3);
     while lock.try_lock().is_err() {
-        if UnixStream::connect(&path).is_ok() || Instant::now() >= deadline {
+        if socket::connect(&path).is_ok() || Instant::now() >= deadline {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let bind = || -> Result<UnixListener> {
         let _ = std::fs::remove_file(&path);
-        let l = UnixListener::bind(&path).map_err(Error::io(format!("bind {}", path.display())))?;
+        let l = socket::bind(&path).map_err(Error::io(format!("bind {}", path.display())))?;
         l.set_nonblocking(true)
             .map_err(Error::io("control socket"))?;
         Ok(l)
     };
     let mut listener = bind()?;
+    // Those a server before us served and whose runs go on.
     let mut served: Vec<Served> = Vec::new();
+    for line in std::fs::read_to_string(d.join("served"))
+        .unwrap_or_default()
+        .lines()
+    {
+        let ticks = line.split_whitespace().nth(3).and_then(|t| t.parse().ok());
+        if let Ok(s) = add(&containers, line) {
+            if Some(s.start_ticks) == ticks {
+                served.push(s);
+            }
+        }
+    }
+    save_served(&d, &served);
+    let forwards = Arc::new(AtomicUsize::new(0));
     let mut idle_since = Some(Instant::now());
     let mut last_check = Instant::now();
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 65535];
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
             .chain(served.iter().map(|s| s.socket.as_raw_fd()))
@@ -220,17 +262,26 @@ fn serve(root: &Path, run_root: &Path) -> Result<()> {
             .collect();
         // SAFETY: poll on a vector of valid pollfds.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 500) };
-        accept_all(&containers, &listener, &mut served);
+        if accept_all(&containers, &listener, &mut served) {
+            save_served(&d, &served);
+        }
         for s in &served {
-            while let Ok((n, from)) = s.socket.recv_from(&mut buf) {
-                handle(&containers, s, &buf[..n], from);
+            for _ in 0..ROUND_BUDGET {
+                let Ok((n, from)) = s.socket.recv_from(&mut buf) else {
+                    break;
+                };
+                handle(&containers, s, &buf[..n], from, &forwards);
             }
         }
         if last_check.elapsed() >= Duration::from_millis(500) {
             last_check = Instant::now();
+            let before = served.len();
             served.retain(|s| {
                 berth_runtime::state::proc_stat(s.pid).is_some_and(|st| st.0 == s.start_ticks)
             });
+            if served.len() != before {
+                save_served(&d, &served);
+            }
         }
         match (served.is_empty(), idle_since) {
             (false, _) => idle_since = None,
@@ -241,8 +292,10 @@ fn serve(root: &Path, run_root: &Path) -> Result<()> {
                 let _ = std::fs::remove_file(&path);
                 accept_all(&containers, &listener, &mut served);
                 if served.is_empty() {
+                    let _ = std::fs::remove_file(d.join("served"));
                     return Ok(());
                 }
+                save_served(&d, &served);
                 listener = bind()?;
                 idle_since = None;
             }
@@ -251,11 +304,12 @@ fn serve(root: &Path, run_root: &Path) -> Result<()> {
     }
 }
 
-/// Take every pending `add ID PID` request.
-fn accept_all(containers: &Containers, listener: &UnixListener, served: &mut Vec<Served>) {
+/// Take every pending `add ID PID` request; whether any was added.
+fn accept_all(containers: &Containers, listener: &UnixListener, served: &mut Vec<Served>) -> bool {
+    let mut added = false;
     while let Ok((stream, _)) = listener.accept() {
         let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         let mut line = String::new();
         let mut reader = BufReader::new(&stream);
         if reader.read_line(&mut line).is_err() {
@@ -265,30 +319,44 @@ fn accept_all(containers: &Containers, listener: &UnixListener, served: &mut Vec
             Ok(s) => {
                 served.retain(|old| old.id != s.id);
                 served.push(s);
+                added = true;
                 "ok\n".to_string()
             }
             Err(e) => format!("err {e}\n"),
         };
         let _ = (&stream).write_all(reply.as_bytes());
     }
+    added
 }
 
+/// Serve `add ID PID`: the run `PID` of container `ID`, whose network
+/// namespace must be the one the container's endpoints were attached in.
 fn add(containers: &Containers, line: &str) -> Result<Served> {
     let mut words = line.split_whitespace();
-    let (Some("add"), Some(id), Some(pid), None) =
-        (words.next(), words.next(), words.next(), words.next())
-    else {
+    let (Some("add"), Some(id), Some(pid)) = (words.next(), words.next(), words.next()) else {
         return Err(Error::Invalid(format!("bad request {line:?}")));
     };
     let pid: i32 = pid
         .parse()
         .map_err(|_| Error::Invalid(format!("bad pid {pid:?}")))?;
     let record = containers.store.load(id)?;
+    let netns = format!("/proc/{pid}/ns/net");
+    let endpoints = containers.endpoints_of(&record.id);
+    if !endpoints.iter().any(|(_, e)| e.netns == Path::new(&netns)) {
+        return Err(Error::Invalid(format!(
+            "process {pid} is not container {}'s",
+            record.name
+        )));
+    }
+    let internal = endpoints
+        .iter()
+        .filter(|(n, _)| n.is_user_defined())
+        .all(|(n, _)| n.internal);
     let start_ticks = berth_runtime::state::proc_stat(pid)
         .map(|s| s.0)
         .ok_or_else(|| Error::Invalid(format!("process {pid} is gone")))?;
-    let socket = dns::bind_in_netns(Path::new(&format!("/proc/{pid}/ns/net")))?;
-    let upstreams = if record.options.dns.is_empty() {
+    let socket = dns::bind_in_netns(Path::new(&netns))?;
+    let mut upstreams = if record.options.dns.is_empty() {
         nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
     } else {
         nameservers(
@@ -300,53 +368,80 @@ fn add(containers: &Containers, line: &str) -> Result<Served> {
                 .collect::<String>(),
         )
     };
+    upstreams.truncate(3);
     Ok(Served {
         id: record.id,
         pid,
         start_ticks,
         socket,
         upstreams,
+        internal,
     })
 }
 
-/// Answer one query from container `s`; a forwarded one in a thread of its own.
-fn handle(containers: &Containers, s: &Served, query: &[u8], from: SocketAddr) {
-    let lookup = |name: &str| {
-        let nets = containers.networks().networks_of(&s.id).ok()?;
-        let mut ips = Vec::new();
-        for net in nets {
-            for entry in containers
-                .networks()
-                .hosts_for(&net, &s.id)
-                .unwrap_or_default()
-            {
-                if entry.names.iter().any(|n| n.eq_ignore_ascii_case(name))
-                    && !ips.contains(&entry.ip)
-                {
-                    ips.push(entry.ip);
-                }
+/// The addresses `name` has for container `id`: the peers (and itself) on
+/// the user-defined networks it is on, by name, alias or short id, or as
+/// `NAME.NETWORK`.
+fn lookup(containers: &Containers, id: &str, name: &str) -> Option<Vec<std::net::Ipv4Addr>> {
+    let networks = containers.networks().list().ok()?;
+    let mut ips = Vec::new();
+    for net in networks
+        .iter()
+        .filter(|n| n.is_user_defined() && n.endpoints.contains_key(id))
+    {
+        let suffix = format!(".{}", net.name.to_ascii_lowercase());
+        let wanted = name.strip_suffix(&suffix).unwrap_or(name);
+        for e in net.endpoints.values() {
+            let short = &e.container_id[..12.min(e.container_id.len())];
+            let known = e.aliases.iter().any(|a| a.eq_ignore_ascii_case(wanted))
+                || short.eq_ignore_ascii_case(wanted);
+            if known && !ips.contains(&e.ip) {
+                ips.push(e.ip);
             }
         }
-        (!ips.is_empty()).then_some(ips)
-    };
-    match dns::answer(query, lookup) {
-        Reply::Answer(bytes) => {
-            let _ = s.socket.send_to(&bytes, from);
+    }
+    (!ips.is_empty()).then_some(ips)
+}
+
+/// Answer one query from container `s`; a forwarded one in a thread of its own.
+fn handle(
+    containers: &Containers,
+    s: &Served,
+    query: &[u8],
+    from: SocketAddr,
+    forwards: &Arc<AtomicUsize>,
+) {
+    let reply = |bytes: Option<Vec<u8>>| {
+        if let Some(b) = bytes {
+            let _ = s.socket.send_to(&b, from);
         }
+    };
+    match dns::answer(query, |name| lookup(containers, &s.id, name)) {
+        Reply::Answer(bytes) => reply(Some(bytes)),
         Reply::Drop => {}
+        Reply::Forward if s.internal || s.upstreams.is_empty() => reply(dns::server_failure(query)),
         Reply::Forward => {
-            let (Ok(socket), upstreams, query) =
-                (s.socket.try_clone(), s.upstreams.clone(), query.to_vec())
-            else {
+            if forwards.fetch_add(1, Ordering::SeqCst) >= MAX_FORWARDS {
+                forwards.fetch_sub(1, Ordering::SeqCst);
+                return reply(dns::server_failure(query));
+            }
+            let Ok(socket) = s.socket.try_clone() else {
+                forwards.fetch_sub(1, Ordering::SeqCst);
                 return;
             };
-            std::thread::spawn(move || {
-                let reply = dns::forward(&query, &upstreams, UPSTREAM_TIMEOUT)
-                    .or_else(|| dns::server_failure(&query));
+            let (upstreams, owned, count) = (s.upstreams.clone(), query.to_vec(), forwards.clone());
+            let work = std::thread::Builder::new().spawn(move || {
+                let reply = dns::forward(&owned, &upstreams, UPSTREAM_TIMEOUT)
+                    .or_else(|| dns::server_failure(&owned));
                 if let Some(bytes) = reply {
                     let _ = socket.send_to(&bytes, from);
                 }
+                count.fetch_sub(1, Ordering::SeqCst);
             });
+            if work.is_err() {
+                forwards.fetch_sub(1, Ordering::SeqCst);
+                reply(dns::server_failure(query));
+            }
         }
     }
 }

@@ -656,11 +656,19 @@ impl Containers {
     /// (a monitor holds its report pipe and attach sockets, which a helper
     /// must not keep open).
     pub(crate) fn spawn_detached(mut cmd: Command) -> std::io::Result<std::process::Child> {
-        // SAFETY: setsid and close_range are async-signal-safe system calls.
+        // SAFETY: setsid, close_range and close are async-signal-safe system calls.
         unsafe {
             cmd.pre_exec(|| {
                 libc::setsid();
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                // Marked close-on-exec rather than closed: std's pipe that
+                // reports a failed exec must stay open until the exec.
+                const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) < 0 {
+                    // Before Linux 5.11: set the flag one by one.
+                    for fd in 3..1024 {
+                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
+                }
                 Ok(())
             });
         }

@@ -65,6 +65,9 @@ impl Report {
 
 /// Entry point of `berth __monitor`. Returns the process exit code.
 pub fn main(root: &Path, run_root: &Path, id: &str, wait_attach: bool) -> i32 {
+    // The command that spawned us, looked at first: `run` and `start -a` give
+    // up waiting for their attach once it is gone.
+    let spawner = std::os::unix::process::parent_id();
     let mut report = Report::from_fd3();
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -75,7 +78,7 @@ pub fn main(root: &Path, run_root: &Path, id: &str, wait_attach: bool) -> i32 {
             return 1;
         }
     };
-    match run(&containers, id, wait_attach, &mut report) {
+    match run(&containers, id, wait_attach.then_some(spawner), &mut report) {
         Ok(()) => 0,
         Err(e) => {
             report.send(&format!("err {} {e}", e.exit_code()));
@@ -236,7 +239,14 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
 
-fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report) -> Result<()> {
+/// Start and watch the container; with `wait_attach`, the pid of the command
+/// whose attach client to wait for first.
+fn run(
+    containers: &Containers,
+    id: &str,
+    wait_attach: Option<u32>,
+    report: &mut Report,
+) -> Result<()> {
     let record = containers.claim_start(id)?;
     let paths = containers.paths(id);
     std::fs::create_dir_all(&paths.run_dir)
@@ -248,8 +258,7 @@ fn run(containers: &Containers, id: &str, wait_attach: bool, report: &mut Report
     listener
         .set_nonblocking(true)
         .map_err(Error::io("attach socket"))?;
-    if wait_attach {
-        let parent = std::os::unix::process::parent_id();
+    if let Some(parent) = wait_attach {
         report.send("attach");
         match first_client(&listener, parent) {
             Ok(stream) => clients.push(Client::new(stream)),

@@ -408,14 +408,22 @@ impl Containers {
         }
         self.refresh_hosts(&record.id);
         if super::dns::uses_embedded_dns(record) {
-            if let Err(e) = self.register_dns(record, pid) {
-                // Names still resolve through /etc/hosts; DNS goes upstream.
-                eprintln!(
-                    "berth monitor {}: {e}; resolv.conf falls back to the upstream servers",
-                    record.id
-                );
-                let path = self.paths(&record.id).dir.join("resolv.conf");
-                let _ = std::fs::write(&path, self.plain_resolv_conf(record));
+            let path = self.paths(&record.id).dir.join("resolv.conf");
+            let plain = self.plain_resolv_conf(record);
+            let content = match self.register_dns(record, pid) {
+                Ok(()) => super::dns::embedded_resolv_conf(&plain),
+                Err(e) => {
+                    // Names still resolve through /etc/hosts; DNS goes upstream.
+                    eprintln!(
+                        "berth monitor {}: {e}; resolv.conf falls back to the upstream servers",
+                        record.id
+                    );
+                    plain
+                }
+            };
+            // In place: the file is bind-mounted (an earlier run may have fallen back).
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
+                let _ = std::fs::write(&path, content);
             }
         }
         Ok(())
