@@ -588,3 +588,19 @@ impl Engine {
         tar
     }
 }
+
+/// A character major no driver on this host has registered: opening a node
+/// of it fails with ENXIO when device rules let the open through and with
+/// EPERM when they refuse it, and touches no real device either way.
+pub fn free_char_major() -> u32 {
+    let devices = std::fs::read_to_string("/proc/devices").expect("read /proc/devices");
+    let used: Vec<u32> = devices
+        .lines()
+        .take_while(|l| !l.starts_with("Block"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    (234..=254)
+        .rev()
+        .find(|m| !used.contains(m))
+        .expect("a free character major")
+}

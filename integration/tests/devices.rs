@@ -9,20 +9,6 @@
 
 use berth_integration::{privileged, text, Engine};
 
-/// A character major no driver on this host has registered.
-fn free_char_major() -> u32 {
-    let devices = std::fs::read_to_string("/proc/devices").expect("read /proc/devices");
-    let used: Vec<u32> = devices
-        .lines()
-        .take_while(|l| !l.starts_with("Block"))
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect();
-    (234..=254)
-        .rev()
-        .find(|m| !used.contains(m))
-        .expect("a free character major")
-}
-
 const DENIED: &str = "Operation not permitted";
 const LET_THROUGH: &str = "No such device or address";
 
@@ -42,7 +28,7 @@ fn only_default_devices_unless_given() {
         return;
     }
     let e = Engine::with_busybox();
-    let major = free_char_major();
+    let major = berth_integration::free_char_major();
 
     // mknod is allowed, opening what it made is not.
     let err = open_probe(&e, &[], major);

@@ -566,29 +566,13 @@ fn joins_namespace_by_path() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
-/// A character major no driver on this host has registered: opening a node
-/// of it fails with ENXIO when the device rules let the open through and
-/// with EPERM when they refuse it.
-fn free_char_major() -> u32 {
-    let devices = std::fs::read_to_string("/proc/devices").expect("read /proc/devices");
-    let used: Vec<u32> = devices
-        .lines()
-        .take_while(|l| !l.starts_with("Block"))
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect();
-    (234..=254)
-        .rev()
-        .find(|m| !used.contains(m))
-        .expect("a free character major")
-}
-
 #[test]
 fn device_rules_are_enforced() {
     if !privileged() {
         return;
     }
     let env = Env::new();
-    let major = free_char_major();
+    let major = berth_integration::free_char_major();
     let script = "for n in a b c; do cat /probe-$n >/dev/null 2>&1 && echo $n-read=ok || \
                   echo $n-read=$(cat /probe-$n 2>&1 | sed 's/.*: //'); \
                   (echo x > /probe-$n) 2>/dev/null && echo $n-write=ok || \

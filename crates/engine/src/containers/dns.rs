@@ -19,7 +19,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,23 +123,7 @@ impl Containers {
     fn spawn_dns(&self) -> Result<()> {
         let d = dir(&self.run_root);
         std::fs::create_dir_all(&d).map_err(Error::io(format!("create {}", d.display())))?;
-        let exe = std::env::current_exe().map_err(Error::io("find the berth binary"))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join("log"))
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null());
-        let mut cmd = Command::new(exe);
-        cmd.arg("--root")
-            .arg(&self.root)
-            .arg("--run-root")
-            .arg(&self.run_root)
-            .arg("__dns")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        Containers::spawn_detached(cmd).map_err(Error::io("start the DNS server"))?;
+        self.spawn_helper(&["__dns"], &d.join("log"))?;
         Ok(())
     }
 }

@@ -13,7 +13,6 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -215,28 +214,9 @@ impl Containers {
         if !has_healthcheck(record) {
             return;
         }
-        let Ok(exe) = std::env::current_exe() else {
-            return;
-        };
         let log = self.paths(&record.id).dir.join("monitor.log");
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null());
-        let mut cmd = Command::new(exe);
-        cmd.arg("--root")
-            .arg(&self.root)
-            .arg("--run-root")
-            .arg(&self.run_root)
-            .arg("__health")
-            .arg(&record.id)
-            .arg(pid.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        let _ = Containers::spawn_detached(cmd);
+        let pid = pid.to_string();
+        let _ = self.spawn_helper(&["__health", &record.id, &pid], &log);
     }
 }
 

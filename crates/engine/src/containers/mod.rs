@@ -651,12 +651,24 @@ impl Containers {
         Ok(())
     }
 
-    /// Spawn a helper that outlives what spawned it (the health checker, the
-    /// DNS server): in a session of its own, with no descriptor but its stdio
-    /// (a monitor holds its report pipe and attach sockets, which a helper
-    /// must not keep open).
-    pub(crate) fn spawn_detached(mut cmd: Command) -> std::io::Result<std::process::Child> {
-        // SAFETY: setsid, close_range and close are async-signal-safe system calls.
+    /// Spawn `berth ARGS` (an internal command) as a helper that outlives
+    /// what spawned it (the health checker, the DNS server): in a session of
+    /// its own, stdin and stdout on /dev/null, stderr appended to `log`, and no
+    /// other descriptor (a monitor holds its report pipe and attach sockets,
+    /// which a helper must not keep open).
+    pub(crate) fn spawn_helper(&self, args: &[&str], log: &Path) -> Result<()> {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        let mut cmd = self.berth_command()?;
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        // SAFETY: setsid, close_range and fcntl are async-signal-safe system calls.
         unsafe {
             cmd.pre_exec(|| {
                 libc::setsid();
@@ -673,17 +685,25 @@ impl Containers {
             });
         }
         cmd.spawn()
+            .map_err(Error::io(format!("start berth {}", args.join(" "))))?;
+        Ok(())
     }
 
-    fn monitor_command(&self, id: &str, wait_attach: bool) -> Result<Command> {
+    /// This berth binary on this state (`--root`, `--run-root`), to run one
+    /// of its internal commands.
+    pub(crate) fn berth_command(&self) -> Result<Command> {
         let exe = std::env::current_exe().map_err(Error::io("find the berth binary"))?;
         let mut cmd = Command::new(exe);
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--run-root")
-            .arg(&self.run_root)
-            .arg("__monitor")
-            .arg(id);
+            .arg(&self.run_root);
+        Ok(cmd)
+    }
+
+    fn monitor_command(&self, id: &str, wait_attach: bool) -> Result<Command> {
+        let mut cmd = self.berth_command()?;
+        cmd.arg("__monitor").arg(id);
         if wait_attach {
             cmd.arg("--wait-attach");
         }
