@@ -238,6 +238,17 @@ fn image_healthcheck_start_period_and_no_healthcheck() {
         cfg["Test"],
         serde_json::json!(["CMD", "sh", "-c", "test -e /tmp/up"])
     );
+    // A commit keeps the container's healthcheck, as Docker's.
+    e.ok(&["commit", "tuned", "tuned:1"]);
+    let image = e.ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Healthcheck}}",
+        "tuned:1",
+    ]);
+    let image: Value = serde_json::from_str(image.trim()).unwrap();
+    assert_eq!(image, cfg);
     let id = e
         .ok(&[
             "run",
@@ -286,4 +297,5 @@ fn image_healthcheck_start_period_and_no_healthcheck() {
         text(&bad.stderr)
     );
     e.ok(&["rm", "-f", "boot", "tuned", "off"]);
+    e.ok(&["rmi", "tuned:1"]);
 }

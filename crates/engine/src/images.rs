@@ -1005,9 +1005,10 @@ impl Images {
     /// it does not share, and names it `name` (or records it as dangling).
     /// The caller holds the images lock (shared) from writing the layer
     /// blobs on, so no prune collects them first. Returns the image id.
+    /// The config is JSON, to hold fields the OCI type drops (Healthcheck, Shell).
     pub(crate) fn add_image(
         &self,
-        config: &oci_spec::image::ImageConfiguration,
+        config: &serde_json::Value,
         layers: Vec<oci_spec::image::Descriptor>,
         name: Option<&str>,
     ) -> Result<Digest> {

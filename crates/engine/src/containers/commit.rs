@@ -109,7 +109,22 @@ impl Containers {
         config.set_author(opts.author.clone());
         let mut layers = base.layers.clone();
         layers.push(layer);
-        self.images.add_image(&config, layers, opts.name.as_deref())
+        // What the OCI type drops: the container's healthcheck (the image's,
+        // with its --health-* flags) and the image's SHELL, as Docker keeps them.
+        let mut json = serde_json::to_value(&config)
+            .map_err(|e| Error::Invalid(format!("image config: {e}")))?;
+        if let Some(c) = json.get_mut("config").and_then(|c| c.as_object_mut()) {
+            if let Some(h) = &record.healthcheck {
+                c.insert(
+                    "Healthcheck".into(),
+                    serde_json::to_value(h).unwrap_or_default(),
+                );
+            }
+            if !record.shell.is_empty() {
+                c.insert("Shell".into(), serde_json::json!(record.shell));
+            }
+        }
+        self.images.add_image(&json, layers, opts.name.as_deref())
     }
 
     /// The container's snapshot as a gzip layer blob: its descriptor and diff id.
