@@ -921,10 +921,21 @@ fn host_namespaces_dns_hosts_and_cidfile() {
 
     // -P publishes --expose ports too.
     e.ok(&[
-        "create", "-P", "--expose", "7000/udp", "--name", "exp", "bb", "true",
+        "create",
+        "-P",
+        "--expose",
+        "7000/udp",
+        "--expose",
+        "7100-7102",
+        "--name",
+        "exp",
+        "bb",
+        "true",
     ]);
     let bindings = &e.inspect("exp")["HostConfig"]["PortBindings"];
-    assert!(bindings.get("7000/udp").is_some(), "{bindings}");
+    for port in ["7000/udp", "7100/tcp", "7101/tcp", "7102/tcp"] {
+        assert!(bindings.get(port).is_some(), "{port}: {bindings}");
+    }
     e.ok(&["rm", "exp"]);
 
     // --cidfile: the id is written; a file that exists is refused before any

@@ -339,7 +339,7 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
             dns: args.dns.clone(),
             dns_search: args.dns_search.clone(),
             dns_options: args.dns_option.clone(),
-            expose: args.expose.clone(),
+            expose: berth_engine::spec::expand_expose(&args.expose)?,
             pid: args.pid.clone(),
             ipc: args.ipc.clone(),
             uts: args.uts.clone(),

@@ -663,6 +663,34 @@ pub fn validate(opts: &RunOptions) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// `--expose` values with ranges (`8000-8010[/udp]`) spelled out as single
+/// `PORT/PROTO` entries, as Docker stores them; bad values are refused.
+pub fn expand_expose(flags: &[String]) -> Result<Vec<String>, SpecError> {
+    let mut out = Vec::new();
+    for f in flags {
+        let bad = || invalid("--expose", f, "use PORT[-PORT][/tcp|udp|sctp]");
+        let (ports, proto) = f.split_once('/').unwrap_or((f.as_str(), "tcp"));
+        if !matches!(proto, "tcp" | "udp" | "sctp") {
+            return Err(bad());
+        }
+        let port = |s: &str| s.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(bad);
+        let (first, last) = match ports.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(ports)?, port(ports)?),
+        };
+        if first > last {
+            return Err(bad());
+        }
+        for n in first..=last {
+            let spec = format!("{n}/{proto}");
+            if !out.contains(&spec) {
+                out.push(spec);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `--pid`, `--ipc`, `--uts`, `--add-host`, `--dns*` and `--expose`.
 fn validate_namespaces_and_dns(opts: &RunOptions) -> Result<(), SpecError> {
     let one_of = |flag: &str, value: &Option<String>, allowed: &[&str]| match value {
@@ -694,13 +722,7 @@ fn validate_namespaces_and_dns(opts: &RunOptions) -> Result<(), SpecError> {
             "--dns, --dns-search and --dns-option cannot be used with --network host or container:...".into(),
         ));
     }
-    for p in &opts.expose {
-        let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
-        let port_ok = port.parse::<u16>().is_ok_and(|n| n > 0);
-        if !port_ok || !matches!(proto, "tcp" | "udp" | "sctp") {
-            return Err(invalid("--expose", p, "use PORT or PORT/tcp|udp|sctp"));
-        }
-    }
+    expand_expose(&opts.expose)?;
     Ok(())
 }
 
@@ -1911,6 +1933,18 @@ fn normalize(p: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn expose_ranges_are_spelled_out() {
+        let flags: Vec<String> = ["80", "7000-7002/udp", "80/tcp"].map(String::from).to_vec();
+        assert_eq!(
+            expand_expose(&flags).unwrap(),
+            ["80/tcp", "7000/udp", "7001/udp", "7002/udp"]
+        );
+        for bad in ["0", "70000", "9-3", "80/icmp", "a-b", "1-"] {
+            assert!(expand_expose(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
     use super::*;
     use oci_spec::image::{Config, ImageConfiguration};
 
