@@ -667,6 +667,7 @@ pub fn validate(opts: &RunOptions) -> Result<(), SpecError> {
 /// `PORT/PROTO` entries, as Docker stores them; bad values are refused.
 pub fn expand_expose(flags: &[String]) -> Result<Vec<String>, SpecError> {
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     for f in flags {
         let bad = || invalid("--expose", f, "use PORT[-PORT][/tcp|udp|sctp]");
         let (ports, proto) = f.split_once('/').unwrap_or((f.as_str(), "tcp"));
@@ -682,9 +683,8 @@ pub fn expand_expose(flags: &[String]) -> Result<Vec<String>, SpecError> {
             return Err(bad());
         }
         for n in first..=last {
-            let spec = format!("{n}/{proto}");
-            if !out.contains(&spec) {
-                out.push(spec);
+            if seen.insert((n, proto)) {
+                out.push(format!("{n}/{proto}"));
             }
         }
     }
