@@ -821,12 +821,10 @@ fn status_text(r: &ContainerRecord) -> String {
         ),
         Status::Running => {
             let up = format!("Up {}", crate::table::since(r.state.started_at.as_deref()));
-            match &r.state.health {
-                Some(h) if berth_engine::containers::health::has_healthcheck(r) => match h.status {
-                    HealthStatus::Starting => format!("{up} (health: starting)"),
-                    s => format!("{up} ({})", s.as_str()),
-                },
-                _ => up,
+            match berth_engine::containers::health::current_health(r) {
+                Some(h) if h.status == HealthStatus::Starting => format!("{up} (health: starting)"),
+                Some(h) => format!("{up} ({})", h.status.as_str()),
+                None => up,
             }
         }
         Status::Created => "Created".into(),
@@ -867,13 +865,9 @@ fn matches_filter(
         }
         // As Docker's: `none` for a container without a healthcheck.
         "health" => {
-            let status = match &r.state.health {
-                Some(h) if berth_engine::containers::health::has_healthcheck(r) => {
-                    h.status.as_str()
-                }
-                _ => "none",
-            };
-            status == value
+            berth_engine::containers::health::current_health(r)
+                .map_or("none", |h| h.status.as_str())
+                == value
         }
         "volume" => r
             .mounts
@@ -1222,7 +1216,7 @@ pub fn inspect_json(containers: &Containers, r: &ContainerRecord) -> serde_json:
             "Error": r.state.error.clone().unwrap_or_default(),
             "StartedAt": r.state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
             "FinishedAt": r.state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-            "Health": r.state.health.as_ref().filter(|_| berth_engine::containers::health::has_healthcheck(r)),
+            "Health": berth_engine::containers::health::current_health(r),
         },
         "Image": r.image_id,
         "RestartCount": r.state.restart_count,

@@ -1,7 +1,8 @@
 //! The embedded DNS, daemonless: containers on user-defined networks get
 //! `nameserver 127.0.0.11` (as Docker's), and one `berth __dns` process per
 //! state root answers there while any such container runs. It holds a UDP
-//! socket bound to 127.0.0.11:53 inside each container's network namespace,
+//! socket on 127.0.0.11 inside each container's network namespace (port 53
+//! redirected to it),
 //! answers the names (and aliases and short ids) of the container's peers on
 //! its user-defined networks, read from the network records at each query,
 //! and forwards every other query to the container's `--dns` servers or the
@@ -66,18 +67,14 @@ pub fn embedded_resolv_conf(base: &str) -> String {
     out
 }
 
-/// The nameservers of a resolv.conf, as socket addresses on port 53.
-fn nameservers(resolv: &str) -> Vec<SocketAddr> {
-    resolv
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            (words.next() == Some("nameserver"))
-                .then(|| words.next())
-                .flatten()
-        })
+/// Upstream servers as socket addresses on port 53: the first 3 that are
+/// IP addresses.
+fn upstream_addrs(servers: &[String]) -> Vec<SocketAddr> {
+    servers
+        .iter()
         .filter_map(|s| s.parse::<std::net::IpAddr>().ok())
         .map(|ip| SocketAddr::new(ip, 53))
+        .take(3)
         .collect()
 }
 
@@ -259,9 +256,7 @@ fn serve(root: &Path, run_root: &Path) -> Result<()> {
         if last_check.elapsed() >= Duration::from_millis(500) {
             last_check = Instant::now();
             let before = served.len();
-            served.retain(|s| {
-                berth_runtime::state::proc_stat(s.pid).is_some_and(|st| st.0 == s.start_ticks)
-            });
+            served.retain(|s| super::pid_alive(s.pid, s.start_ticks));
             if served.len() != before {
                 save_served(&d, &served);
             }
@@ -339,19 +334,13 @@ fn add(containers: &Containers, line: &str) -> Result<Served> {
         .map(|s| s.0)
         .ok_or_else(|| Error::Invalid(format!("process {pid} is gone")))?;
     let socket = dns::bind_in_netns(Path::new(&netns))?;
-    let mut upstreams = if record.options.dns.is_empty() {
-        nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
-    } else {
-        nameservers(
-            &record
-                .options
-                .dns
-                .iter()
-                .map(|d| format!("nameserver {d}\n"))
-                .collect::<String>(),
+    let upstreams = upstream_addrs(&if record.options.dns.is_empty() {
+        super::network::nameservers(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         )
-    };
-    upstreams.truncate(3);
+    } else {
+        record.options.dns.clone()
+    });
     Ok(Served {
         id: record.id,
         pid,
@@ -444,8 +433,11 @@ mod tests {
             embedded_resolv_conf("options ndots:2\n"),
             "nameserver 127.0.0.11\noptions ndots:2\n"
         );
+        let servers = super::super::network::nameservers(
+            "nameserver 10.0.0.1\nnameserver ::1\nnameserver bad\n",
+        );
         assert_eq!(
-            nameservers("nameserver 10.0.0.1\nnameserver ::1\nnameserver bad\n"),
+            upstream_addrs(&servers),
             vec![
                 "10.0.0.1:53".parse::<SocketAddr>().unwrap(),
                 "[::1]:53".parse().unwrap()

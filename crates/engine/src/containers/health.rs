@@ -207,6 +207,16 @@ pub fn has_healthcheck(record: &ContainerRecord) -> bool {
         .is_some_and(HealthConfig::is_active)
 }
 
+/// A record's health as `ps` and `inspect` show it: None without an active
+/// healthcheck (Docker's `none`).
+pub fn current_health(record: &ContainerRecord) -> Option<&Health> {
+    record
+        .state
+        .health
+        .as_ref()
+        .filter(|_| has_healthcheck(record))
+}
+
 impl Containers {
     /// Spawn the health process for the run `pid` of `id` (no-op without a
     /// healthcheck). Called by the monitor once the run is recorded.
@@ -230,11 +240,6 @@ pub fn main(root: &Path, run_root: &Path, id: &str, pid: i32) -> i32 {
             1
         }
     }
-}
-
-/// The run `pid` still goes on.
-fn alive(pid: i32, start_ticks: u64) -> bool {
-    berth_runtime::state::proc_stat(pid).is_some_and(|s| s.0 == start_ticks)
 }
 
 fn watch(containers: &Containers, id: &str, pid: i32) -> Result<()> {
@@ -265,7 +270,7 @@ fn watch(containers: &Containers, id: &str, pid: i32) -> Result<()> {
         };
         let due = Instant::now() + next;
         while Instant::now() < due {
-            if !alive(pid, start_ticks) {
+            if !super::pid_alive(pid, start_ticks) {
                 stopped(containers, id, pid);
                 return Ok(());
             }

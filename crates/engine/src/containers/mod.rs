@@ -176,7 +176,8 @@ fn start_under_way(record: &ContainerRecord) -> bool {
 /// How long `rm` waits for a start under way to finish.
 const START_WAIT: Duration = Duration::from_secs(60);
 
-fn pid_alive(pid: i32, start: u64) -> bool {
+/// Whether the process `pid` that started at `start` (clock ticks) still runs.
+pub(super) fn pid_alive(pid: i32, start: u64) -> bool {
     match berth_runtime::state::proc_stat(pid) {
         Some((s, state)) => s == start && state != 'Z' && state != 'X',
         None => false,

@@ -91,7 +91,8 @@ pub struct ConnectedNetwork {
 
 pub(super) const BASE_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
 
-fn nameservers(text: &str) -> Vec<String> {
+/// The `nameserver` entries of a resolv.conf, in order.
+pub(super) fn nameservers(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();
