@@ -12,15 +12,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType};
 
-use crate::spec::SpecError;
-
-fn invalid(flag: &str, value: &str, expected: &str) -> SpecError {
-    SpecError::Invalid {
-        flag: flag.to_string(),
-        value: value.to_string(),
-        expected: expected.to_string(),
-    }
-}
+use crate::spec::{invalid, SpecError};
 
 fn rule(
     allow: bool,

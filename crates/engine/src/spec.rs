@@ -87,7 +87,8 @@ pub enum SpecError {
     },
 }
 
-fn invalid(flag: &str, value: &str, expected: &str) -> SpecError {
+/// A flag value that does not parse, with what is expected instead.
+pub(crate) fn invalid(flag: &str, value: &str, expected: &str) -> SpecError {
     SpecError::Invalid {
         flag: flag.to_string(),
         value: value.to_string(),
