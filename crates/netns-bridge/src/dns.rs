@@ -1,9 +1,10 @@
-//! The embedded DNS's protocol half: a UDP socket on 127.0.0.11:53 inside a
-//! container's network namespace, answers for the names of the container's
+//! The embedded DNS's protocol half: UDP and TCP sockets on 127.0.0.11:53
+//! inside a container's network namespace, answers for the names of the container's
 //! network peers, and forwarding of every other query to upstream servers.
 //! Which names exist, and who serves the sockets, is the engine's business.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,31 +19,73 @@ pub const DNS_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 /// TTL of the answers for containers' names (Docker's).
 const TTL: u32 = 600;
 
-/// A non-blocking UDP socket for 127.0.0.11:53 in the network namespace at
-/// `netns` (`/proc/PID/ns/net`), whose `lo` must be up. As Docker's, it is
-/// bound to a free port, and nftables rules in that namespace redirect port
-/// 53 to it, so the container's own programs can still listen on port 53.
-pub fn bind_in_netns(netns: &Path) -> Result<UdpSocket> {
+/// The embedded DNS's sockets in one container's network namespace.
+#[derive(Debug)]
+pub struct Sockets {
+    /// Queries over UDP.
+    pub udp: UdpSocket,
+    /// Connections for queries over TCP (a resolver retries a truncated
+    /// answer there).
+    pub tcp: TcpListener,
+}
+
+/// Non-blocking UDP and TCP sockets for 127.0.0.11:53 in the network
+/// namespace at `netns` (`/proc/PID/ns/net`), whose `lo` must be up. As
+/// Docker's, they are bound to free ports, and nftables rules in that
+/// namespace redirect port 53 to them, so the container's own programs can
+/// still listen on port 53.
+pub fn bind_in_netns(netns: &Path) -> Result<Sockets> {
     let ns = std::fs::File::open(netns).map_err(io_err(format!("open {}", netns.display())))?;
-    let socket = std::thread::spawn(move || -> Result<UdpSocket> {
+    let sockets = std::thread::spawn(move || -> Result<Sockets> {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| io_err("setns")(e.into()))?;
-        let socket =
+        let udp =
             UdpSocket::bind((DNS_ADDRESS, 0)).map_err(io_err(format!("bind {DNS_ADDRESS}")))?;
-        let port = socket
-            .local_addr()
-            .map_err(io_err("DNS socket address"))?
-            .port();
+        let tcp = TcpListener::bind((DNS_ADDRESS, 0))
+            .map_err(io_err(format!("listen on {DNS_ADDRESS}")))?;
+        let port = |a: std::io::Result<SocketAddr>| {
+            a.map(|a| a.port()).map_err(io_err("DNS socket address"))
+        };
         // A child forked from this thread runs nft in this namespace.
-        crate::firewall::dns_redirect(DNS_ADDRESS, port)?;
-        Ok(socket)
+        crate::firewall::dns_redirect(
+            DNS_ADDRESS,
+            port(udp.local_addr())?,
+            port(tcp.local_addr())?,
+        )?;
+        Ok(Sockets { udp, tcp })
     })
     .join()
     .map_err(|_| io_err("the netns thread")(std::io::Error::other("panicked")))??;
-    socket
+    sockets
+        .udp
         .set_nonblocking(true)
-        .map_err(io_err("set the DNS socket non-blocking"))?;
-    Ok(socket)
+        .and_then(|()| sockets.tcp.set_nonblocking(true))
+        .map_err(io_err("set the DNS sockets non-blocking"))?;
+    Ok(sockets)
+}
+
+/// Read one DNS message from a TCP stream (a 2-byte big-endian length, then
+/// the message); `None` at a clean end of the stream.
+pub fn read_tcp_message(stream: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut message = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut message)?;
+    Ok(Some(message))
+}
+
+/// Write one DNS message to a TCP stream, length first.
+pub fn write_tcp_message(stream: &mut impl Write, message: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(message.len())
+        .map_err(|_| std::io::Error::other("DNS message over 65535 bytes"))?;
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(message);
+    stream.write_all(&framed)
 }
 
 /// What to do with a query.
@@ -160,6 +203,48 @@ pub fn forward(query: &[u8], upstreams: &[SocketAddr], timeout: Duration) -> Opt
     fallback
 }
 
+/// [`forward`] over TCP, for a query that came over TCP: each of `upstreams`
+/// in turn gets `timeout` to connect and answer.
+pub fn forward_tcp(query: &[u8], upstreams: &[SocketAddr], timeout: Duration) -> Option<Vec<u8>> {
+    if query.len() < 2 {
+        return None;
+    }
+    let mut fallback = None;
+    for upstream in upstreams {
+        let Ok(mut stream) = TcpStream::connect_timeout(upstream, timeout) else {
+            continue;
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        if stream.set_write_timeout(Some(timeout)).is_err()
+            || write_tcp_message(&mut stream, query).is_err()
+        {
+            continue;
+        }
+        // Replies to other ids (none are expected) are skipped, until the deadline.
+        let reply = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+                break None;
+            }
+            match read_tcp_message(&mut stream) {
+                Ok(Some(m)) if m.len() >= 2 && m[..2] == query[..2] => break Some(m),
+                Ok(Some(_)) => continue,
+                _ => break None,
+            }
+        };
+        let Some(reply) = reply else {
+            continue;
+        };
+        let failed = Packet::parse(&reply)
+            .is_ok_and(|p| matches!(p.rcode(), RCODE::ServerFailure | RCODE::Refused));
+        if !failed {
+            return Some(reply);
+        }
+        fallback = Some(reply);
+    }
+    fallback
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +322,53 @@ mod tests {
             Duration::from_millis(100),
         );
         assert!(none.is_none());
+    }
+
+    #[test]
+    fn forward_tcp_relays_the_upstream_reply_of_the_same_id() {
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = upstream.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = upstream.accept().unwrap();
+            let q = read_tcp_message(&mut conn).unwrap().unwrap();
+            let q = Packet::parse(&q).unwrap();
+            // A stray reply first, then the real one.
+            let stray = Packet::new_reply(q.id().wrapping_add(1));
+            write_tcp_message(&mut conn, &stray.build_bytes_vec().unwrap()).unwrap();
+            let mut r = Packet::new_reply(q.id());
+            r.questions = q.questions.clone();
+            write_tcp_message(&mut conn, &r.build_bytes_vec().unwrap()).unwrap();
+            assert!(read_tcp_message(&mut conn).unwrap().is_none());
+        });
+        let q = query("example.org", TYPE::A);
+        let reply = forward_tcp(&q, &[addr], Duration::from_secs(2)).unwrap();
+        let reply = Packet::parse(&reply).unwrap();
+        assert_eq!(reply.id(), 0x1234);
+        assert_eq!(reply.questions.len(), 1);
+        server.join().unwrap();
+        // A closed port and a server that never answers give nothing.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let none = forward_tcp(
+            &q,
+            &[closed_addr, silent.local_addr().unwrap()],
+            Duration::from_millis(200),
+        );
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn tcp_messages_are_length_prefixed() {
+        let mut out = Vec::new();
+        write_tcp_message(&mut out, b"abc").unwrap();
+        assert_eq!(out, b"\x00\x03abc");
+        let mut input = &out[..];
+        assert_eq!(read_tcp_message(&mut input).unwrap().unwrap(), b"abc");
+        assert!(read_tcp_message(&mut input).unwrap().is_none());
+        let mut cut: &[u8] = b"\x00\x05ab";
+        assert!(read_tcp_message(&mut cut).is_err());
+        assert!(write_tcp_message(&mut Vec::new(), &vec![0u8; 70000]).is_err());
     }
 }

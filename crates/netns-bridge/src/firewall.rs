@@ -118,11 +118,11 @@ pub fn ensure_table(table: &str) -> Result<()> {
     ])
 }
 
-/// In the calling thread's network namespace (a container's), send UDP
-/// queries for `addr`:53 to `addr`:`port` and make the replies come from
-/// port 53 (as Docker's embedded DNS does), in a table of its own that
-/// replaces an earlier one.
-pub fn dns_redirect(addr: std::net::Ipv4Addr, port: u16) -> Result<()> {
+/// In the calling thread's network namespace: redirect UDP and TCP DNS
+/// queries for `addr`:53 to `addr`:`udp_port` and `addr`:`tcp_port` and make
+/// the replies come from port 53 (as Docker's embedded DNS does), in a table
+/// of its own that replaces an earlier one.
+pub fn dns_redirect(addr: std::net::Ipv4Addr, udp_port: u16, tcp_port: u16) -> Result<()> {
     const TABLE: &str = "berth_dns";
     let chain = |name: &str, hook: &str, prio: i32| {
         json!({"add": {"chain": {
@@ -131,33 +131,36 @@ pub fn dns_redirect(addr: std::net::Ipv4Addr, port: u16) -> Result<()> {
         }}})
     };
     let addr = addr.to_string();
-    apply(vec![
+    let mut commands = vec![
         json!({"add": {"table": {"family": FAMILY, "name": TABLE}}}),
         json!({"delete": {"table": {"family": FAMILY, "name": TABLE}}}),
         json!({"add": {"table": {"family": FAMILY, "name": TABLE}}}),
         chain("output", "output", -100),
         chain("postrouting", "postrouting", 100),
-        rule(
+    ];
+    for (proto, port) in [("udp", udp_port), ("tcp", tcp_port)] {
+        commands.push(rule(
             TABLE,
             "output",
             "dns",
             vec![
                 payload("ip", "daddr", "==", json!(addr)),
-                payload("udp", "dport", "==", json!(53)),
+                payload(proto, "dport", "==", json!(53)),
                 json!({"dnat": {"addr": addr, "port": port}}),
             ],
-        ),
-        rule(
+        ));
+        commands.push(rule(
             TABLE,
             "postrouting",
             "dns",
             vec![
                 payload("ip", "saddr", "==", json!(addr)),
-                payload("udp", "sport", "==", json!(port)),
+                payload(proto, "sport", "==", json!(port)),
                 json!({"snat": {"addr": addr, "port": 53}}),
             ],
-        ),
-    ])
+        ));
+    }
+    apply(commands)
 }
 
 /// Whether berth's table exists.

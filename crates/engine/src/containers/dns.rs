@@ -1,8 +1,8 @@
 //! The embedded DNS, daemonless: containers on user-defined networks get
 //! `nameserver 127.0.0.11` (as Docker's), and one `berth __dns` process per
-//! state root answers there while any such container runs. It holds a UDP
-//! socket on 127.0.0.11 inside each container's network namespace (port 53
-//! redirected to it),
+//! state root answers there while any such container runs. It holds UDP
+//! and TCP sockets on 127.0.0.11 inside each container's network namespace
+//! (port 53 redirected to them),
 //! answers the names (and aliases and short ids) of the container's peers on
 //! its user-defined networks, read from the network records at each query,
 //! and forwards every other query to the container's `--dns` servers or the
@@ -16,7 +16,7 @@
 //! run ends, and exits once it serves no container.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -35,10 +35,17 @@ use crate::spec::NetworkMode;
 /// How long one upstream server gets to answer a forwarded query.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Whether a container uses the embedded DNS: its network is user-defined
-/// (Docker's default bridge has none).
+/// Whether a container uses the embedded DNS: it is on a user-defined
+/// network, from the start or connected since (Docker's default bridge has
+/// none).
 pub fn uses_embedded_dns(record: &ContainerRecord) -> bool {
-    matches!(&record.options.network, NetworkMode::Bridge(n) if n != berth_netns_bridge::DEFAULT_NETWORK)
+    let user_defined = |n: &str| n != berth_netns_bridge::DEFAULT_NETWORK;
+    match &record.options.network {
+        NetworkMode::Bridge(n) => {
+            user_defined(n) || record.connected.iter().any(|c| user_defined(&c.name))
+        }
+        _ => false,
+    }
 }
 
 /// The resolv.conf of a container that uses the embedded DNS: 127.0.0.11,
@@ -150,14 +157,23 @@ struct Served {
     pid: i32,
     start_ticks: u64,
     socket: UdpSocket,
+    /// Connections for queries over TCP.
+    tcp: TcpListener,
     /// Where other names go (`--dns`, else the host's resolvers), at most 3.
     upstreams: Vec<SocketAddr>,
     /// Only on `--internal` networks: other names are not looked up outside.
     internal: bool,
+    /// The network it was started on, which answers first.
+    primary: String,
 }
 
 /// Queries forwarded at once; beyond this, SERVFAIL at once.
 const MAX_FORWARDS: usize = 256;
+/// TCP connections served at once; beyond this, new ones are closed at once.
+const MAX_TCP_CONNECTIONS: usize = 64;
+/// How long a TCP connection may stay silent (before and between queries)
+/// or take to send one query.
+const TCP_IDLE: Duration = Duration::from_secs(5);
 /// Datagrams taken from one container's socket per round, so a chatty
 /// container cannot starve the others or the control socket.
 const ROUND_BUDGET: usize = 32;
@@ -228,12 +244,17 @@ fn serve(root: &Path, run_root: &Path) -> Result<()> {
     }
     save_served(&d, &served);
     let forwards = Arc::new(AtomicUsize::new(0));
+    let tcp_connections = Arc::new(AtomicUsize::new(0));
     let mut idle_since = Some(Instant::now());
     let mut last_check = Instant::now();
     let mut buf = vec![0u8; 65535];
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
-            .chain(served.iter().map(|s| s.socket.as_raw_fd()))
+            .chain(
+                served
+                    .iter()
+                    .flat_map(|s| [s.socket.as_raw_fd(), s.tcp.as_raw_fd()]),
+            )
             .map(|fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -252,6 +273,7 @@ fn serve(root: &Path, run_root: &Path) -> Result<()> {
                 };
                 handle(&containers, s, &buf[..n], from, &forwards);
             }
+            accept_tcp(&containers, s, &tcp_connections);
         }
         if last_check.elapsed() >= Duration::from_millis(500) {
             last_check = Instant::now();
@@ -333,7 +355,7 @@ fn add(containers: &Containers, line: &str) -> Result<Served> {
     let start_ticks = berth_runtime::state::proc_stat(pid)
         .map(|s| s.0)
         .ok_or_else(|| Error::Invalid(format!("process {pid} is gone")))?;
-    let socket = dns::bind_in_netns(Path::new(&netns))?;
+    let sockets = dns::bind_in_netns(Path::new(&netns))?;
     let upstreams = upstream_addrs(&if record.options.dns.is_empty() {
         super::network::nameservers(
             &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
@@ -345,24 +367,38 @@ fn add(containers: &Containers, line: &str) -> Result<Served> {
         id: record.id,
         pid,
         start_ticks,
-        socket,
+        socket: sockets.udp,
+        tcp: sockets.tcp,
         upstreams,
         internal,
+        primary: match &record.options.network {
+            NetworkMode::Bridge(n) => n.clone(),
+            _ => String::new(),
+        },
     })
 }
 
-/// The addresses `name` has for container `id`: the peers (and itself) on
-/// the user-defined networks it is on, by name, alias or short id, or as
-/// `NAME.NETWORK`.
-fn lookup(containers: &Containers, id: &str, name: &str) -> Option<Vec<std::net::Ipv4Addr>> {
-    let networks = containers.networks().list().ok()?;
-    let mut ips = Vec::new();
-    for net in networks
-        .iter()
+/// The addresses `name` has for container `id`: those of its peers (and
+/// itself) by name, alias or short id, or as `NAME.NETWORK`, on the first of
+/// its user-defined networks that knows the name (as Docker's): `primary`
+/// first, then the others by name.
+fn lookup(
+    networks: &berth_netns_bridge::NetworkStore,
+    id: &str,
+    primary: &str,
+    name: &str,
+) -> Option<Vec<std::net::Ipv4Addr>> {
+    let mut networks: Vec<_> = networks
+        .list()
+        .ok()?
+        .into_iter()
         .filter(|n| n.is_user_defined() && n.endpoints.contains_key(id))
-    {
+        .collect();
+    networks.sort_by(|a, b| (a.name != primary, &a.name).cmp(&(b.name != primary, &b.name)));
+    networks.iter().find_map(|net| {
         let suffix = format!(".{}", net.name.to_ascii_lowercase());
         let wanted = name.strip_suffix(&suffix).unwrap_or(name);
+        let mut ips = Vec::new();
         for e in net.endpoints.values() {
             let short = &e.container_id[..12.min(e.container_id.len())];
             let known = e.aliases.iter().any(|a| a.eq_ignore_ascii_case(wanted))
@@ -371,8 +407,8 @@ fn lookup(containers: &Containers, id: &str, name: &str) -> Option<Vec<std::net:
                 ips.push(e.ip);
             }
         }
-    }
-    (!ips.is_empty()).then_some(ips)
+        (!ips.is_empty()).then_some(ips)
+    })
 }
 
 /// Answer one query from container `s`; a forwarded one in a thread of its own.
@@ -388,7 +424,9 @@ fn handle(
             let _ = s.socket.send_to(&b, from);
         }
     };
-    match dns::answer(query, |name| lookup(containers, &s.id, name)) {
+    match dns::answer(query, |name| {
+        lookup(containers.networks(), &s.id, &s.primary, name)
+    }) {
         Reply::Answer(bytes) => reply(Some(bytes)),
         Reply::Drop => {}
         Reply::Forward if s.internal || s.upstreams.is_empty() => reply(dns::server_failure(query)),
@@ -414,6 +452,60 @@ fn handle(
                 forwards.fetch_sub(1, Ordering::SeqCst);
                 reply(dns::server_failure(query));
             }
+        }
+    }
+}
+
+/// Take the pending TCP connections of container `s`, each served by a
+/// thread of its own.
+fn accept_tcp(containers: &Containers, s: &Served, connections: &Arc<AtomicUsize>) {
+    while let Ok((stream, _)) = s.tcp.accept() {
+        if connections.fetch_add(1, Ordering::SeqCst) >= MAX_TCP_CONNECTIONS {
+            connections.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        let networks = containers.networks().clone();
+        let (id, primary) = (s.id.clone(), s.primary.clone());
+        let (upstreams, internal) = (s.upstreams.clone(), s.internal);
+        let count = connections.clone();
+        let work = std::thread::Builder::new().spawn(move || {
+            let who = (id.as_str(), primary.as_str());
+            serve_tcp(stream, &networks, who, &upstreams, internal);
+            count.fetch_sub(1, Ordering::SeqCst);
+        });
+        if work.is_err() {
+            connections.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Answer the queries of one TCP connection of container `who` (its id and
+/// primary network) until it closes, stays silent for [`TCP_IDLE`] or sends
+/// something that is not a query.
+fn serve_tcp(
+    mut stream: TcpStream,
+    networks: &berth_netns_bridge::NetworkStore,
+    (id, primary): (&str, &str),
+    upstreams: &[SocketAddr],
+    internal: bool,
+) {
+    if stream.set_nonblocking(false).is_err()
+        || stream.set_read_timeout(Some(TCP_IDLE)).is_err()
+        || stream.set_write_timeout(Some(TCP_IDLE)).is_err()
+    {
+        return;
+    }
+    while let Ok(Some(query)) = dns::read_tcp_message(&mut stream) {
+        let reply = match dns::answer(&query, |name| lookup(networks, id, primary, name)) {
+            Reply::Answer(bytes) => Some(bytes),
+            Reply::Drop => return,
+            Reply::Forward if internal || upstreams.is_empty() => dns::server_failure(&query),
+            Reply::Forward => dns::forward_tcp(&query, upstreams, UPSTREAM_TIMEOUT)
+                .or_else(|| dns::server_failure(&query)),
+        };
+        match reply {
+            Some(bytes) if dns::write_tcp_message(&mut stream, &bytes).is_ok() => {}
+            _ => return,
         }
     }
 }

@@ -409,25 +409,29 @@ impl Containers {
         }
         self.refresh_hosts(&record.id);
         if super::dns::uses_embedded_dns(record) {
-            let path = self.paths(&record.id).dir.join("resolv.conf");
-            let plain = self.plain_resolv_conf(record);
-            let content = match self.register_dns(record, pid) {
-                Ok(()) => super::dns::embedded_resolv_conf(&plain),
-                Err(e) => {
-                    // Names still resolve through /etc/hosts; DNS goes upstream.
-                    eprintln!(
-                        "berth monitor {}: {e}; resolv.conf falls back to the upstream servers",
-                        record.id
-                    );
-                    plain
-                }
-            };
-            // In place: the file is bind-mounted (an earlier run may have fallen back).
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
-                let _ = std::fs::write(&path, content);
-            }
+            self.use_embedded_dns(record, pid, &format!("berth monitor {}", record.id));
         }
         Ok(())
+    }
+
+    /// Registers the run `pid` of `record` with the embedded DNS and points
+    /// its resolv.conf there; if the registration fails, at the upstream
+    /// servers instead, with a warning that starts with `who`.
+    fn use_embedded_dns(&self, record: &ContainerRecord, pid: i32, who: &str) {
+        let path = self.paths(&record.id).dir.join("resolv.conf");
+        let plain = self.plain_resolv_conf(record);
+        let content = match self.register_dns(record, pid) {
+            Ok(()) => super::dns::embedded_resolv_conf(&plain),
+            Err(e) => {
+                // Names still resolve through /etc/hosts; DNS goes upstream.
+                eprintln!("{who}: {e}; resolv.conf falls back to the upstream servers");
+                plain
+            }
+        };
+        // In place: the file is bind-mounted (an earlier run may have fallen back).
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
+            let _ = std::fs::write(&path, content);
+        }
     }
 
     /// Detaches a container from every network (frees its addresses, veths
@@ -567,7 +571,7 @@ impl Containers {
             },
         )?;
         let name = net.name.clone();
-        self.update(&record.id, |r| {
+        let updated = self.update(&record.id, |r| {
             r.connected.retain(|c| c.name != name);
             r.connected.push(ConnectedNetwork {
                 name: name.clone(),
@@ -576,6 +580,12 @@ impl Containers {
             });
         })?;
         self.refresh_hosts(&record.id);
+        // On a user-defined network now: the embedded DNS serves it (as
+        // Docker's); registered again if it did already, as whether it may
+        // ask outside (all its networks internal) can have changed.
+        if net.is_user_defined() && super::dns::uses_embedded_dns(&updated) {
+            self.use_embedded_dns(&updated, record.state.pid, "berth");
+        }
         Ok(())
     }
 
