@@ -649,6 +649,25 @@ fn logs_follow_tail_and_timestamps() {
         "late\n"
     );
     assert_eq!(e.ok(&["logs", "--until", "2000-01-01", "talker"]), "");
+    // Without a zone, a time is local time (as Docker reads it): the same
+    // clock reading is 3 h later in UTC 3 h west of Greenwich, and 3 h
+    // earlier 3 h east of it.
+    let zoneless = late.trim_end_matches('Z');
+    let in_zone = |tz: &str| {
+        let out = e
+            .command(&["logs", "--since", zoneless, "talker"])
+            .env("TZ", tz)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert_eq!(in_zone("UTC"), "late\n");
+    assert_eq!(in_zone("<-03>3"), "");
+    assert_eq!(
+        in_zone("<+03>-3"),
+        "line1\nline2\nline3\nline4\nline5\nlate\n"
+    );
     e.fails(&["logs", "--since", "yesterday", "talker"], "invalid time");
     e.ok(&["rm", "talker"]);
 }

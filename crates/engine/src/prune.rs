@@ -76,10 +76,35 @@ fn has_label(labels: &BTreeMap<String, String>, filter: &str) -> bool {
 }
 
 /// A time as Docker takes it in filters and `--since`/`--until`: a duration
-/// before now (`10m`, `1h30m`), RFC 3339 (`2026-12-05T10:00:00Z`, fraction
-/// and `Z` optional, UTC), a date (`2026-12-05`), or Unix seconds
-/// (`1764928800`, a fraction allowed).
+/// before now (`10m`, `1h30m`), RFC 3339 or a shorter form of it
+/// (`2026-12-05T10:00:00.5Z`, `2026-12-05T10:00+02:00`, `2026-12-05T10`,
+/// `2026-12-05`), or Unix seconds (`1764928800`, a fraction allowed). A date
+/// or time without a zone is local time, at the host's current UTC offset,
+/// as Docker reads it.
 pub fn parse_time(s: &str) -> Result<SystemTime> {
+    parse_time_with_offset(s, local_utc_offset())
+}
+
+/// The host's current offset from UTC in seconds (east positive), from the
+/// C library's view of the local zone (`TZ`, else `/etc/localtime`).
+fn local_utc_offset() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: localtime_r only writes the tm it is given.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            0
+        } else {
+            tm.tm_gmtoff
+        }
+    }
+}
+
+/// [`parse_time`] with `local` (seconds east of UTC) for times without a zone.
+fn parse_time_with_offset(s: &str, local: i64) -> Result<SystemTime> {
     let bad = || {
         Error::Invalid(format!(
             "invalid time {s:?}: use a duration (10m), RFC 3339 (2026-12-05T10:00:00Z), a date or Unix seconds"
@@ -96,12 +121,56 @@ pub fn parse_time(s: &str) -> Result<SystemTime> {
     if let Ok(d) = humantime::parse_duration(s) {
         return SystemTime::now().checked_sub(d).ok_or_else(bad);
     }
-    let full = if s.len() == 10 {
-        format!("{s}T00:00:00Z")
+    // The zone: `Z`, `+HH:MM` / `-HH:MM` after the date, or none (local).
+    let (stamp, offset) = if let Some(rest) = s.strip_suffix(['Z', 'z']) {
+        (rest, 0)
+    } else if let Some(at) = s
+        .get(10..)
+        .and_then(|t| t.rfind(['+', '-']))
+        .map(|i| i + 10)
+    {
+        let zone = &s[at + 1..];
+        let (h, m) = zone.split_once(':').ok_or_else(bad)?;
+        let digits = |v: &str| v.len() == 2 && v.bytes().all(|b| b.is_ascii_digit());
+        if !digits(h) || !digits(m) {
+            return Err(bad());
+        }
+        let (h, m): (i64, i64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if h > 23 || m > 59 {
+            return Err(bad());
+        }
+        let sign = if s.as_bytes()[at] == b'-' { -1 } else { 1 };
+        (&s[..at], sign * (h * 3600 + m * 60))
     } else {
-        s.to_string()
+        (s, local)
     };
-    humantime::parse_rfc3339_weak(&full).map_err(|_| bad())
+    // Fill in what the short forms leave out: YYYY-MM-DD[THH[:MM[:SS[.frac]]]].
+    let (date, time) = match stamp.split_once(['T', 't']) {
+        Some((d, t)) => (d, t),
+        None => (stamp, "00"),
+    };
+    let (clock, fraction) = match time.split_once('.') {
+        Some((c, f)) => (c, Some(f)),
+        None => (time, None),
+    };
+    let clock = match clock.split(':').count() {
+        1 => format!("{clock}:00:00"),
+        2 => format!("{clock}:00"),
+        _ => clock.to_string(),
+    };
+    let full = match fraction {
+        Some(f) if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) => return Err(bad()),
+        Some(f) => format!("{date}T{clock}.{f}Z"),
+        None => format!("{date}T{clock}Z"),
+    };
+    let utc_reading = humantime::parse_rfc3339_weak(&full).map_err(|_| bad())?;
+    let shift = Duration::from_secs(offset.unsigned_abs());
+    if offset >= 0 {
+        utc_reading.checked_sub(shift)
+    } else {
+        utc_reading.checked_add(shift)
+    }
+    .ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -110,11 +179,35 @@ mod tests {
 
     #[test]
     fn times_in_docker_forms() {
-        let at = |s: &str| parse_time(s).unwrap();
+        let at = |s: &str| parse_time_with_offset(s, 0).unwrap();
         let day = UNIX_EPOCH + Duration::from_secs(1_764_892_800);
         assert_eq!(at("2025-12-05"), day);
         assert_eq!(at("2025-12-05T00:00:00Z"), day);
         assert_eq!(at("2025-12-05T00:00:00"), day);
+        assert_eq!(at("2025-12-05T00:00"), day);
+        assert_eq!(at("2025-12-05T00"), day);
+        assert_eq!(at("2025-12-05T02:00:00+02:00"), day);
+        assert_eq!(at("2025-12-04T21:30-02:30"), day);
+        assert_eq!(
+            at("2025-12-05T00:00:00.25Z"),
+            day + Duration::from_millis(250)
+        );
+        // Without a zone: local time (here 1 h east of UTC, then 5 h west).
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            parse_time_with_offset("2025-12-05T01:00:00", 3600).unwrap(),
+            day
+        );
+        assert_eq!(
+            parse_time_with_offset("2025-12-05", 3600).unwrap(),
+            day - hour
+        );
+        assert_eq!(
+            parse_time_with_offset("2025-12-04T19", -5 * 3600).unwrap(),
+            day
+        );
+        // With one, the local offset does not matter.
+        assert_eq!(parse_time_with_offset("2025-12-05Z", 3600).unwrap(), day);
         assert_eq!(at("1764892800"), day);
         assert_eq!(at("1764892800.5"), day + Duration::from_millis(500));
         let before = SystemTime::now();
@@ -128,6 +221,11 @@ mod tests {
             "99999999999999999999",
             "1e400",
             "1.2.3",
+            "2025-12-05T00:00:00+2",
+            "2025-12-05T00:00:00+25:00",
+            "2025-12-05T00:00:00+02:0x",
+            "2025-12-05T00:00:00.Z",
+            "2025-12-05T",
         ] {
             assert!(parse_time(bad).is_err(), "{bad:?}");
         }
