@@ -786,6 +786,17 @@ impl Env {
     }
 }
 
+/// `base` with `entries` laid over it (both `KEY=VALUE`; others are left
+/// out): a later value replaces an earlier one of its key in place, new keys
+/// go last.
+pub(crate) fn overlay_env(base: &[String], entries: &[String]) -> Vec<String> {
+    let mut env = Env::default();
+    for (k, v) in base.iter().chain(entries).filter_map(|e| e.split_once('=')) {
+        env.set(k, v);
+    }
+    env.into_vec()
+}
+
 fn compose_env(
     opts: &RunOptions,
     image: &oci_spec::image::Config,
@@ -1934,6 +1945,14 @@ fn normalize(p: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn overlay_env_replaces_in_place_and_appends() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            super::overlay_env(&v(&["A=1", "B=2", "junk"]), &v(&["B=3", "C=", "A=x=y"])),
+            v(&["A=x=y", "B=3", "C="])
+        );
+    }
 
     #[test]
     fn expose_ranges_are_spelled_out() {

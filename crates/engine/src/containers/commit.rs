@@ -238,18 +238,8 @@ fn merge_env(config: &mut Config, entries: &[String]) {
     if entries.is_empty() {
         return;
     }
-    let mut env = config.env().clone().unwrap_or_default();
-    for entry in entries {
-        let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
-        match env
-            .iter_mut()
-            .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
-        {
-            Some(e) => e.clone_from(entry),
-            None => env.push(entry.clone()),
-        }
-    }
-    config.set_env(Some(env));
+    let base = config.env().clone().unwrap_or_default();
+    config.set_env(Some(crate::spec::overlay_env(&base, entries)));
 }
 
 fn merge_labels(config: &mut Config, labels: HashMap<String, String>) {
