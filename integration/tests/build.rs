@@ -1,6 +1,9 @@
 //! `berth build`: steps, layers, the cache, multi-stage, errors.
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use berth_integration::{privileged, text, Engine};
 
@@ -184,12 +187,15 @@ fn build_errors() {
     build_fails(&e, &["build", "-t", "bad", p(&bad)], "Dockerfile:3:");
     assert!(!e.ok(&["images"]).contains("bad"));
 
-    let url = context(&e, "url", "FROM bb\nADD http://example.com/x /x\n");
+    // Refused before anything is fetched (no server listens on port 1).
+    let url = context(&e, "url", "FROM bb\nCOPY http://127.0.0.1:1/x /x\n");
     build_fails(
         &e,
         &["build", p(&url)],
-        "ADD of URLs is not supported offline",
+        "Dockerfile:2:1: COPY: a source cannot be a URL",
     );
+    let git = context(&e, "git", "FROM bb\nADD git@127.0.0.1:x/y.git /x\n");
+    build_fails(&e, &["build", p(&git)], "only http and https URLs");
 
     let fail = context(&e, "fail", "FROM bb\nRUN echo ok\nRUN exit 3\n");
     build_fails(
@@ -1021,4 +1027,134 @@ fn build_pulls_missing_bases_and_labels_the_image() {
         "{err}"
     );
     e.ok(&["build", "-q", "-t", "app", p(&ctx)]);
+}
+
+/// A tiny HTTP server on 127.0.0.1 for `ADD <url>`: `/files/hello.txt` (the
+/// shared body, with a Last-Modified), `/redirect` (302 to it), `/named?..`
+/// (a Content-Disposition filename), 404 for anything else. Serves until the
+/// test process ends.
+fn http_server(body: Arc<Mutex<String>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut request = String::new();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok() && line.trim() != "" {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let body_now = body.lock().unwrap().clone();
+            let (status, headers, content) = match path.as_str() {
+                "/files/hello.txt" => (
+                    "200 OK",
+                    "Last-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\n".to_string(),
+                    body_now,
+                ),
+                "/redirect" => (
+                    "302 Found",
+                    "Location: /files/hello.txt\r\n".to_string(),
+                    String::new(),
+                ),
+                p if p.starts_with("/named?") => (
+                    "200 OK",
+                    "Content-Disposition: attachment; filename=\"named.txt\"\r\n".to_string(),
+                    "named\n".to_string(),
+                ),
+                _ => ("404 Not Found", String::new(), "no\n".to_string()),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{content}",
+                content.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn add_downloads_urls() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let body = Arc::new(Mutex::new("hello over http\n".to_string()));
+    let port = http_server(body.clone());
+    let base = format!("http://127.0.0.1:{port}");
+    let dockerfile = format!(
+        "FROM bb
+ADD {base}/files/hello.txt /data/
+ADD {base}/redirect /data/via-redirect.txt
+ADD {base}/named?id=1 /data/
+RUN stat -c '%a %Y' /data/hello.txt > /data/meta
+CMD [\"sh\", \"-c\", \"cat /data/hello.txt /data/via-redirect.txt /data/named.txt /data/meta\"]
+"
+    );
+    let ctx = context(&e, "addurl", &dockerfile);
+    e.ok(&["build", "-t", "fetched", p(&ctx)]);
+    // Mode 0600 and the Last-Modified time, as Docker's ADD gives them.
+    assert_eq!(
+        e.ok(&["run", "--rm", "fetched"]),
+        "hello over http\nhello over http\nnamed\n600 1445412480\n"
+    );
+    // The same bytes: every step from the cache.
+    let out = e.ok(&["build", "-t", "fetched", p(&ctx)]);
+    assert_eq!(count(&out, "Using cache"), 5, "{out}");
+    // Other bytes at the URL: its steps and those after them run again.
+    *body.lock().unwrap() = "changed\n".to_string();
+    let out = e.ok(&["build", "-t", "fetched", p(&ctx)]);
+    assert_eq!(count(&out, "Using cache"), 0, "{out}");
+    assert!(e
+        .ok(&["run", "--rm", "fetched"])
+        .starts_with("changed\nchanged\n"));
+
+    // --checksum: the sha256 of what the URL serves passes; another fails
+    // and says which.
+    let sum = {
+        let out = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(b"changed\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        format!(
+            "sha256:{}",
+            text(&out.stdout).split_whitespace().next().unwrap()
+        )
+    };
+    let good = format!("sha256:{}", "0".repeat(64));
+    let checked = context(
+        &e,
+        "addsum",
+        &format!("FROM bb\nADD --checksum={sum} {base}/files/hello.txt /checked\n"),
+    );
+    e.ok(&["build", "-t", "checked", p(&checked)]);
+    let wrong = context(
+        &e,
+        "addbadsum",
+        &format!("FROM bb\nADD --checksum={good} {base}/files/hello.txt /checked\n"),
+    );
+    build_fails(&e, &["build", p(&wrong)], "Dockerfile:2:1: ADD");
+    build_fails(&e, &["build", p(&wrong)], "checksum mismatch");
+
+    // A 404 fails the build at its line, naming the status.
+    let missing = context(&e, "add404", &format!("FROM bb\nADD {base}/nope /x\n"));
+    build_fails(&e, &["build", p(&missing)], "HTTP 404");
+    // Mixed with local files: refused, not half done.
+    let mixed = context(
+        &e,
+        "addmixed",
+        &format!("FROM bb\nADD hello.txt {base}/files/hello.txt /x/\n"),
+    );
+    build_fails(&e, &["build", p(&mixed)], "together with other sources");
 }

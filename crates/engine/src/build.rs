@@ -24,7 +24,7 @@ use berth_image_store::manifest::{
     MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
 };
 use berth_image_store::reference::Reference;
-use berth_image_store::registry::RegistryOptions;
+use berth_image_store::registry::{Registry, RegistryOptions};
 use berth_netns_bridge::{AttachOptions, NetworkStore, DEFAULT_NETWORK};
 use berth_snapshotter::Kind;
 use serde_json::{json, Value};
@@ -658,6 +658,74 @@ impl Builder<'_> {
         }
     }
 
+    /// `ADD URL...`: each URL downloaded (redirects followed, proxies from the
+    /// environment) into a new directory under the name BuildKit gives it,
+    /// mode 0600 and mtime from `Last-Modified` as Docker's; with `--checksum`
+    /// (one URL) its sha256 must match. Returns the directory and the names.
+    fn download(
+        &mut self,
+        at: &str,
+        urls: &[String],
+        checksum: Option<&str>,
+    ) -> Result<(TempDir, Vec<String>)> {
+        use std::os::unix::fs::PermissionsExt;
+        let want = match checksum {
+            None => None,
+            Some(c) => match c.strip_prefix("sha256:") {
+                Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    Some(hex.to_ascii_lowercase())
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "{at}: ADD --checksum={c}: expected sha256:<64 hex digits>"
+                    )))
+                }
+            },
+        };
+        let client = Registry::new(self.opts.registry.clone().unwrap_or_default())
+            .map_err(|e| invalid(format!("{at}: {e}")))?;
+        let dir = self.work.join(format!("url-{}", self.seq));
+        std::fs::create_dir_all(&dir).map_err(Error::io("create download dir"))?;
+        let guard = TempDir(dir.clone());
+        let mut names: Vec<String> = Vec::new();
+        for (i, url) in urls.iter().enumerate() {
+            self.say(&format!(" ---> Downloading {url}"));
+            let part = dir.join(format!(".part-{i}"));
+            let got = client
+                .download(url, &part)
+                .map_err(|e| invalid(format!("{at}: ADD: {e}")))?;
+            if names.contains(&got.name) {
+                return Err(invalid(format!(
+                    "{at}: ADD: two URLs give the file name {}",
+                    got.name
+                )));
+            }
+            if let Some(want) = &want {
+                let mut f = File::open(&part).map_err(Error::io("read the download"))?;
+                let mut hasher = berth_image_store::digest::Hasher::new();
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = f.read(&mut buf).map_err(Error::io("read the download"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
+                let have = hasher.finish().hex().to_string();
+                if &have != want {
+                    return Err(invalid(format!(
+                        "{at}: ADD {url}: checksum mismatch: sha256:{have}, expected sha256:{want}"
+                    )));
+                }
+            }
+            std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o600))
+                .map_err(Error::io("chmod the download"))?;
+            std::fs::rename(&part, dir.join(&got.name)).map_err(Error::io("name the download"))?;
+            names.push(got.name);
+        }
+        Ok((guard, names))
+    }
+
     fn next_key(&mut self, what: &str) -> String {
         self.seq += 1;
         format!("build-{}-{}-{what}", std::process::id(), self.seq)
@@ -725,27 +793,53 @@ impl Builder<'_> {
             .evaluate(&node.instruction)
             .map_err(|e| invalid(format!("{at}: {e}")))?;
         // Where COPY/ADD read from, and the content part of the key.
-        let mut from_root: Option<String> = None; // the --from snapshot chain
-                                                  // COPY/ADD here-documents: files written here, copied from here.
-        let mut heredoc_root: Option<TempDir> = None;
+        // The --from snapshot chain.
+        let mut from_root: Option<String> = None;
+        // COPY/ADD here-documents and ADD URLs: files written (or downloaded)
+        // into this directory under these names, copied from there.
+        let mut generated: Option<(TempDir, Vec<String>)> = None;
         let content = match &ins {
             Instruction::Copy(a) | Instruction::Add(a) => {
                 let mut paths = Vec::new();
                 let mut docs = Vec::new();
+                let mut urls = Vec::new();
+                let is_add = matches!(ins, Instruction::Add(_));
                 for s in &a.sources {
                     match s {
-                        CopySource::Path(p) => {
-                            if p.contains("://") || p.starts_with("git@") {
+                        CopySource::Path(p) if p.contains("://") || p.starts_with("git@") => {
+                            if !is_add {
                                 return Err(invalid(format!(
-                                    "{at}: ADD of URLs is not supported offline: {p}"
+                                    "{at}: COPY: a source cannot be a URL ({p}); use ADD"
                                 )));
                             }
-                            paths.push(p.clone());
+                            if !(p.starts_with("http://") || p.starts_with("https://")) {
+                                return Err(invalid(format!(
+                                    "{at}: ADD of {p}: only http and https URLs are supported (not git)"
+                                )));
+                            }
+                            urls.push(p.clone());
                         }
+                        CopySource::Path(p) => paths.push(p.clone()),
                         CopySource::Heredoc(h) => docs.push(h.content.clone()),
                     }
                 }
-                if !docs.is_empty() {
+                if a.checksum.is_some() && urls.len() != 1 {
+                    return Err(invalid(format!(
+                        "{at}: ADD --checksum needs exactly one URL source"
+                    )));
+                }
+                if !urls.is_empty() {
+                    if !paths.is_empty() || !docs.is_empty() {
+                        return Err(invalid(format!(
+                            "{at}: ADD of URLs together with other sources is not supported yet"
+                        )));
+                    }
+                    let (dir, names) = self.download(&at, &urls, a.checksum.as_deref())?;
+                    let hash = hash_sources(&dir.0, &names, &DockerIgnore::default())
+                        .map_err(|e| invalid(format!("{at}: {e}")))?;
+                    generated = Some((dir, names));
+                    Some(hash)
+                } else if !docs.is_empty() {
                     if !paths.is_empty() || a.from.is_some() {
                         return Err(invalid(format!(
                             "{at}: {} of here-documents together with other sources is not supported yet",
@@ -770,7 +864,7 @@ impl Builder<'_> {
                     }
                     let hash = hash_sources(&dir, &names, &DockerIgnore::default())
                         .map_err(|e| invalid(format!("{at}: {e}")))?;
-                    heredoc_root = Some(guard);
+                    generated = Some((guard, names));
                     Some(hash)
                 } else {
                     match &a.from {
@@ -881,8 +975,8 @@ impl Builder<'_> {
             }
             Instruction::Copy(a) | Instruction::Add(a) => {
                 let extract = matches!(ins, Instruction::Add(_));
-                let sources: Vec<String> = match &heredoc_root {
-                    Some(_) => heredoc_names(&node.text),
+                let sources: Vec<String> = match &generated {
+                    Some((_, names)) => names.clone(),
                     None => a
                         .sources
                         .iter()
@@ -906,9 +1000,9 @@ impl Builder<'_> {
                     &dest,
                     a.chown.as_deref(),
                     mode,
-                    extract && a.from.is_none() && heredoc_root.is_none(),
+                    extract && a.from.is_none() && generated.is_none(),
                     from_root.as_deref(),
-                    heredoc_root.as_ref().map(|d| d.0.as_path()),
+                    generated.as_ref().map(|(d, _)| d.0.as_path()),
                 )?)
             }
             Instruction::Workdir(_) => {

@@ -14,6 +14,7 @@
 mod auth;
 mod client;
 mod credentials;
+mod download;
 mod follow;
 mod progress;
 mod pull;
@@ -26,6 +27,7 @@ mod testutil;
 
 pub use auth::{parse_www_authenticate, Challenge};
 pub use credentials::Credentials;
+pub use download::{file_name, Download};
 pub use follow::Follower;
 
 use crate::digest::Digest;
