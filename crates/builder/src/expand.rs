@@ -9,13 +9,23 @@ pub enum ExpandError {
     /// `${` without `}` or a bad name.
     #[error("bad substitution in \"{0}\"")]
     BadSubstitution(String),
-    /// A modifier we don't support (`#`, `%`, `/`, ...).
+    /// A modifier Docker does not have either (`:#`, `:%`, `^`, ...).
     #[error("unsupported modifier \"{modifier}\" in \"{word}\"")]
     UnsupportedModifier {
         /// The modifier.
         modifier: String,
         /// The whole word.
         word: String,
+    },
+    /// A `#`, `%` or `/` pattern with an escape other than `\*`, `\?`, `\\`.
+    #[error("invalid pattern \"{pattern}\" in \"{word}\": {reason}")]
+    BadPattern {
+        /// The pattern as written.
+        pattern: String,
+        /// The whole word.
+        word: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// `${VAR:?message}` / `${VAR?message}` with VAR unset (or empty).
     #[error("{name}: {message}")]
@@ -28,7 +38,11 @@ pub enum ExpandError {
 }
 
 /// Expands one word: `$VAR`, `${VAR}`, `${VAR:-d}`, `${VAR-d}`, `${VAR:+a}`,
-/// `${VAR+a}`, `${VAR:?m}`, `${VAR?m}`; removes quotes (`'...'` is literal,
+/// `${VAR+a}`, `${VAR:?m}`, `${VAR?m}`, and BuildKit's pattern forms
+/// `${VAR#p}`, `${VAR##p}`, `${VAR%p}`, `${VAR%%p}` (shortest or longest
+/// prefix or suffix removed), `${VAR/p/r}`, `${VAR//p/r}` (first or every
+/// longest match replaced), where `*` is any string, `?` any character and
+/// `\*`, `\?`, `\\` are literal; removes quotes (`'...'` is literal,
 /// `"..."` expands) and escapes (`\$` is a literal `$`), with `escape` as the
 /// escape character. Unset variables expand to the empty string. Defaults
 /// are themselves expanded, so `${A:-${B:-x}}` nests.
@@ -44,7 +58,81 @@ pub fn expand(
         lookup,
         word,
     };
-    lx.process(None)
+    lx.process(None, false)
+}
+
+/// A shell pattern (see [`expand`]) as a regex: `*` lazy unless `greedy`,
+/// anchored at the start if `anchored`. A `\` before `}` or `/` only kept
+/// them from ending the `${...}`.
+fn pattern_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<regex::Regex, String> {
+    let mut out = String::from(if anchored { "^" } else { "" });
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => out.push_str(if greedy { ".*" } else { ".*?" }),
+            '?' => out.push('.'),
+            '\\' => match chars.peek() {
+                Some('}' | '/') => {}
+                Some(&n @ ('*' | '?' | '\\')) => {
+                    chars.next();
+                    out.push_str(&regex::escape(&n.to_string()));
+                }
+                Some(n) => return Err(format!("invalid escape '\\{n}'")),
+                None => return Err("a trailing '\\'".to_string()),
+            },
+            c => out.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
+        }
+    }
+    regex::RegexBuilder::new(&out)
+        .dot_matches_new_line(false)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `pattern` for matching reversed text: its characters in reverse order,
+/// each escape kept before the character it escapes.
+fn reverse_pattern(pattern: &str) -> String {
+    let mut tokens: Vec<String> = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(&n)) => {
+                chars.next();
+                tokens.push(format!("\\{n}"));
+            }
+            _ => tokens.push(c.to_string()),
+        }
+    }
+    tokens.into_iter().rev().collect()
+}
+
+/// `value` without its shortest (longest if `greedy`) prefix matching `pattern`.
+fn trim_prefix(value: &str, pattern: &str, greedy: bool) -> Result<String, String> {
+    let re = pattern_regex(pattern, greedy, true)?;
+    Ok(match re.find(value) {
+        Some(m) => value[m.end()..].to_string(),
+        None => value.to_string(),
+    })
+}
+
+/// `value` without its shortest (longest if `greedy`) suffix matching
+/// `pattern`: a prefix trim of both reversed.
+fn trim_suffix(value: &str, pattern: &str, greedy: bool) -> Result<String, String> {
+    let reversed: String = value.chars().rev().collect();
+    let trimmed = trim_prefix(&reversed, &reverse_pattern(pattern), greedy)?;
+    Ok(trimmed.chars().rev().collect())
+}
+
+/// `value` with the first (every, if `all`) longest match of `pattern`
+/// replaced by `with`, taken literally.
+fn replace(value: &str, pattern: &str, with: &str, all: bool) -> Result<String, String> {
+    let re = pattern_regex(pattern, true, false)?;
+    let with = regex::NoExpand(with);
+    Ok(if all {
+        re.replace_all(value, with).into_owned()
+    } else {
+        re.replace(value, with).into_owned()
+    })
 }
 
 struct Lexer<'a> {
@@ -70,8 +158,10 @@ impl Lexer<'_> {
         ExpandError::BadSubstitution(self.word.to_string())
     }
 
-    /// Processes until `stop` (consumed) or end of input.
-    fn process(&mut self, stop: Option<char>) -> Result<String, ExpandError> {
+    /// Processes until `stop` (consumed) or end of input; with `raw`, an
+    /// escape character stays in the output before what it escapes (for
+    /// patterns, which read escapes themselves).
+    fn process(&mut self, stop: Option<char>, raw: bool) -> Result<String, ExpandError> {
         let mut out = String::new();
         loop {
             let Some(c) = self.peek() else {
@@ -91,8 +181,12 @@ impl Lexer<'_> {
                 _ => {
                     self.next();
                     if c == self.escape {
+                        if raw {
+                            out.push(c);
+                        }
                         match self.next() {
                             Some(n) => out.push(n),
+                            None if stop.is_some() => return Err(self.bad()),
                             None => return Ok(out),
                         }
                     } else {
@@ -195,11 +289,43 @@ impl Lexer<'_> {
                 let set = value.is_some();
                 self.modifier(&name, m, set, value, false)
             }
+            Some(m @ ('#' | '%')) => {
+                let mut pattern = self.process(Some('}'), true)?;
+                let greedy = pattern.starts_with(m);
+                if greedy {
+                    pattern.remove(0);
+                }
+                let value = value.unwrap_or_default();
+                let trimmed = if m == '#' {
+                    trim_prefix(&value, &pattern, greedy)
+                } else {
+                    trim_suffix(&value, &pattern, greedy)
+                };
+                trimmed.map_err(|reason| self.bad_pattern(&pattern, reason))
+            }
+            Some('/') => {
+                let all = self.peek() == Some('/');
+                if all {
+                    self.next();
+                }
+                let pattern = self.process(Some('/'), true)?;
+                let with = self.process(Some('}'), true)?;
+                replace(&value.unwrap_or_default(), &pattern, &with, all)
+                    .map_err(|reason| self.bad_pattern(&pattern, reason))
+            }
             Some(m) => Err(ExpandError::UnsupportedModifier {
                 modifier: m.to_string(),
                 word: self.word.to_string(),
             }),
             None => Err(self.bad()),
+        }
+    }
+
+    fn bad_pattern(&self, pattern: &str, reason: String) -> ExpandError {
+        ExpandError::BadPattern {
+            pattern: pattern.to_string(),
+            word: self.word.to_string(),
+            reason,
         }
     }
 
@@ -211,7 +337,7 @@ impl Lexer<'_> {
         value: Option<String>,
         colon: bool,
     ) -> Result<String, ExpandError> {
-        let word = self.process(Some('}'))?;
+        let word = self.process(Some('}'), false)?;
         match m {
             '-' => Ok(if set { value.unwrap_or_default() } else { word }),
             '+' => Ok(if set { word } else { String::new() }),

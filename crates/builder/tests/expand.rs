@@ -11,6 +11,8 @@ fn env() -> impl Fn(&str) -> Option<String> {
         "A" => Some("a".into()),
         "EMPTY" => Some(String::new()),
         "SP" => Some("x y".into()),
+        "F" => Some("dir/sub/file.tar.gz".into()),
+        "STARS" => Some("a*b?c\\d}e/f".into()),
         _ => None,
     }
 }
@@ -50,6 +52,31 @@ fn expansion_table() {
         ("$-", "$-"),
         ("${UNSET:-'q $A'}", "q $A"),
         ("${A:?must}", "a"),
+        // BuildKit's pattern forms: # and % the shortest, ## and %% the
+        // longest prefix or suffix; / the first and // every longest match.
+        ("${F#*/}", "sub/file.tar.gz"),
+        ("${F##*/}", "file.tar.gz"),
+        ("${F%.*}", "dir/sub/file.tar"),
+        ("${F%%.*}", "dir/sub/file"),
+        ("${F%/*}", "dir/sub"),
+        ("${F#nomatch}", "dir/sub/file.tar.gz"),
+        ("${F#d?r}", "/sub/file.tar.gz"),
+        ("${F/sub/SUB}", "dir/SUB/file.tar.gz"),
+        ("${F/./-}", "dir/sub/file-tar.gz"),
+        ("${F//./-}", "dir/sub/file-tar-gz"),
+        ("${F//[/(}", "dir/sub/file.tar.gz"),
+        ("${F/s*b/X}", "dir/X/file.tar.gz"),
+        ("${F/\\//:}", "dir:sub/file.tar.gz"),
+        ("${F//\\//:}", "dir:sub:file.tar.gz"),
+        ("${F/sub/$A}", "dir/a/file.tar.gz"),
+        ("${F/*/$}", "$"),
+        ("${UNSET#x}", ""),
+        ("${UNSET/x/y}", ""),
+        ("${STARS#a\\*}", "b?c\\d}e/f"),
+        ("${STARS%\\}e/f}", "a*b?c\\d"),
+        ("${STARS/\\?/Q}", "a*bQc\\d}e/f"),
+        ("${STARS/\\\\/B}", "a*b?cBd}e/f"),
+        ("${STARS%%\\**}", "a"),
     ];
     for (word, want) in table {
         assert_eq!(expand(word, '\\', &env()).unwrap(), want, "{word}");
@@ -82,10 +109,32 @@ fn expansion_errors() {
         expand("\"abc", '\\', &env()),
         Err(ExpandError::Unterminated("double-quote", _))
     ));
-    assert!(matches!(
-        expand("${A#x}", '\\', &env()),
-        Err(ExpandError::UnsupportedModifier { .. })
-    ));
+    for word in ["${A:#x}", "${A:%x}", "${A^x}"] {
+        assert!(
+            matches!(
+                expand(word, '\\', &env()),
+                Err(ExpandError::UnsupportedModifier { .. })
+            ),
+            "{word}"
+        );
+    }
+    for word in ["${A#\\x}", "${A/\\q/r}"] {
+        let err = expand(word, '\\', &env()).unwrap_err();
+        assert!(
+            matches!(err, ExpandError::BadPattern { .. }),
+            "{word}: {err}"
+        );
+        assert!(err.to_string().contains("invalid escape"), "{err}");
+    }
+    for word in ["${F/a", "${F/a/b", "${F#a", "${F#a\\"] {
+        assert!(
+            matches!(
+                expand(word, '\\', &env()),
+                Err(ExpandError::BadSubstitution(_))
+            ),
+            "{word}"
+        );
+    }
     assert_eq!(
         expand("${UNSET:?need it}", '\\', &env())
             .unwrap_err()
