@@ -1158,3 +1158,65 @@ CMD [\"sh\", \"-c\", \"cat /data/hello.txt /data/via-redirect.txt /data/named.tx
     );
     build_fails(&e, &["build", p(&mixed)], "together with other sources");
 }
+
+#[test]
+fn run_mounts() {
+    if !privileged() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let dockerfile = "FROM bb AS tools
+RUN mkdir -p /opt && echo from-stage > /opt/tool.txt
+FROM bb
+RUN --mount=type=cache,target=/cache echo run >> /cache/log && wc -l < /cache/log > /count
+RUN --mount=type=bind,source=dir,target=/src cat /src/a /src/sub/b > /copied && ! touch /src/new 2>/dev/null
+RUN --mount=type=bind,from=tools,source=/opt,target=/t cat /t/tool.txt > /fromstage
+RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/f && grep -q ' /scratch tmpfs ' /proc/mounts
+RUN test ! -e /cache && test ! -e /src && test ! -e /t && test ! -e /scratch
+CMD [\"sh\", \"-c\", \"cat /count /copied /fromstage\"]
+";
+    let ctx = context(&e, "mounts", dockerfile);
+    e.ok(&["build", "-t", "mounted", p(&ctx)]);
+    assert_eq!(e.ok(&["run", "--rm", "mounted"]), "1\na\nb\nfrom-stage\n");
+    // The cache mount outlives the build; the steps rerun with --no-cache see it.
+    e.ok(&["build", "--no-cache", "-t", "mounted", p(&ctx)]);
+    assert!(e.ok(&["run", "--rm", "mounted"]).starts_with("2\n"));
+    // A bind mount's files are part of its step's key; a cache's are not.
+    std::fs::write(ctx.join("dir/a"), "A\n").unwrap();
+    let out = e.ok(&["build", "-t", "mounted", p(&ctx)]);
+    assert_eq!(count(&out, "Using cache"), 2, "{out}");
+    assert!(out.contains("Step 4/9 : RUN --mount=type=cache,target=/cache echo run >> /cache/log && wc -l < /cache/log > /count\n ---> Using cache"), "{out}");
+    assert_eq!(e.ok(&["run", "--rm", "mounted"]), "2\nA\nb\nfrom-stage\n");
+    // builder prune empties the cache mounts too.
+    e.ok(&["builder", "prune", "-f"]);
+    e.ok(&["build", "--no-cache", "-t", "mounted", p(&ctx)]);
+    assert!(e.ok(&["run", "--rm", "mounted"]).starts_with("1\n"));
+
+    for (name, flag, needle) in [
+        (
+            "secret",
+            "type=secret,id=x,target=/s",
+            "secret mounts are not supported yet",
+        ),
+        (
+            "outside",
+            "type=bind,source=../..,target=/s",
+            "outside the source",
+        ),
+        ("notarget", "type=cache", "no target"),
+        ("badtype", "type=nfs,target=/s", "unknown mount type"),
+    ] {
+        let bad = context(&e, name, &format!("FROM bb\nRUN --mount={flag} true\n"));
+        build_fails(&e, &["build", p(&bad)], needle);
+    }
+    // Nothing of the steps' views is left mounted or in the snapshotter.
+    let tmp = e.tmp.path().to_str().unwrap().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&tmp), "{mounts}");
+    let left: Vec<String> = e
+        .snapshots()
+        .into_iter()
+        .filter(|s| s.starts_with("build-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -155,6 +155,97 @@ fn platform() -> String {
 }
 
 /// Removes a directory tree when dropped.
+/// One `RUN --mount`, read from its flag: where it goes (absolute) and what.
+#[derive(Debug, Clone)]
+struct RunMount {
+    target: String,
+    kind: MountKind,
+}
+
+#[derive(Debug, Clone)]
+enum MountKind {
+    /// Read-only: a path of the context (`from` None) or of another stage's
+    /// or image's layers (`from` its top chain id, `source` inside it).
+    Bind {
+        from: Option<String>,
+        source: PathBuf,
+    },
+    /// A directory kept between builds (`<root>/builder/mounts/<sha256 of id>`).
+    Cache {
+        dir: PathBuf,
+        readonly: bool,
+        mode: u32,
+        owner: (u32, u32),
+    },
+    /// A fresh tmpfs, `size` bytes at most.
+    Tmpfs { size: Option<u64> },
+}
+
+/// Where the `type=cache` mounts of RUN steps live; `builder prune` empties it.
+fn cache_mounts_dir(root: &Path) -> PathBuf {
+    root.join("builder").join("mounts")
+}
+
+/// `rel` under `root`, refused if it leaves `root` through `..` or a symlink.
+fn context_path(root: &Path, rel: &str) -> std::io::Result<PathBuf> {
+    let root = root.canonicalize()?;
+    let path = root.join(rel.trim_start_matches('/')).canonicalize()?;
+    if !path.starts_with(&root) {
+        return Err(std::io::Error::other(format!(
+            "{rel} is outside the source"
+        )));
+    }
+    Ok(path)
+}
+
+/// Read-only views of snapshots, mounted for one step; unmounted and removed
+/// when dropped.
+struct Views {
+    snapshotter: berth_snapshotter::Snapshotter,
+    mounted: Vec<(String, PathBuf)>,
+}
+
+impl Views {
+    fn new(root: &Path) -> Result<Views> {
+        Ok(Views {
+            snapshotter: berth_snapshotter::Snapshotter::open(&root.join("snapshots"))?,
+            mounted: Vec::new(),
+        })
+    }
+
+    /// Mount a view of the committed snapshot `chain` (empty: no layers) at
+    /// `target`, as `key`; returns `target`.
+    fn mount(
+        &mut self,
+        key: &str,
+        chain: &str,
+        target: &Path,
+    ) -> std::result::Result<PathBuf, String> {
+        let parent = (!chain.is_empty()).then_some(chain);
+        let mounts = self
+            .snapshotter
+            .view(key, parent)
+            .map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(target).map_err(|e| e.to_string())?;
+        if let Err(e) = berth_snapshotter::mount_all(&mounts, target) {
+            let _ = self.snapshotter.remove(key);
+            return Err(e.to_string());
+        }
+        self.mounted.push((key.to_string(), target.to_path_buf()));
+        Ok(target.to_path_buf())
+    }
+}
+
+impl Drop for Views {
+    fn drop(&mut self) {
+        for (key, target) in self.mounted.drain(..) {
+            let _ = berth_snapshotter::unmount(&target);
+            let _ = std::fs::remove_dir(&target);
+            let _ = self.snapshotter.remove(&key);
+        }
+    }
+}
+
 struct TempDir(PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -726,6 +817,190 @@ impl Builder<'_> {
         Ok((guard, names))
     }
 
+    /// Reads the `RUN --mount` flags: what each mounts where, and the part of
+    /// the step's key their contents make (a bind mount's files; another
+    /// stage's layers). Refused: secret and ssh mounts, `rw` binds and
+    /// seeded caches, which are not built yet.
+    fn plan_mounts(
+        &mut self,
+        at: &str,
+        mounts: &[berth_builder::Mount],
+        workdir: &str,
+        built: &BTreeMap<usize, State>,
+        stages: &[berth_builder::Stage],
+    ) -> Result<(Vec<RunMount>, Option<String>)> {
+        let mut plans = Vec::new();
+        let mut keys = Vec::new();
+        for m in mounts {
+            let bad = |what: String| invalid(format!("{at}: RUN --mount={}: {what}", m.spec));
+            let mut fields = BTreeMap::new();
+            for part in m.spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (k, v) = part.split_once('=').unwrap_or((part, "true"));
+                fields.insert(k.to_ascii_lowercase(), v.to_string());
+            }
+            let field = |names: &[&str]| names.iter().find_map(|n| fields.get(*n).cloned());
+            let flag =
+                |names: &[&str]| field(names).is_some_and(|v| !matches!(v.as_str(), "false" | "0"));
+            let target =
+                field(&["target", "dst", "destination"]).ok_or_else(|| bad("no target".into()))?;
+            let target = resolve_path(workdir, &target);
+            if target == "/" {
+                return Err(bad("cannot mount on /".into()));
+            }
+            let kind = match field(&["type"]).as_deref().unwrap_or("bind") {
+                "bind" => {
+                    if flag(&["rw", "readwrite"]) {
+                        return Err(bad("read-write bind mounts are not supported yet".into()));
+                    }
+                    let source = field(&["source", "src"]).unwrap_or_else(|| "/".into());
+                    let source = source.trim_start_matches('/').to_string();
+                    match field(&["from"]) {
+                        None => {
+                            let path = context_path(&self.context, &source)
+                                .map_err(|e| bad(e.to_string()))?;
+                            let sources = [if source.is_empty() {
+                                ".".to_string()
+                            } else {
+                                source
+                            }];
+                            keys.push(format!(
+                                "bind {target} {}",
+                                hash_sources(&self.context, &sources, &self.ignore)
+                                    .map_err(|e| bad(e.to_string()))?
+                            ));
+                            MountKind::Bind {
+                                from: None,
+                                source: path,
+                            }
+                        }
+                        Some(from) => {
+                            let src = match stage_index(stages, &from) {
+                                Some(i) => built
+                                    .get(&i)
+                                    .cloned()
+                                    .ok_or_else(|| bad(format!("stage {from} not built")))?,
+                                None => self.base(&from)?,
+                            };
+                            let chain = src.top().unwrap_or_default();
+                            keys.push(format!("bind {target} {}|{chain}|{source}", src.key));
+                            MountKind::Bind {
+                                from: Some(chain),
+                                source: PathBuf::from(source),
+                            }
+                        }
+                    }
+                }
+                "cache" => {
+                    if field(&["from", "source", "src"]).is_some() {
+                        return Err(bad(
+                            "a cache seeded from a stage is not supported yet".into()
+                        ));
+                    }
+                    let id = field(&["id"]).unwrap_or_else(|| target.clone());
+                    let mode = match field(&["mode"]) {
+                        Some(m) => u32::from_str_radix(&m, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o7777)
+                            .ok_or_else(|| bad(format!("invalid mode {m:?}")))?,
+                        None => 0o755,
+                    };
+                    let owner = |name: &str| -> Result<u32> {
+                        field(&[name]).map_or(Ok(0), |v| {
+                            v.parse().map_err(|_| bad(format!("invalid {name} {v:?}")))
+                        })
+                    };
+                    let hex = berth_image_store::digest::Digest::of(id.as_bytes())
+                        .hex()
+                        .to_string();
+                    MountKind::Cache {
+                        dir: cache_mounts_dir(&self.root).join(hex),
+                        readonly: flag(&["ro", "readonly"]),
+                        mode,
+                        owner: (owner("uid")?, owner("gid")?),
+                    }
+                }
+                "tmpfs" => {
+                    let size = match field(&["size"]) {
+                        Some(v) => Some(
+                            v.parse::<u64>()
+                                .map_err(|_| bad(format!("invalid size {v:?} (bytes)")))?,
+                        ),
+                        None => None,
+                    };
+                    MountKind::Tmpfs { size }
+                }
+                other @ ("secret" | "ssh") => {
+                    return Err(bad(format!("{other} mounts are not supported yet")))
+                }
+                other => return Err(bad(format!("unknown mount type {other:?}"))),
+            };
+            plans.push(RunMount { target, kind });
+        }
+        Ok((plans, (!keys.is_empty()).then(|| keys.join("\n"))))
+    }
+
+    /// The runtime mount for `m`; a bind from another stage mounts a read-only
+    /// view of its layers first (kept in `views` until the step ends).
+    fn mount_for_run(
+        &mut self,
+        m: &RunMount,
+        views: &mut Views,
+    ) -> std::result::Result<oci_spec::runtime::Mount, String> {
+        match &m.kind {
+            MountKind::Bind { from: None, source } => {
+                Ok(spec::bind_mount(source, &m.target, &["rbind", "ro"]))
+            }
+            MountKind::Bind {
+                from: Some(chain),
+                source,
+            } => {
+                let key = self.next_key("mount");
+                let target = self.work.join(&key);
+                let root = views.mount(&key, chain, &target)?;
+                let path =
+                    context_path(&root, &source.to_string_lossy()).map_err(|e| e.to_string())?;
+                Ok(spec::bind_mount(&path, &m.target, &["rbind", "ro"]))
+            }
+            MountKind::Cache {
+                dir,
+                readonly,
+                mode,
+                owner,
+            } => {
+                if !dir.exists() {
+                    use std::os::unix::fs::PermissionsExt;
+                    let tmp = dir.with_extension(format!("new-{}", std::process::id()));
+                    let made = std::fs::create_dir_all(&tmp)
+                        .and_then(|()| {
+                            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode))
+                        })
+                        .and_then(|()| std::os::unix::fs::chown(&tmp, Some(owner.0), Some(owner.1)))
+                        .and_then(|()| std::fs::rename(&tmp, dir));
+                    if let Err(e) = made {
+                        let _ = std::fs::remove_dir_all(&tmp);
+                        if !dir.exists() {
+                            return Err(format!("create the cache directory: {e}"));
+                        }
+                    }
+                }
+                let access = if *readonly { "ro" } else { "rw" };
+                Ok(spec::bind_mount(dir, &m.target, &["rbind", access]))
+            }
+            MountKind::Tmpfs { size } => {
+                let mut options = vec!["nosuid".to_string(), "nodev".to_string()];
+                if let Some(size) = size {
+                    options.push(format!("size={size}"));
+                }
+                let mut mount = oci_spec::runtime::Mount::default();
+                mount.set_destination(PathBuf::from(&m.target));
+                mount.set_typ(Some("tmpfs".into()));
+                mount.set_source(Some(PathBuf::from("tmpfs")));
+                mount.set_options(Some(options));
+                Ok(mount)
+            }
+        }
+    }
+
     fn next_key(&mut self, what: &str) -> String {
         self.seq += 1;
         format!("build-{}-{}-{what}", std::process::id(), self.seq)
@@ -795,6 +1070,8 @@ impl Builder<'_> {
         // Where COPY/ADD read from, and the content part of the key.
         // The --from snapshot chain.
         let mut from_root: Option<String> = None;
+        // RUN --mount: what each gives the step.
+        let mut run_mounts: Vec<RunMount> = Vec::new();
         // COPY/ADD here-documents and ADD URLs: files written (or downloaded)
         // into this directory under these names, copied from there.
         let mut generated: Option<(TempDir, Vec<String>)> = None;
@@ -887,6 +1164,12 @@ impl Builder<'_> {
                     }
                 }
             }
+            Instruction::Run { mounts, .. } if !mounts.is_empty() => {
+                let (plans, key) =
+                    self.plan_mounts(&at, mounts, &state.workdir(), built, stages)?;
+                run_mounts = plans;
+                key
+            }
             _ => None,
         };
         let created_by = first_line(&node.text).to_string();
@@ -971,7 +1254,7 @@ impl Builder<'_> {
             } => {
                 let run = run_argv(command, heredocs, &node.text, &shell_of(&inner));
                 let env = scope.run_env();
-                Some(self.run_step(state, &run, &env, &at, &created_by, net)?)
+                Some(self.run_step(state, &run, &env, &at, &created_by, net, &run_mounts)?)
             }
             Instruction::Copy(a) | Instruction::Add(a) => {
                 let extract = matches!(ins, Instruction::Add(_));
@@ -1174,6 +1457,7 @@ impl Builder<'_> {
         Ok(Some(layer))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_step(
         &mut self,
         state: &State,
@@ -1182,6 +1466,7 @@ impl Builder<'_> {
         at: &str,
         text: &str,
         net: BuildNetwork,
+        mounts: &[RunMount],
     ) -> Result<CachedLayer> {
         let (step, total) = self.step_no;
         let image: oci_spec::image::ImageConfiguration =
@@ -1200,6 +1485,20 @@ impl Builder<'_> {
             let bundle = b.work.join(format!("{id}-bundle"));
             std::fs::create_dir_all(&bundle).map_err(Error::io("create bundle"))?;
             let mut extra_mounts = Vec::new();
+            // Snapshots of other stages a bind mount reads, released on return.
+            let mut views = Views::new(&b.root)?;
+            // Mount points the runtime creates and the layer must not keep.
+            let mut mount_points = Vec::new();
+            for m in mounts {
+                let dir = rootfs.join(m.target.trim_start_matches('/'));
+                if dir.symlink_metadata().is_err() {
+                    mount_points.push(dir);
+                }
+                let mount = b
+                    .mount_for_run(m, &mut views)
+                    .map_err(|e| invalid(format!("{at}: RUN --mount: {e}")))?;
+                extra_mounts.push(mount);
+            }
             if let Some(script) = &run.script {
                 // A `#!` here-document: a file of its own, executed (BuildKit).
                 use std::os::unix::fs::PermissionsExt;
@@ -1295,6 +1594,19 @@ impl Builder<'_> {
                 )
             };
             let _ = std::fs::remove_dir_all(&bundle);
+            for point in &mount_points {
+                // The empty file or directories the runtime made, up to where
+                // the rootfs had a directory; nothing the step wrote.
+                if point.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
+                    let _ = std::fs::remove_file(point);
+                }
+                for d in point.ancestors().take_while(|d| d.starts_with(rootfs) && *d != rootfs) {
+                    if std::fs::remove_dir(d).is_err() {
+                        break;
+                    }
+                }
+            }
+            drop(views);
             for target in created {
                 // Only the empty mount point the runtime made, not a file the step wrote.
                 if target.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
@@ -1531,6 +1843,14 @@ fn stage_index(stages: &[berth_builder::Stage], from: &str) -> Option<usize> {
 pub fn prune(root: &Path) -> Result<(usize, u64)> {
     let cache = CacheStore::open(&root.join("builder")).map_err(Error::io("open build cache"))?;
     let n = cache.clear().map_err(Error::io("clear build cache"))?;
+    match std::fs::remove_dir_all(cache_mounts_dir(root)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io("remove the RUN --mount=type=cache directories")(
+                e,
+            ))
+        }
+        _ => {}
+    }
     let freed = Images::open(root)?.remove_unused_blobs()?;
     Ok((n, freed))
 }
