@@ -1192,11 +1192,64 @@ CMD [\"sh\", \"-c\", \"cat /count /copied /fromstage\"]
     e.ok(&["build", "--no-cache", "-t", "mounted", p(&ctx)]);
     assert!(e.ok(&["run", "--rm", "mounted"]).starts_with("1\n"));
 
+    // Secrets: files for the step only, from --secret src= or env=; a
+    // missing one is no mount unless required.
+    let secret_file = e.tmp.path().join("token.txt");
+    std::fs::write(&secret_file, "t0ken").unwrap();
+    let secrets = context(
+        &e,
+        "secrets",
+        "FROM bb
+RUN --mount=type=secret,id=token cat /run/secrets/token > /seen && test ! -e /run/secrets/absent
+RUN --mount=type=secret,id=absent true
+RUN --mount=type=secret,id=fromenv,target=/etc/tok,mode=0440 stat -c %a /etc/tok > /mode && cat /etc/tok >> /seen
+RUN test ! -e /run/secrets && test ! -e /etc/tok
+CMD [\"cat\", \"/seen\", \"/mode\"]
+",
+    );
+    let src = format!("id=token,src={}", secret_file.display());
+    let out = e
+        .command(&[
+            "build",
+            "-t",
+            "secrets",
+            "--secret",
+            &src,
+            "--secret",
+            "id=fromenv,env=BERTH_TEST_SECRET",
+            p(&secrets),
+        ])
+        .env("BERTH_TEST_SECRET", "fr0m-env")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(e.ok(&["run", "--rm", "secrets"]), "t0kenfr0m-env440\n");
+    let required = context(
+        &e,
+        "required",
+        "FROM bb\nRUN --mount=type=secret,id=needed,required=true true\n",
+    );
+    build_fails(
+        &e,
+        &["build", p(&required)],
+        "secret needed is required but was not given",
+    );
+    build_fails(
+        &e,
+        &[
+            "build",
+            "--secret",
+            "id=x,src=/nonexistent/file",
+            p(&required),
+        ],
+        "--secret",
+    );
+
     for (name, flag, needle) in [
         (
-            "secret",
-            "type=secret,id=x,target=/s",
-            "secret mounts are not supported yet",
+            "ssh",
+            "type=ssh,target=/s",
+            "ssh mounts are not supported yet",
         ),
         (
             "outside",

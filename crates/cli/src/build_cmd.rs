@@ -45,6 +45,10 @@ pub struct BuildArgs {
     /// A label for the image (KEY=VALUE).
     #[arg(long)]
     pub label: Vec<String>,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or
+    /// `id=ID,env=VAR` (just `id=ID`: the variable ID, as buildx).
+    #[arg(long)]
+    pub secret: Vec<String>,
     /// The context directory, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -75,6 +79,18 @@ pub fn build(
                 if let Ok(v) = std::env::var(kv) {
                     build_args.insert(kv.clone(), v);
                 }
+            }
+        }
+    }
+    let mut secrets = BTreeMap::new();
+    for spec in &a.secret {
+        match read_secret(spec) {
+            Ok((id, data)) => {
+                secrets.insert(id, data);
+            }
+            Err(e) => {
+                eprintln!("berth: --secret {spec:?}: {e}");
+                return Ok(1);
             }
         }
     }
@@ -117,6 +133,7 @@ pub fn build(
         labels,
         pull_always: a.pull,
         registry: Some(crate::image_cmd::registry_options(globals, a.quiet)?),
+        secrets,
     };
     let mut out = std::io::stdout();
     let id = match berth_engine::build::build(root, run_root, opts, &mut out) {
@@ -163,4 +180,37 @@ pub fn builder(root: &std::path::Path, c: BuilderCommand) -> anyhow::Result<i32>
             Ok(0)
         }
     }
+}
+
+/// A `--secret` flag: its id and bytes, from `src=FILE` (also `source=`),
+/// `env=VAR`, or with neither the variable named as the id.
+fn read_secret(spec: &str) -> Result<(String, Vec<u8>), String> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(v.to_string()),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", "file" | "env")) => {}
+            _ => {
+                return Err(format!(
+                    "unknown field {part:?} (use id=ID,src=FILE or id=ID,env=VAR)"
+                ))
+            }
+        }
+    }
+    let id = id.filter(|i| !i.is_empty()).ok_or("no id=")?;
+    let data = match (src, env) {
+        (Some(_), Some(_)) => return Err("give src= or env=, not both".into()),
+        (Some(path), None) => std::fs::read(&path).map_err(|e| format!("read {path}: {e}"))?,
+        (None, var) => {
+            let var = var.unwrap_or_else(|| id.clone());
+            std::env::var_os(&var)
+                .ok_or_else(|| format!("the environment has no {var}"))?
+                .into_encoded_bytes()
+        }
+    };
+    Ok((id, data))
 }

@@ -86,6 +86,9 @@ pub struct BuildOptions {
     /// How to reach registries to pull base images (`FROM`, `COPY --from`)
     /// that are not here; `None`: local images only.
     pub registry: Option<RegistryOptions>,
+    /// `--secret`s by id, for `RUN --mount=type=secret`; never in a layer
+    /// or a cache key.
+    pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
 /// The network of RUN steps.
@@ -179,6 +182,12 @@ enum MountKind {
     },
     /// A fresh tmpfs, `size` bytes at most.
     Tmpfs { size: Option<u64> },
+    /// The `--secret` `id` as a read-only file (`mode`, `owner`).
+    Secret {
+        id: String,
+        mode: u32,
+        owner: (u32, u32),
+    },
 }
 
 /// Where the `type=cache` mounts of RUN steps live; `builder prune` empties it.
@@ -198,18 +207,20 @@ fn context_path(root: &Path, rel: &str) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Read-only views of snapshots, mounted for one step; unmounted and removed
-/// when dropped.
-struct Views {
+/// What one RUN step mounts from the host: read-only views of snapshots and
+/// secret files; unmounted and removed when dropped.
+struct StepMounts {
     snapshotter: berth_snapshotter::Snapshotter,
     mounted: Vec<(String, PathBuf)>,
+    files: Vec<PathBuf>,
 }
 
-impl Views {
-    fn new(root: &Path) -> Result<Views> {
-        Ok(Views {
+impl StepMounts {
+    fn new(root: &Path) -> Result<StepMounts> {
+        Ok(StepMounts {
             snapshotter: berth_snapshotter::Snapshotter::open(&root.join("snapshots"))?,
             mounted: Vec::new(),
+            files: Vec::new(),
         })
     }
 
@@ -236,12 +247,15 @@ impl Views {
     }
 }
 
-impl Drop for Views {
+impl Drop for StepMounts {
     fn drop(&mut self) {
         for (key, target) in self.mounted.drain(..) {
             let _ = berth_snapshotter::unmount(&target);
             let _ = std::fs::remove_dir(&target);
             let _ = self.snapshotter.remove(&key);
+        }
+        for f in self.files.drain(..) {
+            let _ = std::fs::remove_file(f);
         }
     }
 }
@@ -841,13 +855,38 @@ impl Builder<'_> {
             let field = |names: &[&str]| names.iter().find_map(|n| fields.get(*n).cloned());
             let flag =
                 |names: &[&str]| field(names).is_some_and(|v| !matches!(v.as_str(), "false" | "0"));
-            let target =
-                field(&["target", "dst", "destination"]).ok_or_else(|| bad("no target".into()))?;
+            let kind_name = field(&["type"]).unwrap_or_else(|| "bind".into());
+            let secret_id = field(&["id"]).or_else(|| {
+                field(&["target", "dst", "destination"])
+                    .map(|t| t.rsplit('/').next().unwrap_or_default().to_string())
+            });
+            let target = match field(&["target", "dst", "destination"]) {
+                Some(t) => t,
+                None if kind_name == "secret" => match &secret_id {
+                    Some(id) => format!("/run/secrets/{id}"),
+                    None => return Err(bad("no id or target".into())),
+                },
+                None => return Err(bad("no target".into())),
+            };
             let target = resolve_path(workdir, &target);
             if target == "/" {
                 return Err(bad("cannot mount on /".into()));
             }
-            let kind = match field(&["type"]).as_deref().unwrap_or("bind") {
+            let mode_field = |default: u32| -> Result<u32> {
+                match field(&["mode"]) {
+                    Some(m) => u32::from_str_radix(&m, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| bad(format!("invalid mode {m:?}"))),
+                    None => Ok(default),
+                }
+            };
+            let owner = |name: &str| -> Result<u32> {
+                field(&[name]).map_or(Ok(0), |v| {
+                    v.parse().map_err(|_| bad(format!("invalid {name} {v:?}")))
+                })
+            };
+            let kind = match kind_name.as_str() {
                 "bind" => {
                     if flag(&["rw", "readwrite"]) {
                         return Err(bad("read-write bind mounts are not supported yet".into()));
@@ -897,18 +936,7 @@ impl Builder<'_> {
                         ));
                     }
                     let id = field(&["id"]).unwrap_or_else(|| target.clone());
-                    let mode = match field(&["mode"]) {
-                        Some(m) => u32::from_str_radix(&m, 8)
-                            .ok()
-                            .filter(|m| *m <= 0o7777)
-                            .ok_or_else(|| bad(format!("invalid mode {m:?}")))?,
-                        None => 0o755,
-                    };
-                    let owner = |name: &str| -> Result<u32> {
-                        field(&[name]).map_or(Ok(0), |v| {
-                            v.parse().map_err(|_| bad(format!("invalid {name} {v:?}")))
-                        })
-                    };
+                    let mode = mode_field(0o755)?;
                     let hex = berth_image_store::digest::Digest::of(id.as_bytes())
                         .hex()
                         .to_string();
@@ -929,9 +957,29 @@ impl Builder<'_> {
                     };
                     MountKind::Tmpfs { size }
                 }
-                other @ ("secret" | "ssh") => {
-                    return Err(bad(format!("{other} mounts are not supported yet")))
+                "secret" => {
+                    if field(&["env"]).is_some() {
+                        return Err(bad(
+                            "secrets as environment variables are not supported yet".into(),
+                        ));
+                    }
+                    let id = secret_id.unwrap_or_default();
+                    if !self.opts.secrets.contains_key(&id) {
+                        if flag(&["required"]) {
+                            return Err(bad(format!(
+                                "secret {id} is required but was not given (--secret id={id},src=FILE)"
+                            )));
+                        }
+                        // As BuildKit: a missing optional secret is no mount.
+                        continue;
+                    }
+                    MountKind::Secret {
+                        id,
+                        mode: mode_field(0o400)?,
+                        owner: (owner("uid")?, owner("gid")?),
+                    }
                 }
+                "ssh" => return Err(bad("ssh mounts are not supported yet".into())),
                 other => return Err(bad(format!("unknown mount type {other:?}"))),
             };
             plans.push(RunMount { target, kind });
@@ -944,7 +992,7 @@ impl Builder<'_> {
     fn mount_for_run(
         &mut self,
         m: &RunMount,
-        views: &mut Views,
+        views: &mut StepMounts,
     ) -> std::result::Result<oci_spec::runtime::Mount, String> {
         match &m.kind {
             MountKind::Bind { from: None, source } => {
@@ -985,6 +1033,25 @@ impl Builder<'_> {
                 }
                 let access = if *readonly { "ro" } else { "rw" };
                 Ok(spec::bind_mount(dir, &m.target, &["rbind", access]))
+            }
+            MountKind::Secret { id, mode, owner } => {
+                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+                let name = self.next_key("secret");
+                let path = self.work.join(name);
+                let data = self.opts.secrets.get(id).ok_or("secret gone")?;
+                views.files.push(path.clone());
+                let mut f = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| format!("write secret {id}: {e}"))?;
+                f.write_all(data)
+                    .map_err(|e| format!("write secret {id}: {e}"))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+                    .and_then(|()| std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1)))
+                    .map_err(|e| format!("secret {id}: {e}"))?;
+                Ok(spec::bind_mount(&path, &m.target, &["bind", "ro"]))
             }
             MountKind::Tmpfs { size } => {
                 let mut options = vec!["nosuid".to_string(), "nodev".to_string()];
@@ -1486,13 +1553,20 @@ impl Builder<'_> {
             std::fs::create_dir_all(&bundle).map_err(Error::io("create bundle"))?;
             let mut extra_mounts = Vec::new();
             // Snapshots of other stages a bind mount reads, released on return.
-            let mut views = Views::new(&b.root)?;
+            let mut views = StepMounts::new(&b.root)?;
             // Mount points the runtime creates and the layer must not keep.
             let mut mount_points = Vec::new();
             for m in mounts {
-                let dir = rootfs.join(m.target.trim_start_matches('/'));
-                if dir.symlink_metadata().is_err() {
-                    mount_points.push(dir);
+                // The mount point and the topmost of its directories the
+                // rootfs lacks: all that the runtime will create.
+                let point = rootfs.join(m.target.trim_start_matches('/'));
+                let missing = point
+                    .ancestors()
+                    .take_while(|d| *d != rootfs && d.symlink_metadata().is_err())
+                    .last()
+                    .map(Path::to_path_buf);
+                if let Some(top) = missing {
+                    mount_points.push((point, top));
                 }
                 let mount = b
                     .mount_for_run(m, &mut views)
@@ -1594,15 +1668,17 @@ impl Builder<'_> {
                 )
             };
             let _ = std::fs::remove_dir_all(&bundle);
-            for point in &mount_points {
-                // The empty file or directories the runtime made, up to where
-                // the rootfs had a directory; nothing the step wrote.
+            for (point, top) in &mount_points {
+                // The empty file or directories the runtime made, up to the
+                // topmost one it made; nothing the step wrote.
                 if point.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
                     let _ = std::fs::remove_file(point);
                 }
-                for d in point.ancestors().take_while(|d| d.starts_with(rootfs) && *d != rootfs) {
-                    if std::fs::remove_dir(d).is_err() {
-                        break;
+                for d in point.ancestors().take_while(|d| d.starts_with(top)) {
+                    match std::fs::remove_dir(d) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(_) => break,
                     }
                 }
             }
