@@ -874,10 +874,7 @@ impl Builder<'_> {
             }
             let mode_field = |default: u32| -> Result<u32> {
                 match field(&["mode"]) {
-                    Some(m) => u32::from_str_radix(&m, 8)
-                        .ok()
-                        .filter(|m| *m <= 0o7777)
-                        .ok_or_else(|| bad(format!("invalid mode {m:?}"))),
+                    Some(m) => parse_chmod(&m).map_err(|_| bad(format!("invalid mode {m:?}"))),
                     None => Ok(default),
                 }
             };
