@@ -1166,16 +1166,19 @@ fn run_mounts() {
     }
     let e = Engine::with_busybox();
     let dockerfile = "FROM bb AS tools
-RUN mkdir -p /opt && echo from-stage > /opt/tool.txt
+RUN mkdir -p /opt && echo from-stage > /opt/tool.txt && ln -s /opt /link
 FROM bb
-RUN --mount=type=cache,target=/cache echo run >> /cache/log && wc -l < /cache/log > /count
-RUN --mount=type=bind,source=dir,target=/src cat /src/a /src/sub/b > /copied && ! touch /src/new 2>/dev/null
-RUN --mount=type=bind,from=tools,source=/opt,target=/t cat /t/tool.txt > /fromstage
-RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/f && grep -q ' /scratch tmpfs ' /proc/mounts
+RUN --mount=type=cache,target=/cache,sharing=locked echo run >> /cache/log && wc -l < /cache/log > /count
+RUN --mount=type=bind,source=dir,target=/src cat /src/a /src/sub/b > /copied && ! touch /src/new 2>/dev/null && test ! -e /src/secret.key
+RUN --mount=type=bind,from=tools,source=/link,target=/t cat /t/tool.txt > /fromstage
+RUN --mount=type=tmpfs,target=/scratch,size=1m echo x > /scratch/f && grep -q ' /scratch tmpfs .*size=1024k' /proc/mounts
 RUN test ! -e /cache && test ! -e /src && test ! -e /t && test ! -e /scratch
 CMD [\"sh\", \"-c\", \"cat /count /copied /fromstage\"]
 ";
     let ctx = context(&e, "mounts", dockerfile);
+    // What .dockerignore excludes is not in a bind of the context either.
+    std::fs::write(ctx.join("dir/secret.key"), "k\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "dir/secret.key\n").unwrap();
     e.ok(&["build", "-t", "mounted", p(&ctx)]);
     assert_eq!(e.ok(&["run", "--rm", "mounted"]), "1\na\nb\nfrom-stage\n");
     // The cache mount outlives the build; the steps rerun with --no-cache see it.
@@ -1185,7 +1188,7 @@ CMD [\"sh\", \"-c\", \"cat /count /copied /fromstage\"]
     std::fs::write(ctx.join("dir/a"), "A\n").unwrap();
     let out = e.ok(&["build", "-t", "mounted", p(&ctx)]);
     assert_eq!(count(&out, "Using cache"), 2, "{out}");
-    assert!(out.contains("Step 4/9 : RUN --mount=type=cache,target=/cache echo run >> /cache/log && wc -l < /cache/log > /count\n ---> Using cache"), "{out}");
+    assert!(out.contains("Step 4/9 : RUN --mount=type=cache,target=/cache,sharing=locked echo run >> /cache/log && wc -l < /cache/log > /count\n ---> Using cache"), "{out}");
     assert_eq!(e.ok(&["run", "--rm", "mounted"]), "2\nA\nb\nfrom-stage\n");
     // builder prune empties the cache mounts too.
     e.ok(&["builder", "prune", "-f"]);
@@ -1258,8 +1261,30 @@ CMD [\"cat\", \"/seen\", \"/mode\"]
         ),
         ("notarget", "type=cache", "no target"),
         ("badtype", "type=nfs,target=/s", "unknown mount type"),
+        (
+            "badkey",
+            "type=cache,target=/c,tagret=/x",
+            "unexpected key \"tagret\"",
+        ),
+        ("badsize", "type=tmpfs,target=/c,size=lots", "invalid size"),
+        (
+            "badsharing",
+            "type=cache,target=/c,sharing=all",
+            "invalid sharing",
+        ),
+        (
+            "excluded",
+            "type=bind,source=dir/a,target=/s",
+            "dir/a is excluded by .dockerignore",
+        ),
+        (
+            "nostagepath",
+            "type=bind,from=bb,source=/nonexistent,target=/s",
+            "/nonexistent not found in the stage",
+        ),
     ] {
         let bad = context(&e, name, &format!("FROM bb\nRUN --mount={flag} true\n"));
+        std::fs::write(bad.join(".dockerignore"), "dir/a\n").unwrap();
         build_fails(&e, &["build", p(&bad)], needle);
     }
     // Nothing of the steps' views is left mounted or in the snapshotter.

@@ -290,11 +290,12 @@ impl Lexer<'_> {
                 self.modifier(&name, m, set, value, false)
             }
             Some(m @ ('#' | '%')) => {
-                let mut pattern = self.process(Some('}'), true)?;
-                let greedy = pattern.starts_with(m);
+                // `##`/`%%` as written, not a pattern that expands to `#`/`%`.
+                let greedy = self.peek() == Some(m);
                 if greedy {
-                    pattern.remove(0);
+                    self.next();
                 }
+                let pattern = self.process(Some('}'), true)?;
                 let value = value.unwrap_or_default();
                 let trimmed = if m == '#' {
                     trim_prefix(&value, &pattern, greedy)

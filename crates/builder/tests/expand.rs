@@ -13,6 +13,7 @@ fn env() -> impl Fn(&str) -> Option<String> {
         "SP" => Some("x y".into()),
         "F" => Some("dir/sub/file.tar.gz".into()),
         "STARS" => Some("a*b?c\\d}e/f".into()),
+        "PCT" => Some("50%%".into()),
         _ => None,
     }
 }
@@ -77,6 +78,10 @@ fn expansion_table() {
         ("${STARS/\\?/Q}", "a*bQc\\d}e/f"),
         ("${STARS/\\\\/B}", "a*b?cBd}e/f"),
         ("${STARS%%\\**}", "a"),
+        // A quoted % is the pattern, not the longest-match form.
+        ("${PCT%\"%\"}", "50%"),
+        ("${PCT%%\"%\"}", "50%"),
+        ("${PCT%\"%%\"}", "50"),
     ];
     for (word, want) in table {
         assert_eq!(expand(word, '\\', &env()).unwrap(), want, "{word}");

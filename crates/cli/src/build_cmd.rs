@@ -46,7 +46,8 @@ pub struct BuildArgs {
     #[arg(long)]
     pub label: Vec<String>,
     /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or
-    /// `id=ID,env=VAR` (just `id=ID`: the variable ID, as buildx).
+    /// `id=ID,env=VAR` (just `id=ID`: the variable ID if set, else the file
+    /// ID, as buildx).
     #[arg(long)]
     pub secret: Vec<String>,
     /// The context directory, or `-` for a tar on stdin.
@@ -182,18 +183,20 @@ pub fn builder(root: &std::path::Path, c: BuilderCommand) -> anyhow::Result<i32>
     }
 }
 
-/// A `--secret` flag: its id and bytes, from `src=FILE` (also `source=`),
-/// `env=VAR`, or with neither the variable named as the id.
+/// A `--secret` flag: its id and bytes, as buildx reads it: from `src=FILE`
+/// (also `source=`), `env=VAR` (or `type=env,src=VAR`), or with neither the
+/// variable named as the id if it is set, else the file named as the id.
 fn read_secret(spec: &str) -> Result<(String, Vec<u8>), String> {
     let mut id = None;
     let mut src = None;
     let mut env = None;
+    let mut typ = None;
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("id", v)) => id = Some(v.to_string()),
             Some(("src" | "source", v)) => src = Some(v.to_string()),
             Some(("env", v)) => env = Some(v.to_string()),
-            Some(("type", "file" | "env")) => {}
+            Some(("type", v @ ("file" | "env"))) => typ = Some(v),
             _ => {
                 return Err(format!(
                     "unknown field {part:?} (use id=ID,src=FILE or id=ID,env=VAR)"
@@ -202,15 +205,54 @@ fn read_secret(spec: &str) -> Result<(String, Vec<u8>), String> {
         }
     }
     let id = id.filter(|i| !i.is_empty()).ok_or("no id=")?;
-    let data = match (src, env) {
-        (Some(_), Some(_)) => return Err("give src= or env=, not both".into()),
-        (Some(path), None) => std::fs::read(&path).map_err(|e| format!("read {path}: {e}"))?,
-        (None, var) => {
-            let var = var.unwrap_or_else(|| id.clone());
-            std::env::var_os(&var)
-                .ok_or_else(|| format!("the environment has no {var}"))?
-                .into_encoded_bytes()
-        }
+    if typ == Some("env") && env.is_none() {
+        env = src.take();
+    }
+    let from_env = |var: &str| {
+        std::env::var_os(var)
+            .ok_or_else(|| format!("the environment has no {var}"))
+            .map(|v| v.into_encoded_bytes())
     };
-    Ok((id, data))
+    let from_file = |path: &str| std::fs::read(path).map_err(|e| format!("read {path}: {e}"));
+    match (src, env) {
+        (Some(_), Some(_)) => Err("give src= or env=, not both".into()),
+        (Some(path), None) => from_file(&path),
+        (None, Some(var)) => from_env(&var),
+        (None, None) if std::env::var_os(&id).is_some() => from_env(&id),
+        (None, None) => from_file(&id),
+    }
+    .map(|data| (id, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_secret;
+
+    #[test]
+    fn secrets_are_read_as_buildx_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, b"from-file").unwrap();
+        let spec = format!("id=t,src={}", file.display());
+        assert_eq!(
+            read_secret(&spec).unwrap(),
+            ("t".into(), b"from-file".to_vec())
+        );
+        std::env::set_var("BERTH_TEST_SECRET_VAR", "from-env");
+        for spec in [
+            "id=t,env=BERTH_TEST_SECRET_VAR",
+            "id=t,type=env,src=BERTH_TEST_SECRET_VAR",
+        ] {
+            assert_eq!(read_secret(spec).unwrap().1, b"from-env", "{spec}");
+        }
+        // Just an id: the variable of that name, else the file of that name.
+        assert_eq!(
+            read_secret("id=BERTH_TEST_SECRET_VAR").unwrap().1,
+            b"from-env"
+        );
+        let spec = format!("id={}", file.display());
+        assert_eq!(read_secret(&spec).unwrap().1, b"from-file");
+        assert!(read_secret("id=t,bogus=1").is_err());
+        assert!(read_secret("src=x").is_err());
+    }
 }

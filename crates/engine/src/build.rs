@@ -207,12 +207,25 @@ fn context_path(root: &Path, rel: &str) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
+/// Whether no directory between `root` (exclusive) and `path` (exclusive) is
+/// a symlink, so that acting on `path` stays inside `root`.
+fn no_symlink_between(root: &Path, path: &Path) -> bool {
+    path.parent().is_some_and(|parent| {
+        parent
+            .ancestors()
+            .take_while(|d| *d != root && d.starts_with(root))
+            .all(|d| d.symlink_metadata().is_ok_and(|m| m.is_dir()))
+    })
+}
+
 /// What one RUN step mounts from the host: read-only views of snapshots and
 /// secret files; unmounted and removed when dropped.
 struct StepMounts {
     snapshotter: berth_snapshotter::Snapshotter,
     mounted: Vec<(String, PathBuf)>,
     files: Vec<PathBuf>,
+    /// Filtered copies of the context.
+    dirs: Vec<PathBuf>,
 }
 
 impl StepMounts {
@@ -221,6 +234,7 @@ impl StepMounts {
             snapshotter: berth_snapshotter::Snapshotter::open(&root.join("snapshots"))?,
             mounted: Vec::new(),
             files: Vec::new(),
+            dirs: Vec::new(),
         })
     }
 
@@ -237,10 +251,15 @@ impl StepMounts {
             .snapshotter
             .view(key, parent)
             .map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(target).map_err(|e| e.to_string())?;
-        if let Err(e) = berth_snapshotter::mount_all(&mounts, target) {
+        let mounted = std::fs::create_dir_all(target)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                berth_snapshotter::mount_all(&mounts, target).map_err(|e| e.to_string())
+            });
+        if let Err(e) = mounted {
+            let _ = std::fs::remove_dir(target);
             let _ = self.snapshotter.remove(key);
-            return Err(e.to_string());
+            return Err(e);
         }
         self.mounted.push((key.to_string(), target.to_path_buf()));
         Ok(target.to_path_buf())
@@ -256,6 +275,9 @@ impl Drop for StepMounts {
         }
         for f in self.files.drain(..) {
             let _ = std::fs::remove_file(f);
+        }
+        for d in self.dirs.drain(..) {
+            let _ = std::fs::remove_dir_all(d);
         }
     }
 }
@@ -338,6 +360,12 @@ pub fn build(
     let gc = images.lock(false)?;
     let work = run_root.join("build").join(std::process::id().to_string());
     std::fs::create_dir_all(&work).map_err(Error::io(format!("create {}", work.display())))?;
+    {
+        // Secret files and downloads pass through here: this user's only.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::io(format!("chmod {}", work.display())))?;
+    }
     let _work_guard = TempDir(work.clone());
     let mut opts = opts;
     let (context, _ctx_guard, df_path) =
@@ -852,7 +880,40 @@ impl Builder<'_> {
                 let (k, v) = part.split_once('=').unwrap_or((part, "true"));
                 fields.insert(k.to_ascii_lowercase(), v.to_string());
             }
+            // BuildKit's keys; any other is a typo it refuses too.
+            const KEYS: &[&str] = &[
+                "type",
+                "target",
+                "dst",
+                "destination",
+                "source",
+                "src",
+                "from",
+                "ro",
+                "readonly",
+                "rw",
+                "readwrite",
+                "id",
+                "sharing",
+                "mode",
+                "uid",
+                "gid",
+                "required",
+                "size",
+                "env",
+            ];
+            if let Some(k) = fields.keys().find(|k| !KEYS.contains(&k.as_str())) {
+                return Err(bad(format!("unexpected key {k:?}")));
+            }
             let field = |names: &[&str]| names.iter().find_map(|n| fields.get(*n).cloned());
+            // Every sharing mode shares: concurrent steps see one cache directory.
+            if let Some(v) = field(&["sharing"]) {
+                if !matches!(v.as_str(), "shared" | "private" | "locked") {
+                    return Err(bad(format!(
+                        "invalid sharing {v:?} (shared, private, locked)"
+                    )));
+                }
+            }
             let flag =
                 |names: &[&str]| field(names).is_some_and(|v| !matches!(v.as_str(), "false" | "0"));
             let kind_name = field(&["type"]).unwrap_or_else(|| "bind".into());
@@ -894,6 +955,11 @@ impl Builder<'_> {
                         None => {
                             let path = context_path(&self.context, &source)
                                 .map_err(|e| bad(e.to_string()))?;
+                            if !source.is_empty()
+                                && self.ignore.is_excluded(&berth_builder::clean_path(&source))
+                            {
+                                return Err(bad(format!("{source} is excluded by .dockerignore")));
+                            }
                             let sources = [if source.is_empty() {
                                 ".".to_string()
                             } else {
@@ -947,8 +1013,10 @@ impl Builder<'_> {
                 "tmpfs" => {
                     let size = match field(&["size"]) {
                         Some(v) => Some(
-                            v.parse::<u64>()
-                                .map_err(|_| bad(format!("invalid size {v:?} (bytes)")))?,
+                            crate::spec::parse_bytes(&v)
+                                .ok()
+                                .and_then(|n| u64::try_from(n).ok())
+                                .ok_or_else(|| bad(format!("invalid size {v:?}")))?,
                         ),
                         None => None,
                     };
@@ -993,7 +1061,15 @@ impl Builder<'_> {
     ) -> std::result::Result<oci_spec::runtime::Mount, String> {
         match &m.kind {
             MountKind::Bind { from: None, source } => {
-                Ok(spec::bind_mount(source, &m.target, &["rbind", "ro"]))
+                if self.ignore.patterns().is_empty() {
+                    return Ok(spec::bind_mount(source, &m.target, &["rbind", "ro"]));
+                }
+                // The step sees the context as COPY does: without what
+                // .dockerignore excludes, so a copy of what is left.
+                let path = self
+                    .filtered_context(source, views)
+                    .map_err(|e| format!("copy the context for the mount: {e}"))?;
+                Ok(spec::bind_mount(&path, &m.target, &["rbind", "ro"]))
             }
             MountKind::Bind {
                 from: Some(chain),
@@ -1002,8 +1078,10 @@ impl Builder<'_> {
                 let key = self.next_key("mount");
                 let target = self.work.join(&key);
                 let root = views.mount(&key, chain, &target)?;
-                let path =
-                    context_path(&root, &source.to_string_lossy()).map_err(|e| e.to_string())?;
+                // Symlinks resolve inside the stage, as they would in it.
+                let path = spec::resolve_in_root(&root, source)
+                    .filter(|p| p.symlink_metadata().is_ok())
+                    .ok_or_else(|| format!("source /{} not found in the stage", source.display()))?;
                 Ok(spec::bind_mount(&path, &m.target, &["rbind", "ro"]))
             }
             MountKind::Cache {
@@ -1063,6 +1141,65 @@ impl Builder<'_> {
                 Ok(mount)
             }
         }
+    }
+
+    /// A copy of the context path `source` (canonical) without what
+    /// .dockerignore excludes, kept in `views` until the step ends.
+    fn filtered_context(&mut self, source: &Path, views: &mut StepMounts) -> Result<PathBuf> {
+        let context = self
+            .context
+            .canonicalize()
+            .map_err(Error::io("read the context"))?;
+        let rel = source
+            .strip_prefix(&context)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rel = if rel.is_empty() { ".".to_string() } else { rel };
+        let name = self.next_key("bind");
+        let dir = self.work.join(name);
+        std::fs::create_dir(&dir).map_err(Error::io("create the mount copy"))?;
+        views.dirs.push(dir.clone());
+        let tarfile = dir.with_extension("tar");
+        let res = self.unpack_filtered(&context, rel, &tarfile, &dir);
+        let _ = std::fs::remove_file(&tarfile);
+        res?;
+        Ok(if source.is_dir() {
+            dir
+        } else {
+            dir.join(source.file_name().unwrap_or_default())
+        })
+    }
+
+    /// Writes the context's `rel` as COPY would to `tarfile`, then unpacks it in `dir`.
+    fn unpack_filtered(
+        &self,
+        context: &Path,
+        rel: String,
+        tarfile: &Path,
+        dir: &Path,
+    ) -> Result<()> {
+        let mut f = File::options()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(tarfile)
+            .map_err(Error::io("create the mount copy"))?;
+        let sources = [rel];
+        let spec = CopySpec {
+            root: context,
+            sources: &sources,
+            dest: "/",
+            dest_is_dir: true,
+            ignore: Some(&self.ignore),
+            owner: None,
+            keep_owner: true,
+            mode: None,
+            extract: false,
+        };
+        copy_tar(&spec, std::io::BufWriter::new(&mut f)).map_err(|e| invalid(e.to_string()))?;
+        f.rewind().map_err(Error::io("read the mount copy"))?;
+        berth_snapshotter::apply_layer(dir, berth_snapshotter::buffered(f))?;
+        Ok(())
     }
 
     fn next_key(&mut self, what: &str) -> String {
@@ -1667,7 +1804,11 @@ impl Builder<'_> {
             let _ = std::fs::remove_dir_all(&bundle);
             for (point, top) in &mount_points {
                 // The empty file or directories the runtime made, up to the
-                // topmost one it made; nothing the step wrote.
+                // topmost one it made; nothing the step wrote, and nothing
+                // reached through a symlink the step left (it may point out).
+                if !no_symlink_between(rootfs, point) {
+                    continue;
+                }
                 if point.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
                     let _ = std::fs::remove_file(point);
                 }
@@ -1682,7 +1823,7 @@ impl Builder<'_> {
             drop(views);
             for target in created {
                 // Only the empty mount point the runtime made, not a file the step wrote.
-                if target.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
+                if no_symlink_between(rootfs, &target) && target.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
                     let _ = std::fs::remove_file(&target);
                 }
             }
@@ -1926,4 +2067,21 @@ pub fn prune(root: &Path) -> Result<(usize, u64)> {
     }
     let freed = Images::open(root)?.remove_unused_blobs()?;
     Ok((n, freed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_symlink_between;
+
+    #[test]
+    fn symlinked_directories_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc/sub")).unwrap();
+        std::os::unix::fs::symlink("/", root.join("link")).unwrap();
+        assert!(no_symlink_between(root, &root.join("etc/sub/file")));
+        assert!(no_symlink_between(root, &root.join("etc")));
+        assert!(!no_symlink_between(root, &root.join("link/etc/passwd")));
+        assert!(!no_symlink_between(root, &root.join("missing/file")));
+    }
 }

@@ -1047,7 +1047,7 @@ fn read_in_root(root: &Path, rel: &str) -> Result<Option<String>, SpecError> {
 
 /// Resolve `rel` under `root` following symlinks within `root`; `None` on a
 /// loop, too many links, or a missing intermediate component.
-fn resolve_in_root(root: &Path, rel: &Path) -> Option<PathBuf> {
+pub(crate) fn resolve_in_root(root: &Path, rel: &Path) -> Option<PathBuf> {
     let mut pending: Vec<std::ffi::OsString> = rel
         .components()
         .rev()
