@@ -339,6 +339,16 @@ fn containers_resolve_each_other_by_dns() {
         asked,
         "an internal query went out"
     );
+    // One on the default bridge too reaches outside: other names still go out.
+    e.ok(&[
+        "run", "-d", "--name", "bridged", "--dns", &dns, "bb", "sleep", "120",
+    ]);
+    e.ok(&["network", "connect", "inside", "bridged"]);
+    let out = nslookup(&e, "bridged", "elsewhere.test");
+    assert!(
+        out.contains(&format!("Address: {UPSTREAM_ANSWER}")),
+        "{out}"
+    );
 
     // A server that dies is replaced by the next container's start, which
     // takes back the containers it served.
@@ -370,7 +380,7 @@ fn containers_resolve_each_other_by_dns() {
     // One server for them all, gone with the last of them.
     assert_eq!(dns_servers(&e), 1);
     e.ok(&[
-        "rm", "-f", "a1", "b1", "c1", "d1", "e1", "i1", "i2", "plain",
+        "rm", "-f", "a1", "b1", "c1", "d1", "e1", "i1", "i2", "plain", "bridged",
     ]);
     wait_until(15, "the DNS server to exit", || dns_servers(&e) == 0);
     e.ok(&["network", "rm", "n1", "n2", "inside"]);

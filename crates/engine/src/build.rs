@@ -1081,7 +1081,9 @@ impl Builder<'_> {
                 // Symlinks resolve inside the stage, as they would in it.
                 let path = spec::resolve_in_root(&root, source)
                     .filter(|p| p.symlink_metadata().is_ok())
-                    .ok_or_else(|| format!("source /{} not found in the stage", source.display()))?;
+                    .ok_or_else(|| {
+                        format!("source /{} not found in the stage", source.display())
+                    })?;
                 Ok(spec::bind_mount(&path, &m.target, &["rbind", "ro"]))
             }
             MountKind::Cache {
@@ -2055,17 +2057,22 @@ fn stage_index(stages: &[berth_builder::Stage], from: &str) -> Option<usize> {
 /// Empties the build cache (`berth builder prune`) and deletes the layer
 /// blobs only it kept; returns the entries removed and the bytes freed.
 pub fn prune(root: &Path) -> Result<(usize, u64)> {
+    let images = Images::open(root)?;
     let cache = CacheStore::open(&root.join("builder")).map_err(Error::io("open build cache"))?;
     let n = cache.clear().map_err(Error::io("clear build cache"))?;
-    match std::fs::remove_dir_all(cache_mounts_dir(root)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::io("remove the RUN --mount=type=cache directories")(
-                e,
-            ))
+    {
+        // Not under a running build's RUN step: builds hold the lock shared.
+        let _gc = images.lock(true)?;
+        match std::fs::remove_dir_all(cache_mounts_dir(root)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove the RUN --mount=type=cache directories")(
+                    e,
+                ))
+            }
+            _ => {}
         }
-        _ => {}
     }
-    let freed = Images::open(root)?.remove_unused_blobs()?;
+    let freed = images.remove_unused_blobs()?;
     Ok((n, freed))
 }
 

@@ -165,15 +165,22 @@ struct Served {
     internal: bool,
     /// The network it was started on, which answers first.
     primary: String,
+    /// Its TCP connections being served (at most [`MAX_TCP_PER_CONTAINER`]).
+    tcp_open: Arc<AtomicUsize>,
 }
 
 /// Queries forwarded at once; beyond this, SERVFAIL at once.
 const MAX_FORWARDS: usize = 256;
 /// TCP connections served at once; beyond this, new ones are closed at once.
 const MAX_TCP_CONNECTIONS: usize = 64;
+/// TCP connections of one container served at once, so that one container
+/// cannot take every slot.
+const MAX_TCP_PER_CONTAINER: usize = 8;
 /// How long a TCP connection may stay silent (before and between queries)
 /// or take to send one query.
 const TCP_IDLE: Duration = Duration::from_secs(5);
+/// How long one TCP connection is served at most, however it trickles.
+const TCP_LIFETIME: Duration = Duration::from_secs(30);
 /// Datagrams taken from one container's socket per round, so a chatty
 /// container cannot starve the others or the control socket.
 const ROUND_BUDGET: usize = 32;
@@ -348,10 +355,9 @@ fn add(containers: &Containers, line: &str) -> Result<Served> {
             record.name
         )));
     }
-    let internal = endpoints
-        .iter()
-        .filter(|(n, _)| n.is_user_defined())
-        .all(|(n, _)| n.internal);
+    // Internal only when no network it is on (the default bridge included)
+    // reaches outside.
+    let internal = endpoints.iter().all(|(n, _)| n.internal);
     let start_ticks = berth_runtime::state::proc_stat(pid)
         .map(|s| s.0)
         .ok_or_else(|| Error::Invalid(format!("process {pid} is gone")))?;
@@ -375,6 +381,7 @@ fn add(containers: &Containers, line: &str) -> Result<Served> {
             NetworkMode::Bridge(n) => n.clone(),
             _ => String::new(),
         },
+        tcp_open: Arc::new(AtomicUsize::new(0)),
     })
 }
 
@@ -460,28 +467,68 @@ fn handle(
 /// thread of its own.
 fn accept_tcp(containers: &Containers, s: &Served, connections: &Arc<AtomicUsize>) {
     while let Ok((stream, _)) = s.tcp.accept() {
-        if connections.fetch_add(1, Ordering::SeqCst) >= MAX_TCP_CONNECTIONS {
-            connections.fetch_sub(1, Ordering::SeqCst);
+        let Some(slot) = Slot::take(&[
+            (connections, MAX_TCP_CONNECTIONS),
+            (&s.tcp_open, MAX_TCP_PER_CONTAINER),
+        ]) else {
             continue;
-        }
+        };
         let networks = containers.networks().clone();
         let (id, primary) = (s.id.clone(), s.primary.clone());
         let (upstreams, internal) = (s.upstreams.clone(), s.internal);
-        let count = connections.clone();
-        let work = std::thread::Builder::new().spawn(move || {
+        // A failed spawn drops the closure, and with it the slot.
+        let _ = std::thread::Builder::new().spawn(move || {
+            let _slot = slot;
             let who = (id.as_str(), primary.as_str());
             serve_tcp(stream, &networks, who, &upstreams, internal);
-            count.fetch_sub(1, Ordering::SeqCst);
         });
-        if work.is_err() {
-            connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Reads of a TCP stream that each wait at most [`TCP_IDLE`] and all end by
+/// the deadline, however slowly the peer sends.
+struct DeadlineReader<'a>(&'a TcpStream, std::time::Instant);
+
+impl std::io::Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.1.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.0.set_read_timeout(Some(left.min(TCP_IDLE)))?;
+        self.0.read(buf)
+    }
+}
+
+/// One place in each of several bounded counters, given back when dropped.
+struct Slot(Vec<Arc<AtomicUsize>>);
+
+impl Slot {
+    /// A place in every `(counter, limit)`, or `None` if one is full.
+    fn take(counters: &[(&Arc<AtomicUsize>, usize)]) -> Option<Slot> {
+        let mut slot = Slot(Vec::new());
+        for (counter, limit) in counters {
+            if counter.fetch_add(1, Ordering::SeqCst) >= *limit {
+                counter.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+            slot.0.push(Arc::clone(counter));
+        }
+        Some(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        for counter in &self.0 {
+            counter.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
 
 /// Answer the queries of one TCP connection of container `who` (its id and
-/// primary network) until it closes, stays silent for [`TCP_IDLE`] or sends
-/// something that is not a query.
+/// primary network) until it closes, stays silent for [`TCP_IDLE`], has been
+/// served for [`TCP_LIFETIME`] or sends something that is not a query.
 fn serve_tcp(
     mut stream: TcpStream,
     networks: &berth_netns_bridge::NetworkStore,
@@ -495,7 +542,12 @@ fn serve_tcp(
     {
         return;
     }
-    while let Ok(Some(query)) = dns::read_tcp_message(&mut stream) {
+    let deadline = std::time::Instant::now() + TCP_LIFETIME;
+    loop {
+        let mut reader = DeadlineReader(&stream, deadline);
+        let Ok(Some(query)) = dns::read_tcp_message(&mut reader) else {
+            return;
+        };
         let reply = match dns::answer(&query, |name| lookup(networks, id, primary, name)) {
             Reply::Answer(bytes) => Some(bytes),
             Reply::Drop => return,
@@ -513,6 +565,52 @@ fn serve_tcp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trickling_tcp_query_ends_at_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut peer = std::net::TcpStream::connect(addr).unwrap();
+            // A 100-byte message announced, then one byte every 50 ms.
+            let _ = peer.write_all(&[0, 100]);
+            for _ in 0..40 {
+                std::thread::sleep(Duration::from_millis(50));
+                if peer.write_all(&[0]).is_err() {
+                    break;
+                }
+            }
+        });
+        let (stream, _) = listener.accept().unwrap();
+        let start = std::time::Instant::now();
+        let deadline = start + Duration::from_millis(300);
+        let got = dns::read_tcp_message(&mut DeadlineReader(&stream, deadline));
+        assert!(got.is_err(), "{got:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(stream);
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn slots_are_bounded_and_given_back() {
+        let all = Arc::new(AtomicUsize::new(0));
+        let one = Arc::new(AtomicUsize::new(0));
+        let a = Slot::take(&[(&all, 3), (&one, 1)]).unwrap();
+        assert!(Slot::take(&[(&all, 3), (&one, 1)]).is_none());
+        assert_eq!(
+            (all.load(Ordering::SeqCst), one.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+        drop(a);
+        assert_eq!(
+            (all.load(Ordering::SeqCst), one.load(Ordering::SeqCst)),
+            (0, 0)
+        );
+    }
 
     #[test]
     fn resolv_conf_points_at_the_embedded_server() {
