@@ -218,6 +218,40 @@ fn no_symlink_between(root: &Path, path: &Path) -> bool {
     })
 }
 
+/// Applies what `spec` copies on `dir`, through the tar file `tarfile`
+/// (removed again); a copy error is reported after `prefix`.
+fn apply_copy(spec: &CopySpec<'_>, tarfile: &Path, dir: &Path, prefix: &str) -> Result<()> {
+    let res = (|| {
+        let mut f = File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(tarfile)
+            .map_err(Error::io("create copy tar"))?;
+        copy_tar(spec, std::io::BufWriter::new(&mut f))
+            .map_err(|e| invalid(format!("{prefix}{e}")))?;
+        f.rewind().map_err(Error::io("read copy tar"))?;
+        berth_snapshotter::apply_layer(dir, berth_snapshotter::buffered(f))?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(tarfile);
+    res
+}
+
+/// The mount point for `target` in `rootfs` and the topmost of it and its
+/// directories that `rootfs` lacks: all that the runtime will create there.
+/// `None` when the mount point exists already.
+fn runtime_made(rootfs: &Path, target: &str) -> Option<(PathBuf, PathBuf)> {
+    let point = rootfs.join(target.trim_start_matches('/'));
+    let top = point
+        .ancestors()
+        .take_while(|d| *d != rootfs && d.symlink_metadata().is_err())
+        .last()?
+        .to_path_buf();
+    Some((point, top))
+}
+
 /// What one RUN step mounts from the host: read-only views of snapshots and
 /// secret files; unmounted and removed when dropped.
 struct StepMounts {
@@ -1161,34 +1195,9 @@ impl Builder<'_> {
         let dir = self.work.join(name);
         std::fs::create_dir(&dir).map_err(Error::io("create the mount copy"))?;
         views.dirs.push(dir.clone());
-        let tarfile = dir.with_extension("tar");
-        let res = self.unpack_filtered(&context, rel, &tarfile, &dir);
-        let _ = std::fs::remove_file(&tarfile);
-        res?;
-        Ok(if source.is_dir() {
-            dir
-        } else {
-            dir.join(source.file_name().unwrap_or_default())
-        })
-    }
-
-    /// Writes the context's `rel` as COPY would to `tarfile`, then unpacks it in `dir`.
-    fn unpack_filtered(
-        &self,
-        context: &Path,
-        rel: String,
-        tarfile: &Path,
-        dir: &Path,
-    ) -> Result<()> {
-        let mut f = File::options()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(tarfile)
-            .map_err(Error::io("create the mount copy"))?;
         let sources = [rel];
         let spec = CopySpec {
-            root: context,
+            root: &context,
             sources: &sources,
             dest: "/",
             dest_is_dir: true,
@@ -1198,10 +1207,12 @@ impl Builder<'_> {
             mode: None,
             extract: false,
         };
-        copy_tar(&spec, std::io::BufWriter::new(&mut f)).map_err(|e| invalid(e.to_string()))?;
-        f.rewind().map_err(Error::io("read the mount copy"))?;
-        berth_snapshotter::apply_layer(dir, berth_snapshotter::buffered(f))?;
-        Ok(())
+        apply_copy(&spec, &dir.with_extension("tar"), &dir, "")?;
+        Ok(if source.is_dir() {
+            dir
+        } else {
+            dir.join(source.file_name().unwrap_or_default())
+        })
     }
 
     fn next_key(&mut self, what: &str) -> String {
@@ -1693,17 +1704,7 @@ impl Builder<'_> {
             // Mount points the runtime creates and the layer must not keep.
             let mut mount_points = Vec::new();
             for m in mounts {
-                // The mount point and the topmost of its directories the
-                // rootfs lacks: all that the runtime will create.
-                let point = rootfs.join(m.target.trim_start_matches('/'));
-                let missing = point
-                    .ancestors()
-                    .take_while(|d| *d != rootfs && d.symlink_metadata().is_err())
-                    .last()
-                    .map(Path::to_path_buf);
-                if let Some(top) = missing {
-                    mount_points.push((point, top));
-                }
+                mount_points.extend(runtime_made(rootfs, &m.target));
                 let mount = b
                     .mount_for_run(m, &mut views)
                     .map_err(|e| invalid(format!("{at}: RUN --mount: {e}")))?;
@@ -1721,7 +1722,6 @@ impl Builder<'_> {
             // A networked step resolves names as a container does: the host's
             // resolvers and a hosts file, mounted for the step only. Mount points
             // the image lacks are removed again, so the layer does not get them.
-            let mut created = Vec::new();
             if net != BuildNetwork::None {
                 let resolv = crate::containers::network::resolv_conf(net == BuildNetwork::Host);
                 let hosts = match net {
@@ -1731,11 +1731,8 @@ impl Builder<'_> {
                 for (file, content) in [("resolv.conf", resolv), ("hosts", hosts)] {
                     let path = bundle.join(file);
                     std::fs::write(&path, content).map_err(Error::io("write step file"))?;
-                    let target = rootfs.join("etc").join(file);
-                    if target.symlink_metadata().is_err() {
-                        created.push(target);
-                    }
                     let dest = format!("/etc/{file}");
+                    mount_points.extend(runtime_made(rootfs, &dest));
                     extra_mounts.push(spec::bind_mount(&path, &dest, &["bind", "ro"]));
                 }
             }
@@ -1823,12 +1820,6 @@ impl Builder<'_> {
                 }
             }
             drop(views);
-            for target in created {
-                // Only the empty mount point the runtime made, not a file the step wrote.
-                if no_symlink_between(rootfs, &target) && target.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
-                    let _ = std::fs::remove_file(&target);
-                }
-            }
             if let Some(store) = &bridge {
                 // Not attached if `prepare` failed before attaching.
                 if let Ok(veth) = store.release(DEFAULT_NETWORK, &id) {
@@ -1905,20 +1896,9 @@ impl Builder<'_> {
                 mode,
                 extract,
             };
-            let mut f = File::options()
-                .create(true)
-                .truncate(true)
-                .read(true)
-                .write(true)
-                .open(&tarfile)
-                .map_err(Error::io("create copy tar"))?;
-            copy_tar(&spec, std::io::BufWriter::new(&mut f))
-                .map_err(|e| invalid(format!("{at}: {e}")))?;
-            f.rewind().map_err(Error::io("read copy tar"))?;
-            berth_snapshotter::apply_layer(rootfs, berth_snapshotter::buffered(f))?;
+            apply_copy(&spec, &tarfile, rootfs, &format!("{at}: "))?;
             Ok(true)
         });
-        let _ = std::fs::remove_file(&tarfile);
         if let Some((key, target)) = view {
             let _ = berth_snapshotter::unmount(&target);
             let _ = std::fs::remove_dir(&target);

@@ -536,10 +536,8 @@ fn serve_tcp(
     upstreams: &[SocketAddr],
     internal: bool,
 ) {
-    if stream.set_nonblocking(false).is_err()
-        || stream.set_read_timeout(Some(TCP_IDLE)).is_err()
-        || stream.set_write_timeout(Some(TCP_IDLE)).is_err()
-    {
+    // Reads are bounded by `DeadlineReader`.
+    if stream.set_nonblocking(false).is_err() || stream.set_write_timeout(Some(TCP_IDLE)).is_err() {
         return;
     }
     let deadline = std::time::Instant::now() + TCP_LIFETIME;
