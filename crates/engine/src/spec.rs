@@ -1534,59 +1534,18 @@ pub fn build_resources(opts: &RunOptions) -> Result<LinuxResources, SpecError> {
     Ok(resources)
 }
 
-/// Parse a size as Docker's `RAMInBytes` does: a number (decimals allowed)
-/// with an optional unit `b`, `k`, `m`, `g`, `t` or `p` (case-insensitive,
-/// units of 1024, an optional trailing `b` or `ib`): "64m", "1g", "512k",
-/// "1024" (bytes), "1.5GiB".
+/// Parse a size as Docker's `RAMInBytes` does ([`berth_volumes::parse_bytes`]:
+/// "64m", "1g", "512k", "1024" bytes, "1.5GiB").
 pub fn parse_bytes(s: &str) -> Result<i64, SpecError> {
-    let err = || {
-        invalid(
-            "size",
-            s,
-            "use a number with an optional b, k, m or g suffix",
-        )
-    };
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1
-    {
-        return Err(err());
-    }
-    let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
-    let mut chars = unit.chars();
-    let (mult, rest): (f64, &str) = match chars.next() {
-        None => (1.0, ""),
-        Some('b') => (1.0, chars.as_str()),
-        Some(c) => {
-            let pow = match c {
-                'k' => 1,
-                'm' => 2,
-                'g' => 3,
-                't' => 4,
-                'p' => 5,
-                _ => return Err(err()),
-            };
-            (1024f64.powi(pow), chars.as_str())
-        }
-    };
-    let unit_letter = unit.chars().next().is_some_and(|c| c != 'b');
-    let ok_rest = match rest {
-        "" => true,
-        "b" | "ib" => unit_letter,
-        _ => false,
-    };
-    if !ok_rest {
-        return Err(err());
-    }
-    let value: f64 = num.parse().map_err(|_| err())?;
-    let bytes = value * mult;
-    if !bytes.is_finite() || bytes >= i64::MAX as f64 {
-        return Err(invalid("size", s, "the size is too large"));
-    }
-    Ok(bytes as i64)
+    berth_volumes::parse_bytes(s)
+        .and_then(|n| i64::try_from(n).ok())
+        .ok_or_else(|| {
+            invalid(
+                "size",
+                s,
+                "use a number with an optional b, k, m or g suffix",
+            )
+        })
 }
 
 /// Linux signal names and numbers (x86 and arm numbering).

@@ -303,23 +303,40 @@ fn parse_bool(raw: &str, key: &str, value: Option<&str>) -> Result<bool> {
     }
 }
 
-/// Bytes from `64m`, `1g`, `512k`, `100` (Docker's RAMInBytes).
+/// Parse a size as Docker's `RAMInBytes` does: a number (decimals allowed)
+/// with an optional unit `b`, `k`, `m`, `g`, `t` or `p` (case-insensitive,
+/// units of 1024, an optional trailing `b` or `ib`, one space allowed before
+/// the unit): "64m", "1g", "512k", "1024" (bytes), "1.5GiB". `None` for
+/// anything else and for sizes of 2^63 bytes or more.
 pub fn parse_bytes(s: &str) -> Option<u64> {
-    let lower = s.trim().to_ascii_lowercase();
-    let digits_end = lower
+    let t = s.trim();
+    let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(lower.len());
-    let (num, unit) = lower.split_at(digits_end);
-    let n: f64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => return None,
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1
+    {
+        return None;
+    }
+    let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
+    let mut chars = unit.chars();
+    let (pow, rest) = match chars.next() {
+        None => (0, ""),
+        Some('b') => (0, chars.as_str()),
+        Some(c) => {
+            let pow = "kmgtp".find(c)? as i32 + 1;
+            // A trailing `b` or `ib` only after a unit letter: "64mb", "1GiB".
+            if !matches!(chars.as_str(), "" | "b" | "ib") {
+                return None;
+            }
+            (pow, "")
+        }
     };
-    (n >= 0.0).then_some((n * mult as f64) as u64)
+    if !rest.is_empty() {
+        return None;
+    }
+    let bytes = num.parse::<f64>().ok()? * 1024f64.powi(pow);
+    (bytes.is_finite() && bytes < i64::MAX as f64).then_some(bytes as u64)
 }
 
 /// `--mount type=volume|bind|tmpfs,source=,target=,...` as Docker parses it.
@@ -592,5 +609,21 @@ mod tests {
         assert_eq!(parse_bytes("512kb"), Some(512 << 10));
         assert_eq!(parse_bytes("100"), Some(100));
         assert_eq!(parse_bytes("x"), None);
+        for (s, n) in [
+            ("0", 0),
+            ("64M", 64 << 20),
+            ("64MiB", 64 << 20),
+            ("1.5g", 3 << 29),
+            ("2t", 2 << 40),
+            ("100b", 100),
+            ("64 m", 64 << 20),
+        ] {
+            assert_eq!(parse_bytes(s), Some(n), "{s}");
+        }
+        for s in [
+            "", "12x", "-1", "m", "1.2.3", "1bb", "64mbb", ".5m", "1kk", "1ib", "9000000p",
+        ] {
+            assert_eq!(parse_bytes(s), None, "{s:?} accepted");
+        }
     }
 }
