@@ -32,17 +32,33 @@ fn fail(url: &str, what: impl std::fmt::Display) -> std::io::Error {
 
 /// The name a download is saved under (see [`Download::name`]).
 pub fn file_name(url: &Url, content_disposition: Option<&str>) -> String {
-    let from_header = content_disposition.and_then(|h| {
-        h.split(';').find_map(|part| {
+    let param = |name: &str| {
+        content_disposition?.split(';').find_map(|part| {
             let (k, v) = part.trim().split_once('=')?;
-            (k.trim().eq_ignore_ascii_case("filename")).then(|| v.trim().trim_matches('"'))
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
         })
+    };
+    // RFC 6266: `filename*=UTF-8''<percent-encoded>` wins over `filename=`.
+    let extended = param("filename*").and_then(|v| {
+        let (charset, rest) = v.split_once('\'')?;
+        let (_lang, encoded) = rest.split_once('\'')?;
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(encoded).collect();
+        if charset.eq_ignore_ascii_case("utf-8") {
+            String::from_utf8(bytes).ok()
+        } else if charset.eq_ignore_ascii_case("iso-8859-1") {
+            Some(bytes.iter().map(|&b| b as char).collect())
+        } else {
+            None
+        }
     });
+    let from_header = extended
+        .map(std::borrow::Cow::Owned)
+        .or_else(|| param("filename").map(|v| std::borrow::Cow::Borrowed(v.trim_matches('"'))));
     let from_path = url
         .path_segments()
         .and_then(|mut s| s.next_back())
         .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy());
-    [from_header.map(std::borrow::Cow::Borrowed), from_path]
+    [from_header, from_path]
         .into_iter()
         .flatten()
         // Only a plain name: no directories, nothing that walks out.
@@ -53,7 +69,7 @@ pub fn file_name(url: &Url, content_disposition: Option<&str>) -> String {
 
 impl Registry {
     /// Fetch `url` (http or https) into the new file `dest`, following
-    /// redirects. Fails, saying why, on any other status than 200.
+    /// redirects. Fails, saying why, on a status other than 2xx (as BuildKit).
     pub fn download(&self, url: &str, dest: &Path) -> std::io::Result<Download> {
         let original = Url::parse(url).map_err(|e| fail(url, e))?;
         let mut current = original.clone();
@@ -82,7 +98,7 @@ impl Registry {
                 }
                 continue;
             }
-            if status != reqwest::StatusCode::OK {
+            if !status.is_success() {
                 return Err(fail(url, format!("HTTP {status}")));
             }
             break resp;
@@ -161,5 +177,14 @@ mod tests {
             "x.bin"
         );
         assert_eq!(file_name(&u("http://h/x.bin"), Some("inline")), "x.bin");
+        // RFC 6266's extended form wins, percent-decoded in its charset.
+        let both = "attachment; filename=\"plain.txt\"; filename*=UTF-8''na%C3%AFve%20r.txt";
+        assert_eq!(file_name(&u("http://h/x.bin"), Some(both)), "naïve r.txt");
+        let latin = "attachment; filename*=iso-8859-1'en'caf%E9.txt";
+        assert_eq!(file_name(&u("http://h/x.bin"), Some(latin)), "café.txt");
+        let walks = "attachment; filename*=UTF-8''..%2F..%2Fetc%2Fshadow";
+        assert_eq!(file_name(&u("http://h/x.bin"), Some(walks)), "shadow");
+        let unknown = "attachment; filename*=koi8-r''x; filename=y.txt";
+        assert_eq!(file_name(&u("http://h/x.bin"), Some(unknown)), "y.txt");
     }
 }
