@@ -1206,8 +1206,10 @@ CMD [\"sh\", \"-c\", \"cat /count /copied /fromstage\"]
 RUN --mount=type=secret,id=token cat /run/secrets/token > /seen && test ! -e /run/secrets/absent
 RUN --mount=type=secret,id=absent true
 RUN --mount=type=secret,id=fromenv,target=/etc/tok,mode=0440 stat -c %a /etc/tok > /mode && cat /etc/tok >> /seen
-RUN test ! -e /run/secrets && test ! -e /etc/tok
-CMD [\"cat\", \"/seen\", \"/mode\"]
+RUN --mount=type=secret,id=fromenv,env=TOK echo \"$TOK\" > /envseen && test ! -e /run/secrets/fromenv
+RUN --mount=type=secret,id=token,env=T2,target=/tk echo \"$T2 $(cat /tk)\" >> /envseen
+RUN test ! -e /run/secrets && test ! -e /etc/tok && test ! -e /tk && test -z \"$TOK$T2\"
+CMD [\"cat\", \"/seen\", \"/mode\", \"/envseen\"]
 ",
     );
     let src = format!("id=token,src={}", secret_file.display());
@@ -1226,7 +1228,83 @@ CMD [\"cat\", \"/seen\", \"/mode\"]
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(e.ok(&["run", "--rm", "secrets"]), "t0kenfr0m-env440\n");
+    assert_eq!(
+        e.ok(&["run", "--rm", "secrets"]),
+        "t0kenfr0m-env440\nfr0m-env\nt0ken t0ken\n"
+    );
+    // A secret variable is the step's only: not in the image's config.
+    let config = e.ok(&["image", "inspect", "secrets"]);
+    assert!(
+        !config.contains("fr0m-env") && !config.contains("t0ken"),
+        "{config}"
+    );
+
+    // rw binds: the step may write; its writes go nowhere.
+    let rw = context(
+        &e,
+        "rwbinds",
+        "FROM bb AS tools
+RUN mkdir /opt && echo tool > /opt/tool.txt
+FROM bb
+RUN --mount=type=bind,source=dir,target=/src,rw echo changed > /src/a && cat /src/a > /rw
+RUN --mount=type=bind,from=tools,source=/opt,target=/t,readwrite echo w > /t/tool.txt && cat /t/tool.txt >> /rw
+RUN --mount=type=bind,from=tools,source=/opt,target=/t cat /t/tool.txt >> /rw
+CMD [\"cat\", \"/rw\"]
+",
+    );
+    e.ok(&["build", "-t", "rwbinds", p(&rw)]);
+    assert_eq!(e.ok(&["run", "--rm", "rwbinds"]), "changed\nw\ntool\n");
+    assert_eq!(std::fs::read_to_string(rw.join("dir/a")).unwrap(), "a\n");
+
+    // ssh: a socket forwarding to the --ssh agent, mode 0600 by default,
+    // SSH_AUTH_SOCK naming the first; an agent not given is no mount.
+    let agent = e.tmp.path().join("agent.sock");
+    let _agent = std::os::unix::net::UnixListener::bind(&agent).unwrap();
+    let ssh = context(
+        &e,
+        "ssh",
+        "FROM bb
+RUN --mount=type=ssh test -S /run/buildkit/ssh_agent.0 && echo \"$SSH_AUTH_SOCK\" > /ssh && stat -c '%a %u' /run/buildkit/ssh_agent.0 >> /ssh
+RUN --mount=type=ssh,id=missing --mount=type=ssh,id=other,target=/agent,mode=0660,uid=1000 stat -c '%a %u' /agent >> /ssh && echo \"$SSH_AUTH_SOCK\" >> /ssh
+RUN test ! -e /run/buildkit && test ! -e /agent && test -z \"$SSH_AUTH_SOCK\"
+CMD [\"cat\", \"/ssh\"]
+",
+    );
+    let other = format!("other={}", agent.display());
+    let out = e
+        .command(&[
+            "build",
+            "-t",
+            "ssh",
+            "--ssh",
+            "default",
+            "--ssh",
+            &other,
+            p(&ssh),
+        ])
+        .env("SSH_AUTH_SOCK", &agent)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        e.ok(&["run", "--rm", "ssh"]),
+        "/run/buildkit/ssh_agent.0\n600 0\n660 1000\n/agent\n"
+    );
+    build_fails(
+        &e,
+        &["build", "--ssh", "default=/etc/passwd", p(&ssh)],
+        "is not a socket",
+    );
+    let needs = context(
+        &e,
+        "sshrequired",
+        "FROM bb\nRUN --mount=type=ssh,id=nope,required true\n",
+    );
+    build_fails(
+        &e,
+        &["build", p(&needs)],
+        "ssh agent nope is required but was not given",
+    );
     let required = context(
         &e,
         "required",
@@ -1249,11 +1327,6 @@ CMD [\"cat\", \"/seen\", \"/mode\"]
     );
 
     for (name, flag, needle) in [
-        (
-            "ssh",
-            "type=ssh,target=/s",
-            "ssh mounts are not supported yet",
-        ),
         (
             "outside",
             "type=bind,source=../..,target=/s",

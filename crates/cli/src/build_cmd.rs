@@ -50,6 +50,10 @@ pub struct BuildArgs {
     /// ID, as buildx).
     #[arg(long)]
     pub secret: Vec<String>,
+    /// An ssh-agent for `RUN --mount=type=ssh`: `default` or `ID` (the agent
+    /// at $SSH_AUTH_SOCK), or `ID=SOCKET`.
+    #[arg(long)]
+    pub ssh: Vec<String>,
     /// The context directory, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -95,6 +99,18 @@ pub fn build(
             }
         }
     }
+    let mut ssh = BTreeMap::new();
+    for spec in &a.ssh {
+        match read_ssh(spec, std::env::var_os("SSH_AUTH_SOCK")) {
+            Ok((id, socket)) => {
+                ssh.insert(id, socket);
+            }
+            Err(e) => {
+                eprintln!("berth: --ssh {spec:?}: {e}");
+                return Ok(1);
+            }
+        }
+    }
     let context = if a.context == "-" {
         Context::Tar(Box::new(std::io::stdin()))
     } else {
@@ -135,6 +151,7 @@ pub fn build(
         pull_always: a.pull,
         registry: Some(crate::image_cmd::registry_options(globals, a.quiet)?),
         secrets,
+        ssh,
     };
     let mut out = std::io::stdout();
     let id = match berth_engine::build::build(root, run_root, opts, &mut out) {
@@ -224,9 +241,67 @@ fn read_secret(spec: &str) -> Result<(String, Vec<u8>), String> {
     .map(|data| (id, data))
 }
 
+/// An `--ssh` flag: its id and agent socket (`agent`, $SSH_AUTH_SOCK, when
+/// the flag names none). Key files, which buildx loads into an agent of its
+/// own, are refused: an agent's socket is what berth forwards.
+fn read_ssh(spec: &str, agent: Option<std::ffi::OsString>) -> Result<(String, PathBuf), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let (id, path) = match spec.split_once('=') {
+        Some((id, paths)) if paths.contains(',') => {
+            return Err(format!(
+                "{id}: key files are not supported: add them to an ssh-agent and give its socket"
+            ))
+        }
+        Some((id, path)) => (id, PathBuf::from(path)),
+        None => (
+            spec,
+            PathBuf::from(agent.ok_or("SSH_AUTH_SOCK is not set: give ID=SOCKET")?),
+        ),
+    };
+    if id.is_empty() {
+        return Err("no id (use default, or ID=SOCKET)".into());
+    }
+    let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "{} is not a socket (key files are not supported: add them to an ssh-agent and give its socket)",
+            path.display()
+        ));
+    }
+    Ok((id.to_string(), path))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::read_secret;
+    use super::{read_secret, read_ssh};
+
+    #[test]
+    fn ssh_agents_are_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let key = dir.path().join("id_ed25519");
+        std::fs::write(&key, b"key").unwrap();
+        let env = Some(sock.clone().into_os_string());
+        assert_eq!(
+            read_ssh("default", env.clone()).unwrap(),
+            ("default".into(), sock.clone())
+        );
+        let spec = format!("gh={}", sock.display());
+        assert_eq!(read_ssh(&spec, None).unwrap(), ("gh".into(), sock.clone()));
+        assert!(read_ssh("default", None)
+            .unwrap_err()
+            .contains("SSH_AUTH_SOCK"));
+        let spec = format!("default={}", key.display());
+        assert!(read_ssh(&spec, env.clone())
+            .unwrap_err()
+            .contains("not a socket"));
+        let spec = format!("default={0},{0}", key.display());
+        assert!(read_ssh(&spec, env.clone())
+            .unwrap_err()
+            .contains("key files"));
+        assert!(read_ssh("=x", env).is_err());
+    }
 
     #[test]
     fn secrets_are_read_as_buildx_reads_them() {

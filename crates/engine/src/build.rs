@@ -33,6 +33,8 @@ use crate::error::{Error, Result};
 use crate::images::{chain_ids, Images};
 use crate::spec::{self, NetworkMode, RunOptions, SpecInputs};
 
+mod ssh_agent;
+
 /// Where the build context comes from.
 pub enum Context {
     /// A directory.
@@ -89,6 +91,8 @@ pub struct BuildOptions {
     /// `--secret`s by id, for `RUN --mount=type=secret`; never in a layer
     /// or a cache key.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh` ssh-agent sockets by id, for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 /// The network of RUN steps.
@@ -167,11 +171,13 @@ struct RunMount {
 
 #[derive(Debug, Clone)]
 enum MountKind {
-    /// Read-only: a path of the context (`from` None) or of another stage's
-    /// or image's layers (`from` its top chain id, `source` inside it).
+    /// A path of the context (`from` None) or of another stage's or image's
+    /// layers (`from` its top chain id, `source` inside it); read-only unless
+    /// `rw`, whose writes go to a scratch copy and are dropped after the step.
     Bind {
         from: Option<String>,
         source: PathBuf,
+        rw: bool,
     },
     /// A directory kept between builds (`<root>/builder/mounts/<sha256 of id>`).
     Cache {
@@ -185,6 +191,14 @@ enum MountKind {
     /// The `--secret` `id` as a read-only file (`mode`, `owner`).
     Secret {
         id: String,
+        mode: u32,
+        owner: (u32, u32),
+    },
+    /// The `--secret` `id` as the step's environment variable `name` (no mount).
+    SecretEnv { id: String, name: String },
+    /// A socket forwarding to the `--ssh` agent `socket` (`mode`, `owner`).
+    Ssh {
+        socket: PathBuf,
         mode: u32,
         owner: (u32, u32),
     },
@@ -260,6 +274,8 @@ struct StepMounts {
     files: Vec<PathBuf>,
     /// Filtered copies of the context.
     dirs: Vec<PathBuf>,
+    /// ssh-agent forwarders.
+    proxies: Vec<ssh_agent::AgentProxy>,
 }
 
 impl StepMounts {
@@ -269,22 +285,27 @@ impl StepMounts {
             mounted: Vec::new(),
             files: Vec::new(),
             dirs: Vec::new(),
+            proxies: Vec::new(),
         })
     }
 
-    /// Mount a view of the committed snapshot `chain` (empty: no layers) at
-    /// `target`, as `key`; returns `target`.
+    /// Mount the committed snapshot `chain` (empty: no layers) at `target`,
+    /// as `key`: a read-only view, or when `writable` an active snapshot
+    /// whose writes are dropped with it; returns `target`.
     fn mount(
         &mut self,
         key: &str,
         chain: &str,
         target: &Path,
+        writable: bool,
     ) -> std::result::Result<PathBuf, String> {
         let parent = (!chain.is_empty()).then_some(chain);
-        let mounts = self
-            .snapshotter
-            .view(key, parent)
-            .map_err(|e| e.to_string())?;
+        let mounts = if writable {
+            self.snapshotter.prepare(key, parent)
+        } else {
+            self.snapshotter.view(key, parent)
+        }
+        .map_err(|e| e.to_string())?;
         let mounted = std::fs::create_dir_all(target)
             .map_err(|e| e.to_string())
             .and_then(|()| {
@@ -302,6 +323,7 @@ impl StepMounts {
 
 impl Drop for StepMounts {
     fn drop(&mut self) {
+        self.proxies.clear();
         for (key, target) in self.mounted.drain(..) {
             let _ = berth_snapshotter::unmount(&target);
             let _ = std::fs::remove_dir(&target);
@@ -895,8 +917,8 @@ impl Builder<'_> {
 
     /// Reads the `RUN --mount` flags: what each mounts where, and the part of
     /// the step's key their contents make (a bind mount's files; another
-    /// stage's layers). Refused: secret and ssh mounts, `rw` binds and
-    /// seeded caches, which are not built yet.
+    /// stage's layers). Refused: caches seeded from a stage, which are not
+    /// built yet.
     fn plan_mounts(
         &mut self,
         at: &str,
@@ -955,12 +977,25 @@ impl Builder<'_> {
                 field(&["target", "dst", "destination"])
                     .map(|t| t.rsplit('/').next().unwrap_or_default().to_string())
             });
+            let env_only = kind_name == "secret"
+                && field(&["env"]).is_some()
+                && field(&["target", "dst", "destination"]).is_none();
             let target = match field(&["target", "dst", "destination"]) {
                 Some(t) => t,
+                // Unused: the secret only becomes a variable.
+                None if env_only => "/run/secrets".into(),
                 None if kind_name == "secret" => match &secret_id {
                     Some(id) => format!("/run/secrets/{id}"),
                     None => return Err(bad("no id or target".into())),
                 },
+                // BuildKit's default: the Nth ssh mount of the step.
+                None if kind_name == "ssh" => format!(
+                    "/run/buildkit/ssh_agent.{}",
+                    plans
+                        .iter()
+                        .filter(|p: &&RunMount| matches!(p.kind, MountKind::Ssh { .. }))
+                        .count()
+                ),
                 None => return Err(bad("no target".into())),
             };
             let target = resolve_path(workdir, &target);
@@ -980,9 +1015,7 @@ impl Builder<'_> {
             };
             let kind = match kind_name.as_str() {
                 "bind" => {
-                    if flag(&["rw", "readwrite"]) {
-                        return Err(bad("read-write bind mounts are not supported yet".into()));
-                    }
+                    let rw = flag(&["rw", "readwrite"]);
                     let source = field(&["source", "src"]).unwrap_or_else(|| "/".into());
                     let source = source.trim_start_matches('/').to_string();
                     match field(&["from"]) {
@@ -1007,6 +1040,7 @@ impl Builder<'_> {
                             MountKind::Bind {
                                 from: None,
                                 source: path,
+                                rw,
                             }
                         }
                         Some(from) => {
@@ -1022,6 +1056,7 @@ impl Builder<'_> {
                             MountKind::Bind {
                                 from: Some(chain),
                                 source: PathBuf::from(source),
+                                rw,
                             }
                         }
                     }
@@ -1057,11 +1092,6 @@ impl Builder<'_> {
                     MountKind::Tmpfs { size }
                 }
                 "secret" => {
-                    if field(&["env"]).is_some() {
-                        return Err(bad(
-                            "secrets as environment variables are not supported yet".into(),
-                        ));
-                    }
                     let id = secret_id.unwrap_or_default();
                     if !self.opts.secrets.contains_key(&id) {
                         if flag(&["required"]) {
@@ -1072,13 +1102,44 @@ impl Builder<'_> {
                         // As BuildKit: a missing optional secret is no mount.
                         continue;
                     }
+                    if let Some(name) = field(&["env"]) {
+                        if name.is_empty() || name.contains('=') {
+                            return Err(bad(format!("invalid env {name:?}")));
+                        }
+                        plans.push(RunMount {
+                            target: target.clone(),
+                            kind: MountKind::SecretEnv {
+                                id: id.clone(),
+                                name,
+                            },
+                        });
+                        if env_only {
+                            continue;
+                        }
+                    }
                     MountKind::Secret {
                         id,
                         mode: mode_field(0o400)?,
                         owner: (owner("uid")?, owner("gid")?),
                     }
                 }
-                "ssh" => return Err(bad("ssh mounts are not supported yet".into())),
+                "ssh" => {
+                    let id = field(&["id"]).unwrap_or_else(|| "default".into());
+                    let Some(socket) = self.opts.ssh.get(&id) else {
+                        if flag(&["required"]) {
+                            return Err(bad(format!(
+                                "ssh agent {id} is required but was not given (--ssh {id}=SOCKET)"
+                            )));
+                        }
+                        // As BuildKit: a missing optional agent is no mount.
+                        continue;
+                    };
+                    MountKind::Ssh {
+                        socket: socket.clone(),
+                        mode: mode_field(0o600)?,
+                        owner: (owner("uid")?, owner("gid")?),
+                    }
+                }
                 other => return Err(bad(format!("unknown mount type {other:?}"))),
             };
             plans.push(RunMount { target, kind });
@@ -1086,39 +1147,48 @@ impl Builder<'_> {
         Ok((plans, (!keys.is_empty()).then(|| keys.join("\n"))))
     }
 
-    /// The runtime mount for `m`; a bind from another stage mounts a read-only
-    /// view of its layers first (kept in `views` until the step ends).
+    /// The runtime mount for `m` (none for a secret that is only a variable);
+    /// a bind from another stage mounts its layers first, and an `rw` bind of
+    /// the context copies it first (kept in `views` until the step ends).
     fn mount_for_run(
         &mut self,
         m: &RunMount,
         views: &mut StepMounts,
-    ) -> std::result::Result<oci_spec::runtime::Mount, String> {
-        match &m.kind {
-            MountKind::Bind { from: None, source } => {
-                if self.ignore.patterns().is_empty() {
-                    return Ok(spec::bind_mount(source, &m.target, &["rbind", "ro"]));
+    ) -> std::result::Result<Option<oci_spec::runtime::Mount>, String> {
+        let mount = match &m.kind {
+            MountKind::Bind {
+                from: None,
+                source,
+                rw,
+            } => {
+                let access = if *rw { "rw" } else { "ro" };
+                if self.ignore.patterns().is_empty() && !rw {
+                    return Ok(Some(spec::bind_mount(source, &m.target, &["rbind", "ro"])));
                 }
                 // The step sees the context as COPY does: without what
-                // .dockerignore excludes, so a copy of what is left.
+                // .dockerignore excludes, so a copy of what is left; and its
+                // writes to an `rw` bind go to that copy, which is dropped.
                 let path = self
                     .filtered_context(source, views)
                     .map_err(|e| format!("copy the context for the mount: {e}"))?;
-                Ok(spec::bind_mount(&path, &m.target, &["rbind", "ro"]))
+                spec::bind_mount(&path, &m.target, &["rbind", access])
             }
             MountKind::Bind {
                 from: Some(chain),
                 source,
+                rw,
             } => {
                 let key = self.next_key("mount");
                 let target = self.work.join(&key);
-                let root = views.mount(&key, chain, &target)?;
+                let root = views.mount(&key, chain, &target, *rw)?;
                 // Symlinks resolve inside the stage, as they would in it.
                 let path = spec::resolve_in_root(&root, source)
                     .filter(|p| p.symlink_metadata().is_ok())
                     .ok_or_else(|| {
                         format!("source /{} not found in the stage", source.display())
                     })?;
-                Ok(spec::bind_mount(&path, &m.target, &["rbind", "ro"]))
+                let access = if *rw { "rw" } else { "ro" };
+                spec::bind_mount(&path, &m.target, &["rbind", access])
             }
             MountKind::Cache {
                 dir,
@@ -1143,7 +1213,7 @@ impl Builder<'_> {
                     }
                 }
                 let access = if *readonly { "ro" } else { "rw" };
-                Ok(spec::bind_mount(dir, &m.target, &["rbind", access]))
+                spec::bind_mount(dir, &m.target, &["rbind", access])
             }
             MountKind::Secret { id, mode, owner } => {
                 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -1162,7 +1232,20 @@ impl Builder<'_> {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
                     .and_then(|()| std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1)))
                     .map_err(|e| format!("secret {id}: {e}"))?;
-                Ok(spec::bind_mount(&path, &m.target, &["bind", "ro"]))
+                spec::bind_mount(&path, &m.target, &["bind", "ro"])
+            }
+            MountKind::SecretEnv { .. } => return Ok(None),
+            MountKind::Ssh {
+                socket,
+                mode,
+                owner,
+            } => {
+                let name = self.next_key("ssh");
+                let path = self.work.join(name);
+                let proxy = ssh_agent::AgentProxy::start(socket, &path, *mode, *owner)
+                    .map_err(|e| format!("forward the ssh agent {}: {e}", socket.display()))?;
+                views.proxies.push(proxy);
+                spec::bind_mount(&path, &m.target, &["bind"])
             }
             MountKind::Tmpfs { size } => {
                 let mut options = vec!["nosuid".to_string(), "nodev".to_string()];
@@ -1174,9 +1257,10 @@ impl Builder<'_> {
                 mount.set_typ(Some("tmpfs".into()));
                 mount.set_source(Some(PathBuf::from("tmpfs")));
                 mount.set_options(Some(options));
-                Ok(mount)
+                mount
             }
-        }
+        };
+        Ok(Some(mount))
     }
 
     /// A copy of the context path `source` (canonical) without what
@@ -1692,7 +1776,27 @@ impl Builder<'_> {
             .map(str::to_string);
         let workdir = state.workdir();
         let quiet = self.opts.quiet;
-        let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Secrets as variables, for this step only (never in the image).
+        for m in mounts {
+            if let MountKind::SecretEnv { id, name } = &m.kind {
+                let value = self
+                    .opts
+                    .secrets
+                    .get(id)
+                    .map(|v| String::from_utf8_lossy(v));
+                env.push(format!("{name}={}", value.unwrap_or_default()));
+            }
+        }
+        // As BuildKit: SSH_AUTH_SOCK names the first ssh mount, unless set.
+        let first_ssh = mounts
+            .iter()
+            .find(|m| matches!(m.kind, MountKind::Ssh { .. }));
+        if let Some(m) = first_ssh {
+            if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                env.push(format!("SSH_AUTH_SOCK={}", m.target));
+            }
+        }
         let layer = self.layer_step(state, "run", |b, rootfs| {
             let id = format!("build-{}-{}", std::process::id(), b.seq);
             b.say(&format!(" ---> Running in {id}"));
@@ -1704,11 +1808,13 @@ impl Builder<'_> {
             // Mount points the runtime creates and the layer must not keep.
             let mut mount_points = Vec::new();
             for m in mounts {
-                mount_points.extend(runtime_made(rootfs, &m.target));
                 let mount = b
                     .mount_for_run(m, &mut views)
                     .map_err(|e| invalid(format!("{at}: RUN --mount: {e}")))?;
-                extra_mounts.push(mount);
+                if let Some(mount) = mount {
+                    mount_points.extend(runtime_made(rootfs, &m.target));
+                    extra_mounts.push(mount);
+                }
             }
             if let Some(script) = &run.script {
                 // A `#!` here-document: a file of its own, executed (BuildKit).
