@@ -107,25 +107,25 @@ fn forward_signals_to(pid: i32) {
     }
 }
 
-/// clone(2) without a new stack, like fork but with namespace flags.
-/// Returns `None` in the child.
+/// fork(2), the child in a new pid namespace when `flags` has
+/// `CLONE_NEWPID` (the only flag taken). Returns `None` in the child.
+///
+/// glibc's fork, not a raw clone: it takes malloc's and its other internal
+/// locks around the fork, so a child of a caller with other threads (the
+/// builder's ssh-agent forwarder, a registry client's runtime) never inherits
+/// one of them locked by a thread it does not have.
 fn clone_process(flags: CloneFlags) -> Result<Option<Pid>> {
-    // SAFETY: with a NULL stack the kernel gives the child a copy-on-write
-    // copy of our stack, exactly as fork(2). The caller is single-threaded.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            flags.bits() as libc::c_long | libc::SIGCHLD as libc::c_long,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
+    let _pid_ns = if flags.contains(CloneFlags::CLONE_NEWPID) {
+        Some(PidNsGuard::unshare()?)
+    } else {
+        None
     };
-    match rc {
-        -1 => Err(nix::Error::last()).ctx(|| "clone container process".into()),
+    // SAFETY: the child only runs the container's init, which never returns
+    // to the caller's code (it execs or exits).
+    match unsafe { libc::fork() } {
+        -1 => Err(nix::Error::last()).ctx(|| "fork container process".into()),
         0 => Ok(None),
-        pid => Ok(Some(Pid::from_raw(pid as i32))),
+        pid => Ok(Some(Pid::from_raw(pid))),
     }
 }
 
@@ -174,6 +174,13 @@ impl PidNsGuard {
         };
         let own = File::open("/proc/self/ns/pid").ctx(|| "open own pid namespace".into())?;
         setns(target.as_fd(), CloneFlags::CLONE_NEWPID).ctx(|| "join pid namespace".into())?;
+        Ok(PidNsGuard(Some(own)))
+    }
+
+    /// A new pid namespace for our next child (this thread's only).
+    fn unshare() -> Result<PidNsGuard> {
+        let own = File::open("/proc/self/ns/pid").ctx(|| "open own pid namespace".into())?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWPID).ctx(|| "create a pid namespace".into())?;
         Ok(PidNsGuard(Some(own)))
     }
 }

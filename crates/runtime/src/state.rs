@@ -120,7 +120,10 @@ impl ContainerDir {
             std::fs::create_dir_all(parent)
                 .ctx(|| format!("create runtime root {}", parent.display()))?;
         }
-        match std::fs::create_dir(&self.path) {
+        // Private (as runc's): the saved spec holds the process's environment,
+        // which may carry secrets (a build's `RUN --mount=type=secret,env=`).
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(Error::Exists(id.to_string()))
