@@ -314,8 +314,8 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1
-    {
+    // As Go's ParseFloat: "5", "5.", ".5"; not "." or "1.2.3".
+    if !num.bytes().any(|b| b.is_ascii_digit()) || num.matches('.').count() > 1 {
         return None;
     }
     let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
@@ -617,11 +617,13 @@ mod tests {
             ("2t", 2 << 40),
             ("100b", 100),
             ("64 m", 64 << 20),
+            (".5m", 1 << 19),
+            ("5.k", 5 << 10),
         ] {
             assert_eq!(parse_bytes(s), Some(n), "{s}");
         }
         for s in [
-            "", "12x", "-1", "m", "1.2.3", "1bb", "64mbb", ".5m", "1kk", "1ib", "9000000p",
+            "", "12x", "-1", "m", ".", ".m", "1.2.3", "1bb", "64mbb", "1kk", "1ib", "9000000p",
         ] {
             assert_eq!(parse_bytes(s), None, "{s:?} accepted");
         }
