@@ -1247,14 +1247,38 @@ CMD [\"cat\", \"/seen\", \"/mode\", \"/envseen\"]
 RUN mkdir /opt && echo tool > /opt/tool.txt
 FROM bb
 RUN --mount=type=bind,source=dir,target=/src,rw echo changed > /src/a && cat /src/a > /rw
+RUN --mount=type=bind,source=dir,target=/src,readonly=false echo x > /src/new && cat /src/new >> /rw
+RUN --mount=type=bind,source=dir,target=/src,rw,ro ! touch /src/new 2>/dev/null
 RUN --mount=type=bind,from=tools,source=/opt,target=/t,readwrite echo w > /t/tool.txt && cat /t/tool.txt >> /rw
 RUN --mount=type=bind,from=tools,source=/opt,target=/t cat /t/tool.txt >> /rw
 CMD [\"cat\", \"/rw\"]
 ",
     );
     e.ok(&["build", "-t", "rwbinds", p(&rw)]);
-    assert_eq!(e.ok(&["run", "--rm", "rwbinds"]), "changed\nw\ntool\n");
+    assert_eq!(e.ok(&["run", "--rm", "rwbinds"]), "changed\nx\nw\ntool\n");
+    assert!(!rw.join("dir/new").exists());
     assert_eq!(std::fs::read_to_string(rw.join("dir/a")).unwrap(), "a\n");
+
+    // A cache seeded from a stage starts as a copy of that directory (its
+    // symlinks resolved in the stage), is kept like any cache, and is not the
+    // unseeded cache of the same id.
+    let seeded = context(
+        &e,
+        "seeded",
+        "FROM bb AS seedsrc
+RUN mkdir -p /data/sub && echo seeded > /data/sub/f && ln -s /data /datalink
+FROM bb
+RUN --mount=type=cache,target=/c,from=seedsrc,source=/datalink cat /c/sub/f > /out && echo more >> /c/sub/f
+RUN --mount=type=cache,target=/c,from=seedsrc,source=/datalink cat /c/sub/f >> /out
+RUN --mount=type=cache,target=/c cat /c/sub/f >> /out 2>/dev/null || echo unseeded >> /out
+CMD [\"cat\", \"/out\"]
+",
+    );
+    e.ok(&["build", "-t", "seeded", p(&seeded)]);
+    assert_eq!(
+        e.ok(&["run", "--rm", "seeded"]),
+        "seeded\nseeded\nmore\nunseeded\n"
+    );
 
     // ssh: a socket forwarding to the --ssh agent, mode 0600 by default,
     // SSH_AUTH_SOCK naming the first; an agent not given is no mount.
@@ -1288,7 +1312,8 @@ CMD [\"cat\", \"/ssh\"]
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         e.ok(&["run", "--rm", "ssh"]),
-        "/run/buildkit/ssh_agent.0\n600 0\n660 1000\n/agent\n"
+        // The skipped first mount still names SSH_AUTH_SOCK, as BuildKit's.
+        "/run/buildkit/ssh_agent.0\n600 0\n660 1000\n/run/buildkit/ssh_agent.0\n"
     );
     build_fails(
         &e,
@@ -1333,6 +1358,28 @@ CMD [\"cat\", \"/ssh\"]
             "outside the source",
         ),
         ("notarget", "type=cache", "no target"),
+        (
+            "seednotdir",
+            "type=cache,target=/c,from=bb,source=/bin/busybox",
+            "is not a directory in the stage",
+        ),
+        (
+            "cachesource",
+            "type=cache,target=/c,source=x",
+            "needs from=",
+        ),
+        (
+            "badbool",
+            "type=bind,source=dir,target=/s,rw=maybe",
+            "invalid value \"maybe\" for rw",
+        ),
+        (
+            "bareenv",
+            "type=secret,id=x,env",
+            "must be a key=value pair",
+        ),
+        ("noid", "type=secret,env=X", "needs an id or a target"),
+        ("sshsource", "type=ssh,source=/x", "do not take a source"),
         ("badtype", "type=nfs,target=/s", "unknown mount type"),
         (
             "badkey",

@@ -252,6 +252,7 @@ fn read_ssh(spec: &str, agent: Option<std::ffi::OsString>) -> Result<(String, Pa
                 "{id}: key files are not supported: add them to an ssh-agent and give its socket"
             ))
         }
+        Some((id, "")) => return Err(format!("{id}: no socket after = (use {id}=SOCKET)")),
         Some((id, path)) => (id, PathBuf::from(path)),
         None => (
             spec,
@@ -261,6 +262,7 @@ fn read_ssh(spec: &str, agent: Option<std::ffi::OsString>) -> Result<(String, Pa
     if id.is_empty() {
         return Err("no id (use default, or ID=SOCKET)".into());
     }
+    let path = std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.file_type().is_socket() {
         return Err(format!(
@@ -300,7 +302,8 @@ mod tests {
         assert!(read_ssh(&spec, env.clone())
             .unwrap_err()
             .contains("key files"));
-        assert!(read_ssh("=x", env).is_err());
+        assert!(read_ssh("=x", env.clone()).is_err());
+        assert!(read_ssh("default=", env).unwrap_err().contains("no socket"));
     }
 
     #[test]

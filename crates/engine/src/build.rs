@@ -179,12 +179,15 @@ enum MountKind {
         source: PathBuf,
         rw: bool,
     },
-    /// A directory kept between builds (`<root>/builder/mounts/<sha256 of id>`).
+    /// A directory kept between builds (`<root>/builder/mounts/<sha256 of
+    /// id>`, of id, stage and path when seeded); a new one starts with a copy
+    /// of `seed` (a stage's top chain id and a directory in it), if given.
     Cache {
         dir: PathBuf,
         readonly: bool,
         mode: u32,
         owner: (u32, u32),
+        seed: Option<(String, PathBuf)>,
     },
     /// A fresh tmpfs, `size` bytes at most.
     Tmpfs { size: Option<u64> },
@@ -202,6 +205,20 @@ enum MountKind {
         mode: u32,
         owner: (u32, u32),
     },
+    /// An optional ssh mount whose agent was not given: no mount.
+    SshMissing,
+}
+
+/// `RUN --mount` keys that are booleans (alone they mean true).
+const BOOL_KEYS: &[&str] = &["ro", "readonly", "rw", "readwrite", "required"];
+
+/// A boolean as Go's `strconv.ParseBool` reads it (BuildKit's parser).
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 /// Where the `type=cache` mounts of RUN steps live; `builder prune` empties it.
@@ -917,8 +934,7 @@ impl Builder<'_> {
 
     /// Reads the `RUN --mount` flags: what each mounts where, and the part of
     /// the step's key their contents make (a bind mount's files; another
-    /// stage's layers). Refused: caches seeded from a stage, which are not
-    /// built yet.
+    /// stage's layers, also for a cache seeded from it).
     fn plan_mounts(
         &mut self,
         at: &str,
@@ -932,9 +948,32 @@ impl Builder<'_> {
         for m in mounts {
             let bad = |what: String| invalid(format!("{at}: RUN --mount={}: {what}", m.spec));
             let mut fields = BTreeMap::new();
+            // ro/readonly/rw/readwrite in order: the last one decides.
+            let mut readonly = None;
             for part in m.spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let (k, v) = part.split_once('=').unwrap_or((part, "true"));
-                fields.insert(k.to_ascii_lowercase(), v.to_string());
+                let (k, v) = match part.split_once('=') {
+                    Some(kv) => kv,
+                    // Only the booleans may stand alone (meaning true).
+                    None if BOOL_KEYS.contains(&part.to_ascii_lowercase().as_str()) => {
+                        (part, "true")
+                    }
+                    None => {
+                        return Err(bad(format!(
+                            "invalid field {part:?}: must be a key=value pair"
+                        )))
+                    }
+                };
+                let k = k.to_ascii_lowercase();
+                if BOOL_KEYS.contains(&k.as_str()) {
+                    let b =
+                        parse_bool(v).ok_or_else(|| bad(format!("invalid value {v:?} for {k}")))?;
+                    match k.as_str() {
+                        "ro" | "readonly" => readonly = Some(b),
+                        "rw" | "readwrite" => readonly = Some(!b),
+                        _ => {}
+                    }
+                }
+                fields.insert(k, v.to_string());
             }
             // BuildKit's keys; any other is a typo it refuses too.
             const KEYS: &[&str] = &[
@@ -970,13 +1009,18 @@ impl Builder<'_> {
                     )));
                 }
             }
-            let flag =
-                |names: &[&str]| field(names).is_some_and(|v| !matches!(v.as_str(), "false" | "0"));
+            let required = field(&["required"]).is_some_and(|v| parse_bool(&v) == Some(true));
             let kind_name = field(&["type"]).unwrap_or_else(|| "bind".into());
+            if kind_name == "ssh" && field(&["source", "src"]).is_some() {
+                return Err(bad("ssh mounts do not take a source".into()));
+            }
             let secret_id = field(&["id"]).or_else(|| {
                 field(&["target", "dst", "destination"])
                     .map(|t| t.rsplit('/').next().unwrap_or_default().to_string())
             });
+            if kind_name == "secret" && secret_id.is_none() {
+                return Err(bad("a secret needs an id or a target".into()));
+            }
             let env_only = kind_name == "secret"
                 && field(&["env"]).is_some()
                 && field(&["target", "dst", "destination"]).is_none();
@@ -993,12 +1037,18 @@ impl Builder<'_> {
                     "/run/buildkit/ssh_agent.{}",
                     plans
                         .iter()
-                        .filter(|p: &&RunMount| matches!(p.kind, MountKind::Ssh { .. }))
+                        .filter(|p: &&RunMount| {
+                            matches!(p.kind, MountKind::Ssh { .. } | MountKind::SshMissing)
+                        })
                         .count()
                 ),
                 None => return Err(bad("no target".into())),
             };
-            let target = resolve_path(workdir, &target);
+            // Secret and ssh targets do not follow WORKDIR (as BuildKit).
+            let target = match kind_name.as_str() {
+                "secret" | "ssh" => resolve_path("/", &target),
+                _ => resolve_path(workdir, &target),
+            };
             if target == "/" {
                 return Err(bad("cannot mount on /".into()));
             }
@@ -1015,7 +1065,7 @@ impl Builder<'_> {
             };
             let kind = match kind_name.as_str() {
                 "bind" => {
-                    let rw = flag(&["rw", "readwrite"]);
+                    let rw = readonly == Some(false);
                     let source = field(&["source", "src"]).unwrap_or_else(|| "/".into());
                     let source = source.trim_start_matches('/').to_string();
                     match field(&["from"]) {
@@ -1062,21 +1112,49 @@ impl Builder<'_> {
                     }
                 }
                 "cache" => {
-                    if field(&["from", "source", "src"]).is_some() {
-                        return Err(bad(
-                            "a cache seeded from a stage is not supported yet".into()
-                        ));
-                    }
                     let id = field(&["id"]).unwrap_or_else(|| target.clone());
                     let mode = mode_field(0o755)?;
-                    let hex = berth_image_store::digest::Digest::of(id.as_bytes())
+                    let source = field(&["source", "src"]);
+                    let seed = match field(&["from"]) {
+                        None if source.is_some() => {
+                            return Err(bad(
+                                "source= on a cache needs from= (a subpath of the cache is not supported)"
+                                    .into(),
+                            ))
+                        }
+                        None => None,
+                        Some(from) => {
+                            let src = match stage_index(stages, &from) {
+                                Some(i) => built
+                                    .get(&i)
+                                    .cloned()
+                                    .ok_or_else(|| bad(format!("stage {from} not built")))?,
+                                None => self.base(&from)?,
+                            };
+                            let chain = src.top().unwrap_or_default();
+                            let source = source.unwrap_or_default();
+                            let source = source.trim_start_matches('/').to_string();
+                            // The seed shapes what the step sees first: in its key.
+                            keys.push(format!("cache {target} {}|{chain}|{source}", src.key));
+                            Some((chain, PathBuf::from(source)))
+                        }
+                    };
+                    // A cache seeded from elsewhere is another cache.
+                    let name = match &seed {
+                        None => id,
+                        Some((chain, source)) => {
+                            format!("{id}\nfrom {chain} {}", source.display())
+                        }
+                    };
+                    let hex = berth_image_store::digest::Digest::of(name.as_bytes())
                         .hex()
                         .to_string();
                     MountKind::Cache {
                         dir: cache_mounts_dir(&self.root).join(hex),
-                        readonly: flag(&["ro", "readonly"]),
+                        readonly: readonly == Some(true),
                         mode,
                         owner: (owner("uid")?, owner("gid")?),
+                        seed,
                     }
                 }
                 "tmpfs" => {
@@ -1093,18 +1171,35 @@ impl Builder<'_> {
                 }
                 "secret" => {
                     let id = secret_id.unwrap_or_default();
+                    let env = field(&["env"]);
+                    if env
+                        .as_deref()
+                        .is_some_and(|n| n.is_empty() || n.contains('='))
+                    {
+                        return Err(bad(format!("invalid env {:?}", env.unwrap_or_default())));
+                    }
                     if !self.opts.secrets.contains_key(&id) {
-                        if flag(&["required"]) {
+                        if required {
                             return Err(bad(format!(
                                 "secret {id} is required but was not given (--secret id={id},src=FILE)"
                             )));
                         }
-                        // As BuildKit: a missing optional secret is no mount.
+                        // As BuildKit: a missing optional secret is no mount,
+                        // and its variable is set, empty.
+                        if let Some(name) = env {
+                            plans.push(RunMount {
+                                target,
+                                kind: MountKind::SecretEnv { id, name },
+                            });
+                        }
                         continue;
                     }
-                    if let Some(name) = field(&["env"]) {
-                        if name.is_empty() || name.contains('=') {
-                            return Err(bad(format!("invalid env {name:?}")));
+                    if let Some(name) = env {
+                        let value = &self.opts.secrets[&id];
+                        if std::str::from_utf8(value).is_err() || value.contains(&0) {
+                            return Err(bad(format!(
+                                "secret {id} is not text (UTF-8 without NUL bytes): it cannot be a variable"
+                            )));
                         }
                         plans.push(RunMount {
                             target: target.clone(),
@@ -1126,12 +1221,17 @@ impl Builder<'_> {
                 "ssh" => {
                     let id = field(&["id"]).unwrap_or_else(|| "default".into());
                     let Some(socket) = self.opts.ssh.get(&id) else {
-                        if flag(&["required"]) {
+                        if required {
                             return Err(bad(format!(
                                 "ssh agent {id} is required but was not given (--ssh {id}=SOCKET)"
                             )));
                         }
-                        // As BuildKit: a missing optional agent is no mount.
+                        // As BuildKit: a missing optional agent is no mount
+                        // (but counts for the default targets and SSH_AUTH_SOCK).
+                        plans.push(RunMount {
+                            target,
+                            kind: MountKind::SshMissing,
+                        });
                         continue;
                     };
                     MountKind::Ssh {
@@ -1195,10 +1295,22 @@ impl Builder<'_> {
                 readonly,
                 mode,
                 owner,
+                seed,
             } => {
                 if !dir.exists() {
                     use std::os::unix::fs::PermissionsExt;
                     let tmp = dir.with_extension(format!("new-{}", std::process::id()));
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    let seeded = match seed {
+                        None => Ok(()),
+                        Some((chain, source)) => std::fs::create_dir_all(&tmp)
+                            .map_err(|e| e.to_string())
+                            .and_then(|()| self.seed_cache(chain, source, &tmp, views)),
+                    };
+                    if let Err(e) = seeded {
+                        let _ = std::fs::remove_dir_all(&tmp);
+                        return Err(format!("seed the cache: {e}"));
+                    }
                     let made = std::fs::create_dir_all(&tmp)
                         .and_then(|()| {
                             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode))
@@ -1234,7 +1346,7 @@ impl Builder<'_> {
                     .map_err(|e| format!("secret {id}: {e}"))?;
                 spec::bind_mount(&path, &m.target, &["bind", "ro"])
             }
-            MountKind::SecretEnv { .. } => return Ok(None),
+            MountKind::SecretEnv { .. } | MountKind::SshMissing => return Ok(None),
             MountKind::Ssh {
                 socket,
                 mode,
@@ -1261,6 +1373,45 @@ impl Builder<'_> {
             }
         };
         Ok(Some(mount))
+    }
+
+    /// Copies the directory `source` of the committed snapshot `chain` into
+    /// `dir` (owners, modes and links kept, symlinks resolving in the stage).
+    fn seed_cache(
+        &mut self,
+        chain: &str,
+        source: &Path,
+        dir: &Path,
+        views: &mut StepMounts,
+    ) -> std::result::Result<(), String> {
+        let key = self.next_key("seed");
+        let target = self.work.join(&key);
+        let root = views.mount(&key, chain, &target, false)?;
+        let path = spec::resolve_in_root(&root, source)
+            .filter(|p| p.is_dir())
+            .ok_or_else(|| {
+                format!(
+                    "source /{} is not a directory in the stage",
+                    source.display()
+                )
+            })?;
+        let rel = path
+            .strip_prefix(&root)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let sources = [if rel.is_empty() { ".".to_string() } else { rel }];
+        let spec = CopySpec {
+            root: &root,
+            sources: &sources,
+            dest: "/",
+            dest_is_dir: true,
+            ignore: None,
+            owner: None,
+            keep_owner: true,
+            mode: None,
+            extract: false,
+        };
+        apply_copy(&spec, &target.with_extension("tar"), dir, "").map_err(|e| e.to_string())
     }
 
     /// A copy of the context path `source` (canonical) without what
@@ -1791,7 +1942,7 @@ impl Builder<'_> {
         // As BuildKit: SSH_AUTH_SOCK names the first ssh mount, unless set.
         let first_ssh = mounts
             .iter()
-            .find(|m| matches!(m.kind, MountKind::Ssh { .. }));
+            .find(|m| matches!(m.kind, MountKind::Ssh { .. } | MountKind::SshMissing));
         if let Some(m) = first_ssh {
             if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
                 env.push(format!("SSH_AUTH_SOCK={}", m.target));

@@ -3,21 +3,33 @@
 //! ssh-agent socket given with `--ssh`. The agent's keys never leave it; the
 //! step only talks to the agent, and only while it runs.
 
+use std::collections::HashMap;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-/// A forwarding socket; stops listening and removes its socket when dropped.
-/// Connections still open then end when the step's processes are gone.
+/// Connections forwarded at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 16;
+/// How often the accept loop looks whether it should stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// A forwarding socket; when dropped it stops listening, cuts the connections
+/// still open and removes its socket.
 pub(super) struct AgentProxy {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    open: Open,
     thread: Option<JoinHandle<()>>,
 }
+
+/// The connections being forwarded, by number: the client's stream.
+type Open = Arc<Mutex<HashMap<u64, UnixStream>>>;
 
 impl AgentProxy {
     /// Listen at `path` (mode `mode`, owned by `owner`), forwarding to the
@@ -30,57 +42,134 @@ impl AgentProxy {
     ) -> io::Result<AgentProxy> {
         let listener = UnixListener::bind(path)?;
         let made = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .and_then(|()| std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1)));
+            .and_then(|()| std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1)))
+            .and_then(|()| listener.set_nonblocking(true));
         if let Err(e) = made {
             let _ = std::fs::remove_file(path);
             return Err(e);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let upstream = upstream.to_path_buf();
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stopped.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                // An agent that cannot be reached: the client sees a closed
-                // connection, as with a dead agent.
-                if let Ok(agent) = UnixStream::connect(&upstream) {
-                    forward(client, agent);
-                }
+        let open = Open::default();
+        let accept = Accept {
+            listener,
+            upstream: upstream.to_path_buf(),
+            stop: stop.clone(),
+            open: open.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("ssh-agent".into())
+            .spawn(move || accept.run());
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                return Err(e);
             }
-        });
+        };
         Ok(AgentProxy {
             path: path.to_path_buf(),
             stop,
+            open,
             thread: Some(thread),
         })
     }
 }
 
-/// Copies both ways between `a` and `b` on two threads, each direction until
-/// its reader ends; then the other side's writing half is shut.
-fn forward(a: UnixStream, b: UnixStream) {
-    let pipe = |from: UnixStream, to: UnixStream| {
-        std::thread::spawn(move || {
-            let _ = io::copy(&mut &from, &mut &to);
-            let _ = to.shutdown(std::net::Shutdown::Write);
-        })
-    };
-    if let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) {
-        pipe(a, b2);
-        pipe(b, a2);
+/// The accept loop's side.
+struct Accept {
+    listener: UnixListener,
+    upstream: PathBuf,
+    stop: Arc<AtomicBool>,
+    open: Open,
+}
+
+impl Accept {
+    fn run(self) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        // One warning for an agent that cannot be reached, not one a connection.
+        let warned = Arc::new(AtomicBool::new(false));
+        let mut n = 0u64;
+        while !self.stop.load(Ordering::SeqCst) {
+            let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+            let timeout =
+                PollTimeout::try_from(STOP_POLL.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+            if !matches!(poll(&mut fds, timeout), Ok(n) if n > 0) {
+                continue;
+            }
+            let Ok((client, _)) = self.listener.accept() else {
+                continue;
+            };
+            let _ = client.set_nonblocking(false);
+            n += 1;
+            {
+                let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+                if open.len() >= MAX_CONNECTIONS {
+                    continue;
+                }
+                match client.try_clone() {
+                    Ok(c) => open.insert(n, c),
+                    Err(_) => continue,
+                };
+            }
+            // The agent is reached from the connection's own thread, so a
+            // hung agent never blocks the accept loop (or the step's end).
+            let upstream = self.upstream.clone();
+            let warned = warned.clone();
+            let open = self.open.clone();
+            let spawned = std::thread::Builder::new()
+                .name("ssh-agent-conn".into())
+                .spawn(move || {
+                    match UnixStream::connect(&upstream) {
+                        Ok(agent) => forward(client, agent),
+                        // The client sees a closed connection, as with a dead agent.
+                        Err(e) => {
+                            if !warned.swap(true, Ordering::SeqCst) {
+                                eprintln!("berth: ssh agent {}: {e}", upstream.display());
+                            }
+                        }
+                    }
+                    open.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+                });
+            if spawned.is_err() {
+                self.open
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&n);
+            }
+        }
     }
+}
+
+/// Copies both ways between `client` and `agent`, each direction until its
+/// reader ends; then the other side's writing half is shut.
+fn forward(client: UnixStream, agent: UnixStream) {
+    let (Ok(client2), Ok(agent2)) = (client.try_clone(), agent.try_clone()) else {
+        return;
+    };
+    let back = std::thread::Builder::new()
+        .name("ssh-agent-conn".into())
+        .spawn(move || pipe(agent2, client2));
+    pipe(client, agent);
+    if let Ok(t) = back {
+        let _ = t.join();
+    }
+}
+
+fn pipe(from: UnixStream, to: UnixStream) {
+    let _ = io::copy(&mut &from, &mut &to);
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
 impl Drop for AgentProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the stop.
-        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        // Connections still open end with the step.
+        let open = std::mem::take(&mut *self.open.lock().unwrap_or_else(|e| e.into_inner()));
+        for s in open.values() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
         }
         let _ = std::fs::remove_file(&self.path);
     }
@@ -124,6 +213,25 @@ mod tests {
         served.join().unwrap();
         drop(proxy);
         assert!(!at.exists(), "the socket is removed");
+    }
+
+    #[test]
+    fn drop_cuts_open_connections_even_with_a_hung_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_path = dir.path().join("agent");
+        // An agent that never answers (nor accepts).
+        let _agent = UnixListener::bind(&agent_path).unwrap();
+        let at = dir.path().join("proxy");
+        let proxy = AgentProxy::start(&agent_path, &at, 0o600, (0, 0)).unwrap();
+        let mut c = UnixStream::connect(&at).unwrap();
+        c.write_all(b"request").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let t = std::time::Instant::now();
+        drop(proxy);
+        assert!(t.elapsed() < Duration::from_secs(2), "drop returned");
+        let mut got = Vec::new();
+        assert_eq!(c.read_to_end(&mut got).unwrap(), 0, "cut");
+        assert!(!at.exists());
     }
 
     #[test]
