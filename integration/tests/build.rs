@@ -1246,7 +1246,7 @@ CMD [\"cat\", \"/seen\", \"/mode\", \"/envseen\"]
         "FROM bb AS tools
 RUN mkdir /opt && echo tool > /opt/tool.txt
 FROM bb
-RUN --mount=type=bind,source=dir,target=/src,rw echo changed > /src/a && cat /src/a > /rw
+RUN --mount=type=bind,source=dir,target=/src,rw echo changed > /src/a && cat /src/a > /rw && grep -q ' /src overlay ' /proc/mounts
 RUN --mount=type=bind,source=dir,target=/src,readonly=false echo x > /src/new && cat /src/new >> /rw
 RUN --mount=type=bind,source=dir,target=/src,rw,ro ! touch /src/new 2>/dev/null
 RUN --mount=type=bind,from=tools,source=/opt,target=/t,readwrite echo w > /t/tool.txt && cat /t/tool.txt >> /rw

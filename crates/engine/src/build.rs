@@ -293,6 +293,8 @@ struct StepMounts {
     dirs: Vec<PathBuf>,
     /// ssh-agent forwarders.
     proxies: Vec<ssh_agent::AgentProxy>,
+    /// Throwaway overlays over context directories (`rw` binds).
+    overlays: Vec<berth_snapshotter::MountGuard>,
 }
 
 impl StepMounts {
@@ -303,6 +305,7 @@ impl StepMounts {
             files: Vec::new(),
             dirs: Vec::new(),
             proxies: Vec::new(),
+            overlays: Vec::new(),
         })
     }
 
@@ -341,6 +344,7 @@ impl StepMounts {
 impl Drop for StepMounts {
     fn drop(&mut self) {
         self.proxies.clear();
+        self.overlays.clear();
         for (key, target) in self.mounted.drain(..) {
             let _ = berth_snapshotter::unmount(&target);
             let _ = std::fs::remove_dir(&target);
@@ -1265,6 +1269,13 @@ impl Builder<'_> {
                 if self.ignore.patterns().is_empty() && !rw {
                     return Ok(Some(spec::bind_mount(source, &m.target, &["rbind", "ro"])));
                 }
+                // An `rw` directory: its writes go to a throwaway overlay, not
+                // to a copy of it (a copy where overlay cannot be had).
+                if self.ignore.patterns().is_empty() && source.is_dir() {
+                    if let Ok(merged) = self.scratch_overlay(source, views) {
+                        return Ok(Some(spec::bind_mount(&merged, &m.target, &["rbind", "rw"])));
+                    }
+                }
                 // The step sees the context as COPY does: without what
                 // .dockerignore excludes, so a copy of what is left; and its
                 // writes to an `rw` bind go to that copy, which is dropped.
@@ -1373,6 +1384,35 @@ impl Builder<'_> {
             }
         };
         Ok(Some(mount))
+    }
+
+    /// An overlay with `lower` below and a scratch upper directory in the work
+    /// directory, kept in `views` until the step ends; returns where it is.
+    fn scratch_overlay(&mut self, lower: &Path, views: &mut StepMounts) -> Result<PathBuf> {
+        let name = self.next_key("rw");
+        let dir = self.work.join(name);
+        for sub in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(Error::io("create the overlay"))?;
+        }
+        views.dirs.push(dir.clone());
+        // A link with a plain name: the source's path may hold `,` or `:`.
+        std::os::unix::fs::symlink(lower, dir.join("lower"))
+            .map_err(Error::io("create the overlay"))?;
+        let options = ["lower", "upper", "work"]
+            .map(|d| format!("{d}dir={}", dir.join(d).display()))
+            .to_vec();
+        let mount = berth_snapshotter::Mount {
+            typ: "overlay".into(),
+            source: PathBuf::from("overlay"),
+            target: None,
+            options,
+            cwd: None,
+        };
+        let merged = dir.join("merged");
+        views
+            .overlays
+            .push(berth_snapshotter::MountGuard::mount(&[mount], &merged)?);
+        Ok(merged)
     }
 
     /// Copies the directory `source` of the committed snapshot `chain` into
