@@ -1098,13 +1098,9 @@ impl Builder<'_> {
                             }
                         }
                         Some(from) => {
-                            let src = match stage_index(stages, &from) {
-                                Some(i) => built
-                                    .get(&i)
-                                    .cloned()
-                                    .ok_or_else(|| bad(format!("stage {from} not built")))?,
-                                None => self.base(&from)?,
-                            };
+                            let src = self
+                                .stage_or_image(&from, stages, built)?
+                                .ok_or_else(|| bad(format!("stage {from} not built")))?;
                             let chain = src.top().unwrap_or_default();
                             keys.push(format!("bind {target} {}|{chain}|{source}", src.key));
                             MountKind::Bind {
@@ -1128,13 +1124,9 @@ impl Builder<'_> {
                         }
                         None => None,
                         Some(from) => {
-                            let src = match stage_index(stages, &from) {
-                                Some(i) => built
-                                    .get(&i)
-                                    .cloned()
-                                    .ok_or_else(|| bad(format!("stage {from} not built")))?,
-                                None => self.base(&from)?,
-                            };
+                            let src = self
+                                .stage_or_image(&from, stages, built)?
+                                .ok_or_else(|| bad(format!("stage {from} not built")))?;
                             let chain = src.top().unwrap_or_default();
                             let source = source.unwrap_or_default();
                             let source = source.trim_start_matches('/').to_string();
@@ -1495,6 +1487,20 @@ impl Builder<'_> {
         format!("build-{}-{}-{what}", std::process::id(), self.seq)
     }
 
+    /// The state a `--from`/`from=` names: a stage of this Dockerfile (`None`
+    /// if it is not built yet), else an image (or scratch).
+    fn stage_or_image(
+        &mut self,
+        from: &str,
+        stages: &[berth_builder::Stage],
+        built: &BTreeMap<usize, State>,
+    ) -> Result<Option<State>> {
+        match stage_index(stages, from) {
+            Some(i) => Ok(built.get(&i).cloned()),
+            None => self.base(from).map(Some),
+        }
+    }
+
     /// The state of `FROM name` (an image, unpacked; or scratch).
     fn base(&mut self, name: &str) -> Result<State> {
         if name.eq_ignore_ascii_case("scratch") {
@@ -1639,12 +1645,9 @@ impl Builder<'_> {
                                 .map_err(|e| invalid(format!("{at}: {e}")))?,
                         ),
                         Some(from) => {
-                            let src = match stage_index(stages, from) {
-                                Some(i) => built.get(&i).cloned().ok_or_else(|| {
-                                    invalid(format!("{at}: stage {from} not built"))
-                                })?,
-                                None => self.base(from)?,
-                            };
+                            let src = self
+                                .stage_or_image(from, stages, built)?
+                                .ok_or_else(|| invalid(format!("{at}: stage {from} not built")))?;
                             let chain = src.top();
                             from_root = Some(chain.clone().unwrap_or_default());
                             // The source stage's layers identify its files.
