@@ -1607,6 +1607,7 @@ impl Builder<'_> {
                         )));
                     }
                     let (dir, names) = self.download(&at, &urls, a.checksum.as_deref())?;
+                    let names: Vec<String> = names.iter().map(|n| literal_source(n)).collect();
                     let hash = hash_sources(&dir.0, &names, &DockerIgnore::default())
                         .map_err(|e| invalid(format!("{at}: {e}")))?;
                     generated = Some((dir, names));
@@ -1634,6 +1635,7 @@ impl Builder<'_> {
                         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644))
                             .map_err(Error::io("chmod here-document"))?;
                     }
+                    let names: Vec<String> = names.iter().map(|n| literal_source(n)).collect();
                     let hash = hash_sources(&dir, &names, &DockerIgnore::default())
                         .map_err(|e| invalid(format!("{at}: {e}")))?;
                     generated = Some((guard, names));
@@ -2325,6 +2327,22 @@ impl Builder<'_> {
 }
 
 /// The index of the stage `from` names (name or number), if it is one.
+/// A file name as a COPY source that names just that file: a name with glob
+/// characters (a download's "report [final].pdf") has them escaped.
+fn literal_source(name: &str) -> String {
+    if !name.contains(['*', '?', '[']) {
+        return name.to_string();
+    }
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '{' | '}') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn stage_index(stages: &[berth_builder::Stage], from: &str) -> Option<usize> {
     let lower = from.to_ascii_lowercase();
     stages
@@ -2358,7 +2376,7 @@ pub fn prune(root: &Path) -> Result<(usize, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::no_symlink_between;
+    use super::{hash_sources, literal_source, no_symlink_between, DockerIgnore};
 
     #[test]
     fn symlinked_directories_are_not_followed() {
@@ -2370,5 +2388,26 @@ mod tests {
         assert!(no_symlink_between(root, &root.join("etc")));
         assert!(!no_symlink_between(root, &root.join("link/etc/passwd")));
         assert!(!no_symlink_between(root, &root.join("missing/file")));
+    }
+
+    #[test]
+    fn generated_names_are_sources_of_just_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["report [final].pdf", "report f.pdf", "a*b", "axb", "c\\d"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let hash =
+            |src: &str| hash_sources(dir.path(), &[src.to_string()], &DockerIgnore::default());
+        for name in ["report [final].pdf", "a*b", "c\\d"] {
+            let literal = literal_source(name);
+            assert!(hash(&literal).is_ok(), "{name}");
+        }
+        // Unescaped, the glob matches the other file: not the same sources.
+        assert_ne!(
+            hash(&literal_source("report [final].pdf")).unwrap(),
+            hash("report [final].pdf").unwrap()
+        );
+        assert_ne!(hash(&literal_source("a*b")).unwrap(), hash("a*b").unwrap());
+        assert_eq!(literal_source("plain.txt"), "plain.txt");
     }
 }
