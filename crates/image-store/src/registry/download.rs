@@ -42,9 +42,21 @@ pub fn file_name(url: &Url, content_disposition: Option<&str>) -> String {
     let extended = param("filename*").and_then(|v| {
         let (charset, rest) = v.split_once('\'')?;
         let (_lang, encoded) = rest.split_once('\'')?;
+        // Every `%` must start an escape (as Go's mime package requires).
+        let escapes_ok = encoded.split('%').skip(1).all(|after| {
+            after.len() >= 2 && after.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit)
+        });
+        if !escapes_ok {
+            return None;
+        }
         let bytes: Vec<u8> = percent_encoding::percent_decode_str(encoded).collect();
         if charset.eq_ignore_ascii_case("utf-8") {
             String::from_utf8(bytes).ok()
+        } else if charset.eq_ignore_ascii_case("us-ascii") {
+            bytes
+                .is_ascii()
+                .then(|| String::from_utf8(bytes).ok())
+                .flatten()
         } else if charset.eq_ignore_ascii_case("iso-8859-1") {
             Some(bytes.iter().map(|&b| b as char).collect())
         } else {
@@ -184,6 +196,10 @@ mod tests {
         assert_eq!(file_name(&u("http://h/x.bin"), Some(latin)), "café.txt");
         let walks = "attachment; filename*=UTF-8''..%2F..%2Fetc%2Fshadow";
         assert_eq!(file_name(&u("http://h/x.bin"), Some(walks)), "shadow");
+        let ascii = "attachment; filename*=us-ascii''a%20b.txt";
+        assert_eq!(file_name(&u("http://h/x.bin"), Some(ascii)), "a b.txt");
+        let bad = "attachment; filename*=UTF-8''a%zz.txt; filename=ok.txt";
+        assert_eq!(file_name(&u("http://h/x.bin"), Some(bad)), "ok.txt");
         let unknown = "attachment; filename*=koi8-r''x; filename=y.txt";
         assert_eq!(file_name(&u("http://h/x.bin"), Some(unknown)), "y.txt");
     }
