@@ -99,7 +99,27 @@ pub fn hash_sources(
     sources: &[String],
     ignore: &DockerIgnore,
 ) -> Result<String, SourceHashError> {
-    let mut roots: Vec<String> = Vec::new();
+    let mut roots = expand_sources(context, sources, ignore)?;
+    roots.sort();
+    roots.dedup();
+    let mut h = Sha256::new();
+    field(&mut h, b"berth-sources-v1");
+    for r in &roots {
+        field(&mut h, r.as_bytes());
+        field(&mut h, node_hash(context, r, ignore)?.as_bytes());
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// `sources` (paths or globs relative to `root`) as the root-relative paths
+/// COPY takes, in order: globs expanded (sorted), each source required to
+/// match something `ignore` does not exclude, none leaving `root`.
+pub(crate) fn expand_sources(
+    root: &Path,
+    sources: &[String],
+    ignore: &DockerIgnore,
+) -> Result<Vec<String>, SourceHashError> {
+    let mut out = Vec::new();
     for src in sources {
         let rel = clean(src.trim_start_matches('/'));
         if rel == ".." || rel.starts_with("../") {
@@ -112,35 +132,22 @@ pub fn hash_sources(
                 .build()
                 .map_err(|e| SourceHashError::Pattern(src.clone(), e.kind().to_string()))?
                 .compile_matcher();
-            let mut found = false;
             let mut all = Vec::new();
-            walk(context, "", ignore, &mut all)?;
-            for p in all {
-                if m.is_match(&p) {
-                    found = true;
-                    roots.push(p);
-                }
-            }
-            if !found {
+            walk(root, "", ignore, &mut all)?;
+            let before = out.len();
+            out.extend(all.into_iter().filter(|p| m.is_match(p)));
+            if out.len() == before {
                 return Err(SourceHashError::NotFound(src.clone()));
             }
         } else {
-            let exists = fs::symlink_metadata(context.join(&rel)).is_ok();
+            let exists = fs::symlink_metadata(root.join(&rel)).is_ok();
             if !exists || (rel != "." && ignore.is_excluded(&rel)) {
                 return Err(SourceHashError::NotFound(src.clone()));
             }
-            roots.push(rel);
+            out.push(rel);
         }
     }
-    roots.sort();
-    roots.dedup();
-    let mut h = Sha256::new();
-    field(&mut h, b"berth-sources-v1");
-    for r in &roots {
-        field(&mut h, r.as_bytes());
-        field(&mut h, node_hash(context, r, ignore)?.as_bytes());
-    }
-    Ok(hex(&h.finalize()))
+    Ok(out)
 }
 
 /// Lists all non-excluded paths under `context/rel`, relative to the context.

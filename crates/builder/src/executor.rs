@@ -6,9 +6,9 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use globset::GlobBuilder;
 use serde_json::{json, Value};
 
+use crate::cache::SourceHashError;
 use crate::ignore::{clean, DockerIgnore};
 use crate::parse::{Command, Healthcheck, Instruction};
 
@@ -80,36 +80,11 @@ pub struct CopySpec<'a> {
 fn resolve_sources(spec: &CopySpec<'_>) -> Result<Vec<String>, CopyError> {
     let empty = DockerIgnore::default();
     let ignore = spec.ignore.unwrap_or(&empty);
-    let mut out = Vec::new();
-    for src in spec.sources {
-        let rel = clean(src.trim_start_matches('/'));
-        if rel == ".." || rel.starts_with("../") {
-            return Err(CopyError::Outside(src.clone()));
-        }
-        if rel.contains(['*', '?', '[']) {
-            let m = GlobBuilder::new(&rel)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|_| CopyError::NotFound(src.clone()))?
-                .compile_matcher();
-            let mut all = Vec::new();
-            crate::cache::walk(spec.root, "", ignore, &mut all)
-                .map_err(|e| ioe(spec.root)(io::Error::other(e.to_string())))?;
-            let before = out.len();
-            out.extend(all.into_iter().filter(|p| m.is_match(p)));
-            if out.len() == before {
-                return Err(CopyError::NotFound(src.clone()));
-            }
-        } else {
-            let exists = fs::symlink_metadata(spec.root.join(&rel)).is_ok();
-            if !exists || (rel != "." && ignore.is_excluded(&rel)) {
-                return Err(CopyError::NotFound(src.clone()));
-            }
-            out.push(rel);
-        }
-    }
-    Ok(out)
+    crate::cache::expand_sources(spec.root, spec.sources, ignore).map_err(|e| match e {
+        SourceHashError::OutsideContext(s) => CopyError::Outside(s),
+        SourceHashError::NotFound(s) | SourceHashError::Pattern(s, _) => CopyError::NotFound(s),
+        SourceHashError::Io { path, source } => CopyError::Io { path, source },
+    })
 }
 
 fn is_archive(path: &Path) -> bool {
