@@ -405,6 +405,8 @@ struct Builder<'a> {
     cache: CacheStore,
     run_root: PathBuf,
     work: PathBuf,
+    /// `<root>/builder/scratch-<pid>`: bulk scratch data, on the state disk.
+    scratch: PathBuf,
     context: PathBuf,
     ignore: DockerIgnore,
     opts: &'a BuildOptions,
@@ -444,6 +446,21 @@ pub fn build(
             .map_err(Error::io(format!("chmod {}", work.display())))?;
     }
     let _work_guard = TempDir(work.clone());
+    // Bulk scratch data (context copies, downloads, the writes of `rw` binds)
+    // goes to the state disk, as Docker's, not to the run root (often tmpfs).
+    let scratch = root
+        .join("builder")
+        .join(format!("scratch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&scratch)
+            .map_err(Error::io(format!("create {}", scratch.display())))?;
+    }
+    let _scratch_guard = TempDir(scratch.clone());
     let mut opts = opts;
     let (context, _ctx_guard, df_path) =
         match std::mem::replace(&mut opts.context, Context::Dir(PathBuf::new())) {
@@ -521,6 +538,7 @@ pub fn build(
         cache,
         run_root: run_root.to_path_buf(),
         work,
+        scratch,
         context,
         ignore,
         opts: &opts,
@@ -894,7 +912,7 @@ impl Builder<'_> {
         };
         let client = Registry::new(self.opts.registry.clone().unwrap_or_default())
             .map_err(|e| invalid(format!("{at}: {e}")))?;
-        let dir = self.work.join(format!("url-{}", self.seq));
+        let dir = self.scratch.join(format!("url-{}", self.seq));
         std::fs::create_dir_all(&dir).map_err(Error::io("create download dir"))?;
         let guard = TempDir(dir.clone());
         let mut names: Vec<String> = Vec::new();
@@ -1382,17 +1400,22 @@ impl Builder<'_> {
     /// directory, kept in `views` until the step ends; returns where it is.
     fn scratch_overlay(&mut self, lower: &Path, views: &mut StepMounts) -> Result<PathBuf> {
         let name = self.next_key("rw");
-        let dir = self.work.join(name);
-        for sub in ["upper", "work", "merged"] {
-            std::fs::create_dir_all(dir.join(sub)).map_err(Error::io("create the overlay"))?;
+        // The step's writes on the state disk; the mount point in the run root
+        // (where `berth check` finds mounts a killed build left).
+        let (dir, data) = (self.work.join(&name), self.scratch.join(&name));
+        for d in [dir.join("merged"), data.join("upper"), data.join("work")] {
+            std::fs::create_dir_all(d).map_err(Error::io("create the overlay"))?;
         }
         views.dirs.push(dir.clone());
+        views.dirs.push(data.clone());
         // A link with a plain name: the source's path may hold `,` or `:`.
         std::os::unix::fs::symlink(lower, dir.join("lower"))
             .map_err(Error::io("create the overlay"))?;
-        let options = ["lower", "upper", "work"]
-            .map(|d| format!("{d}dir={}", dir.join(d).display()))
-            .to_vec();
+        let options = vec![
+            format!("lowerdir={}", dir.join("lower").display()),
+            format!("upperdir={}", data.join("upper").display()),
+            format!("workdir={}", data.join("work").display()),
+        ];
         let mount = berth_snapshotter::Mount {
             typ: "overlay".into(),
             source: PathBuf::from("overlay"),
@@ -1443,7 +1466,8 @@ impl Builder<'_> {
             mode: None,
             extract: false,
         };
-        apply_copy(&spec, &target.with_extension("tar"), dir, "").map_err(|e| e.to_string())
+        let tar = self.scratch.join(format!("{key}.tar"));
+        apply_copy(&spec, &tar, dir, "").map_err(|e| e.to_string())
     }
 
     /// A copy of the context path `source` (canonical) without what
@@ -1459,7 +1483,7 @@ impl Builder<'_> {
             .unwrap_or_default();
         let rel = if rel.is_empty() { ".".to_string() } else { rel };
         let name = self.next_key("bind");
-        let dir = self.work.join(name);
+        let dir = self.scratch.join(name);
         std::fs::create_dir(&dir).map_err(Error::io("create the mount copy"))?;
         views.dirs.push(dir.clone());
         let sources = [rel];

@@ -49,6 +49,8 @@ enum Fix {
     FinishRemoval(String),
     ContainerDir(String),
     Name(String),
+    /// A scratch directory of a build whose process is gone.
+    BuildScratch(PathBuf),
 }
 
 fn pid_of_key(key: &str, prefix: &str) -> Option<i32> {
@@ -161,6 +163,13 @@ impl Containers {
             },
             Fix::CommittedSnapshots => self.images.release_snapshots()?,
             Fix::Unmount(p) => berth_snapshotter::unmount(&p)?,
+            Fix::BuildScratch(p) => {
+                // Never through a mount: a mount left under it is unmounted first.
+                if mounts_under(&p).is_empty() {
+                    std::fs::remove_dir_all(&p)
+                        .map_err(crate::error::Error::io(format!("remove {}", p.display())))?;
+                }
+            }
             Fix::RuntimeState(id) => self.runtime.delete(&id, true)?,
             Fix::FinishRemoval(id) => {
                 self.remove_with_volumes(&id, true, false)?;
@@ -398,6 +407,28 @@ impl Containers {
                 }
             }
         }
+        // Scratch directories of builds whose process is gone: a tar context,
+        // bulk scratch data, the run-root work directory.
+        let scratch_dirs = [
+            (self.root.join("builder"), "context-"),
+            (self.root.join("builder"), "scratch-"),
+            (self.run_root.join("build"), ""),
+        ];
+        for (base, prefix) in scratch_dirs {
+            for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = name
+                    .strip_prefix(prefix)
+                    .and_then(|p| p.parse::<i32>().ok());
+                if pid.is_some_and(|p| !process_exists(p)) {
+                    leftover(
+                        &mut fixes,
+                        format!("{} belongs to a build that is gone", entry.path().display()),
+                        Fix::BuildScratch(entry.path()),
+                    );
+                }
+            }
+        }
         // Runtime state (processes, cgroups) of containers without a record and of
         // builds whose process is gone.
         // (Also those a killed create left without a state record: listed by directory.)
@@ -430,7 +461,7 @@ impl Containers {
             Fix::RuntimeState(_) => 0,
             Fix::Unmount(_) => 0,
             Fix::FinishRemoval(_) => 1,
-            Fix::ContainerDir(_) | Fix::Name(_) => 2,
+            Fix::ContainerDir(_) | Fix::Name(_) | Fix::BuildScratch(_) => 2,
             Fix::Snapshot(_) => 3,
             Fix::CommittedSnapshots => 4,
             Fix::SnapshotDirs => 5,
