@@ -107,25 +107,44 @@ fn forward_signals_to(pid: i32) {
     }
 }
 
-/// fork(2), the child in a new pid namespace when `flags` has
-/// `CLONE_NEWPID` (the only flag taken). Returns `None` in the child.
+/// fork(2) of a container process: into the pid namespace `join` if given,
+/// else into a new one when `new_pid`, else into ours. Returns `None` in the
+/// child.
 ///
 /// glibc's fork, not a raw clone: it takes malloc's and its other internal
 /// locks around the fork, so a child of a caller with other threads (the
 /// builder's ssh-agent forwarder, a registry client's runtime) never inherits
-/// one of them locked by a thread it does not have.
-fn clone_process(flags: CloneFlags) -> Result<Option<Pid>> {
-    let _pid_ns = if flags.contains(CloneFlags::CLONE_NEWPID) {
-        Some(PidNsGuard::unshare()?)
-    } else {
-        None
+/// one of them locked by a thread it does not have. The pid namespace for the
+/// child is set on this thread before the fork and restored after it; if it
+/// cannot be restored the child is killed and this fails, so no later child
+/// of this thread lands in the container's namespace.
+fn clone_process(join: Option<&OwnedFd>, new_pid: bool) -> Result<Option<Pid>> {
+    let guard = match (join, new_pid) {
+        (Some(_), _) => PidNsGuard::join(join)?,
+        (None, true) => PidNsGuard::unshare()?,
+        (None, false) => PidNsGuard(None),
     };
     // SAFETY: the child only runs the container's init, which never returns
     // to the caller's code (it execs or exits).
-    match unsafe { libc::fork() } {
-        -1 => Err(nix::Error::last()).ctx(|| "fork container process".into()),
-        0 => Ok(None),
-        pid => Ok(Some(Pid::from_raw(pid))),
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // The child keeps the namespace it was made in.
+        std::mem::forget(guard);
+        return Ok(None);
+    }
+    let forked = if pid == -1 {
+        Err(nix::Error::last()).ctx(|| "fork container process".into())
+    } else {
+        Ok(Pid::from_raw(pid))
+    };
+    let restored = guard.restore();
+    match (forked, restored) {
+        (Err(e), _) => Err(e),
+        (Ok(child), Err(e)) => {
+            abort_child(child);
+            Err(e)
+        }
+        (Ok(child), Ok(())) => Ok(Some(child)),
     }
 }
 
@@ -175,6 +194,15 @@ impl PidNsGuard {
         let own = File::open("/proc/self/ns/pid").ctx(|| "open own pid namespace".into())?;
         setns(target.as_fd(), CloneFlags::CLONE_NEWPID).ctx(|| "join pid namespace".into())?;
         Ok(PidNsGuard(Some(own)))
+    }
+
+    /// Back to our own pid namespace for the next children of this thread.
+    fn restore(mut self) -> Result<()> {
+        match self.0.take() {
+            Some(own) => setns(own.as_fd(), CloneFlags::CLONE_NEWPID)
+                .ctx(|| "restore our pid namespace after the fork".into()),
+            None => Ok(()),
+        }
     }
 
     /// A new pid namespace for our next child (this thread's only).
@@ -374,15 +402,7 @@ impl Runtime {
         let listener = crate::socket::bind(&dir.start_socket())
             .ctx(|| format!("bind {}", dir.start_socket().display()))?;
         let (mut ours, theirs) = Channel::pair()?;
-        let flags = if plan.new_pid {
-            CloneFlags::CLONE_NEWPID
-        } else {
-            CloneFlags::empty()
-        };
-        let child = {
-            let _pid_ns = PidNsGuard::join(plan.join_pid.as_ref())?;
-            clone_process(flags)?
-        };
+        let child = clone_process(plan.join_pid.as_ref(), plan.new_pid)?;
         let Some(pid) = child else {
             drop(ours);
             let mut spec = bundle.spec.clone();
@@ -715,10 +735,7 @@ impl Runtime {
         }
         join.sort_by_key(|(f, _)| join_order(*f));
         let (mut ours, theirs) = Channel::pair()?;
-        let child = {
-            let _guard = PidNsGuard::join(pid_ns.as_ref())?;
-            clone_process(CloneFlags::empty())?
-        };
+        let child = clone_process(pid_ns.as_ref(), false)?;
         let Some(pid) = child else {
             drop(ours);
             init::exec_main(

@@ -9,8 +9,8 @@
 //! no_new_privs and a seccomp filter. The crate knows nothing of images or
 //! networks: it is handed a bundle.
 //!
-//! The runtime is synchronous and forks (clones) from a single-threaded
-//! caller; never call it from inside an async runtime's worker threads.
+//! The runtime is synchronous and forks (glibc's fork, so a caller may have
+//! other threads); never call it from inside an async runtime's worker threads.
 
 pub mod cgroups;
 mod container;
