@@ -1332,12 +1332,31 @@ impl Builder<'_> {
                         let _ = std::fs::remove_dir_all(&tmp);
                         return Err(format!("seed the cache: {e}"));
                     }
+                    // A seeded cache's root keeps the stage directory's mode and
+                    // owner (as BuildKit, which ignores mode/uid/gid then).
                     let made = std::fs::create_dir_all(&tmp)
-                        .and_then(|()| {
-                            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode))
+                        .and_then(|()| match seed {
+                            Some(_) => Ok(()),
+                            None => std::fs::set_permissions(
+                                &tmp,
+                                std::fs::Permissions::from_mode(*mode),
+                            )
+                            .and_then(|()| {
+                                std::os::unix::fs::chown(&tmp, Some(owner.0), Some(owner.1))
+                            }),
                         })
-                        .and_then(|()| std::os::unix::fs::chown(&tmp, Some(owner.0), Some(owner.1)))
-                        .and_then(|()| std::fs::rename(&tmp, dir));
+                        // Never over a cache another build made meanwhile (a plain
+                        // rename would replace an empty one it already mounted).
+                        .and_then(|()| {
+                            nix::fcntl::renameat2(
+                                nix::fcntl::AT_FDCWD,
+                                &tmp,
+                                nix::fcntl::AT_FDCWD,
+                                dir,
+                                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+                            )
+                            .map_err(std::io::Error::from)
+                        });
                     if let Err(e) = made {
                         let _ = std::fs::remove_dir_all(&tmp);
                         if !dir.exists() {
@@ -1467,7 +1486,13 @@ impl Builder<'_> {
             extract: false,
         };
         let tar = self.scratch.join(format!("{key}.tar"));
-        apply_copy(&spec, &tar, dir, "").map_err(|e| e.to_string())
+        apply_copy(&spec, &tar, dir, "").map_err(|e| e.to_string())?;
+        // The root too: copy_tar copies what is in it.
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(dir, meta.permissions())
+            .and_then(|()| std::os::unix::fs::chown(dir, Some(meta.uid()), Some(meta.gid())))
+            .map_err(|e| e.to_string())
     }
 
     /// A copy of the context path `source` (canonical) without what
@@ -2199,7 +2224,7 @@ impl Builder<'_> {
             (None, Some(h)) => h.to_path_buf(),
             (None, None) => self.context.clone(),
         };
-        let tarfile = self.work.join(format!("copy-{}.tar", self.seq));
+        let tarfile = self.scratch.join(format!("copy-{}.tar", self.seq));
         let res = self.layer_step(state, "copy", |b, rootfs| {
             let rel = dest.trim_start_matches('/');
             let dest_is_dir = rel.is_empty() || rootfs.join(rel).is_dir();

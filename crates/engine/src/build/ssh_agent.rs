@@ -28,8 +28,9 @@ pub(super) struct AgentProxy {
     thread: Option<JoinHandle<()>>,
 }
 
-/// The connections being forwarded, by number: the client's stream.
-type Open = Arc<Mutex<HashMap<u64, UnixStream>>>;
+/// The connections being forwarded, by number: the client's stream and, once
+/// reached, the agent's.
+type Open = Arc<Mutex<HashMap<u64, Vec<UnixStream>>>>;
 
 impl AgentProxy {
     /// Listen at `path` (mode `mode`, owned by `owner`), forwarding to the
@@ -90,6 +91,11 @@ impl Accept {
         let warned = Arc::new(AtomicBool::new(false));
         let mut n = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
+            // At the cap, new connections wait in the listen backlog.
+            if self.open.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_CONNECTIONS {
+                std::thread::sleep(STOP_POLL);
+                continue;
+            }
             let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
             let timeout =
                 PollTimeout::try_from(STOP_POLL.as_millis() as i32).unwrap_or(PollTimeout::NONE);
@@ -101,15 +107,12 @@ impl Accept {
             };
             let _ = client.set_nonblocking(false);
             n += 1;
-            {
-                let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-                if open.len() >= MAX_CONNECTIONS {
-                    continue;
+            match client.try_clone() {
+                Ok(c) => {
+                    let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+                    open.insert(n, vec![c]);
                 }
-                match client.try_clone() {
-                    Ok(c) => open.insert(n, c),
-                    Err(_) => continue,
-                };
+                Err(_) => continue,
             }
             // The agent is reached from the connection's own thread, so a
             // hung agent never blocks the accept loop (or the step's end).
@@ -120,7 +123,17 @@ impl Accept {
                 .name("ssh-agent-conn".into())
                 .spawn(move || {
                     match UnixStream::connect(&upstream) {
-                        Ok(agent) => forward(client, agent),
+                        Ok(agent) => {
+                            if let Ok(a) = agent.try_clone() {
+                                let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+                                match open.get_mut(&n) {
+                                    Some(streams) => streams.push(a),
+                                    // Cut already: the step is over.
+                                    None => return,
+                                }
+                            }
+                            forward(client, agent)
+                        }
                         // The client sees a closed connection, as with a dead agent.
                         Err(e) => {
                             if !warned.swap(true, Ordering::SeqCst) {
@@ -166,9 +179,10 @@ impl Drop for AgentProxy {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        // Connections still open end with the step.
+        // Connections still open end with the step, on both sides (an agent
+        // that ignores the client's end would hold its thread otherwise).
         let open = std::mem::take(&mut *self.open.lock().unwrap_or_else(|e| e.into_inner()));
-        for s in open.values() {
+        for s in open.values().flatten() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         let _ = std::fs::remove_file(&self.path);

@@ -164,11 +164,22 @@ impl Containers {
             Fix::CommittedSnapshots => self.images.release_snapshots()?,
             Fix::Unmount(p) => berth_snapshotter::unmount(&p)?,
             Fix::BuildScratch(p) => {
-                // Never through a mount: a mount left under it is unmounted first.
-                if mounts_under(&p).is_empty() {
-                    std::fs::remove_dir_all(&p)
-                        .map_err(crate::error::Error::io(format!("remove {}", p.display())))?;
+                // Never through a mount (looked for under the real path).
+                let real = p.canonicalize().unwrap_or_else(|_| p.clone());
+                let mounted = mounts_under(&real);
+                if !mounted.is_empty() {
+                    return Err(crate::error::Error::Invalid(format!(
+                        "{} still has mounts: {}",
+                        p.display(),
+                        mounted
+                            .iter()
+                            .map(|m| m.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
                 }
+                std::fs::remove_dir_all(&p)
+                    .map_err(crate::error::Error::io(format!("remove {}", p.display())))?;
             }
             Fix::RuntimeState(id) => self.runtime.delete(&id, true)?,
             Fix::FinishRemoval(id) => {
@@ -409,17 +420,20 @@ impl Containers {
         }
         // Scratch directories of builds whose process is gone: a tar context,
         // bulk scratch data, the run-root work directory.
-        let scratch_dirs = [
-            (self.root.join("builder"), "context-"),
-            (self.root.join("builder"), "scratch-"),
-            (self.run_root.join("build"), ""),
+        // (Also a cache directory a killed build was making: `<hex>.new-<pid>`.)
+        type PidOf = fn(&str) -> Option<&str>;
+        let scratch_dirs: [(PathBuf, PidOf); 4] = [
+            (self.root.join("builder"), |n| n.strip_prefix("context-")),
+            (self.root.join("builder"), |n| n.strip_prefix("scratch-")),
+            (self.root.join("builder/mounts"), |n| {
+                n.rsplit_once(".new-").map(|(_, p)| p)
+            }),
+            (self.run_root.join("build"), |n| Some(n)),
         ];
-        for (base, prefix) in scratch_dirs {
+        for (base, pid_of) in scratch_dirs {
             for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let pid = name
-                    .strip_prefix(prefix)
-                    .and_then(|p| p.parse::<i32>().ok());
+                let pid = pid_of(&name).and_then(|p| p.parse::<i32>().ok());
                 if pid.is_some_and(|p| !process_exists(p)) {
                     leftover(
                         &mut fixes,
