@@ -1246,7 +1246,7 @@ CMD [\"cat\", \"/seen\", \"/mode\", \"/envseen\"]
         "FROM bb AS tools
 RUN mkdir /opt && echo tool > /opt/tool.txt
 FROM bb
-RUN --mount=type=bind,source=dir,target=/src,rw echo changed > /src/a && cat /src/a > /rw && grep -q ' /src overlay ' /proc/mounts
+RUN --mount=type=bind,source=dir,target=/src,rw echo changed > /src/a && cat /src/a > /rw && grep -q ' /src overlay ' /proc/mounts && test \"$(stat -c '%a %u' /src)\" = '750 1234'
 RUN --mount=type=bind,source=dir,target=/src,readonly=false echo x > /src/new && cat /src/new >> /rw
 RUN --mount=type=bind,source=dir,target=/src,rw,ro ! touch /src/new 2>/dev/null
 RUN --mount=type=bind,from=tools,source=/opt,target=/t,readwrite echo w > /t/tool.txt && cat /t/tool.txt >> /rw
@@ -1254,6 +1254,13 @@ RUN --mount=type=bind,from=tools,source=/opt,target=/t cat /t/tool.txt >> /rw
 CMD [\"cat\", \"/rw\"]
 ",
     );
+    // The overlay's root looks like the source directory.
+    std::fs::set_permissions(
+        rw.join("dir"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(rw.join("dir"), Some(1234), None).unwrap();
     e.ok(&["build", "-t", "rwbinds", p(&rw)]);
     assert_eq!(e.ok(&["run", "--rm", "rwbinds"]), "changed\nx\nw\ntool\n");
     assert!(!rw.join("dir/new").exists());

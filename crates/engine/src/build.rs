@@ -1425,6 +1425,16 @@ impl Builder<'_> {
         for d in [dir.join("merged"), data.join("upper"), data.join("work")] {
             std::fs::create_dir_all(d).map_err(Error::io("create the overlay"))?;
         }
+        // The overlay's root shows the upper directory's mode and owner: the
+        // source's, as a plain bind would show them.
+        {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(lower).map_err(Error::io("read the mount source"))?;
+            let upper = data.join("upper");
+            std::fs::set_permissions(&upper, meta.permissions())
+                .and_then(|()| std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid())))
+                .map_err(Error::io("create the overlay"))?;
+        }
         views.dirs.push(dir.clone());
         views.dirs.push(data.clone());
         // A link with a plain name: the source's path may hold `,` or `:`.
