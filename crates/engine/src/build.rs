@@ -283,6 +283,49 @@ fn runtime_made(rootfs: &Path, target: &str) -> Option<(PathBuf, PathBuf)> {
     Some((point, top))
 }
 
+/// Gives `path` the permission bits `mode` and the owner `owner` (uid, gid).
+fn set_mode_owner(path: &Path, mode: u32, owner: (u32, u32)) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))
+}
+
+/// Gives `path` the mode and owner of the directory (or file) `like`.
+fn set_mode_owner_like(path: &Path, like: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(like)?;
+    set_mode_owner(path, meta.mode() & 0o7777, (meta.uid(), meta.gid()))
+}
+
+/// Copies `path` (under `root`; the root itself for `root`) into the
+/// directory `dir` as COPY copies it, owners kept, without what `ignore`
+/// excludes, through the tar file `tar`.
+fn copy_tree(
+    root: &Path,
+    path: &Path,
+    ignore: Option<&DockerIgnore>,
+    dir: &Path,
+    tar: &Path,
+) -> Result<()> {
+    let rel = path
+        .strip_prefix(root)
+        .map(|r| r.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sources = [if rel.is_empty() { ".".to_string() } else { rel }];
+    let spec = CopySpec {
+        root,
+        sources: &sources,
+        dest: "/",
+        dest_is_dir: true,
+        ignore,
+        owner: None,
+        keep_owner: true,
+        mode: None,
+        extract: false,
+    };
+    apply_copy(&spec, tar, dir, "")
+}
+
 /// What one RUN step mounts from the host: read-only views of snapshots and
 /// secret files; unmounted and removed when dropped.
 struct StepMounts {
@@ -1174,9 +1217,7 @@ impl Builder<'_> {
                 "tmpfs" => {
                     let size = match field(&["size"]) {
                         Some(v) => Some(
-                            crate::spec::parse_bytes(&v)
-                                .ok()
-                                .and_then(|n| u64::try_from(n).ok())
+                            berth_volumes::parse_bytes(&v)
                                 .ok_or_else(|| bad(format!("invalid size {v:?}")))?,
                         ),
                         None => None,
@@ -1319,7 +1360,6 @@ impl Builder<'_> {
                 seed,
             } => {
                 if !dir.exists() {
-                    use std::os::unix::fs::PermissionsExt;
                     let tmp = dir.with_extension(format!("new-{}", std::process::id()));
                     let _ = std::fs::remove_dir_all(&tmp);
                     let seeded = match seed {
@@ -1337,13 +1377,7 @@ impl Builder<'_> {
                     let made = std::fs::create_dir_all(&tmp)
                         .and_then(|()| match seed {
                             Some(_) => Ok(()),
-                            None => std::fs::set_permissions(
-                                &tmp,
-                                std::fs::Permissions::from_mode(*mode),
-                            )
-                            .and_then(|()| {
-                                std::os::unix::fs::chown(&tmp, Some(owner.0), Some(owner.1))
-                            }),
+                            None => set_mode_owner(&tmp, *mode, *owner),
                         })
                         // Never over a cache another build made meanwhile (a plain
                         // rename would replace an empty one it already mounted).
@@ -1368,7 +1402,7 @@ impl Builder<'_> {
                 spec::bind_mount(dir, &m.target, &["rbind", access])
             }
             MountKind::Secret { id, mode, owner } => {
-                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+                use std::os::unix::fs::OpenOptionsExt;
                 let name = self.next_key("secret");
                 let path = self.work.join(name);
                 let data = self.opts.secrets.get(id).ok_or("secret gone")?;
@@ -1381,9 +1415,7 @@ impl Builder<'_> {
                     .map_err(|e| format!("write secret {id}: {e}"))?;
                 f.write_all(data)
                     .map_err(|e| format!("write secret {id}: {e}"))?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
-                    .and_then(|()| std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1)))
-                    .map_err(|e| format!("secret {id}: {e}"))?;
+                set_mode_owner(&path, *mode, *owner).map_err(|e| format!("secret {id}: {e}"))?;
                 spec::bind_mount(&path, &m.target, &["bind", "ro"])
             }
             MountKind::SecretEnv { .. } | MountKind::SshMissing => return Ok(None),
@@ -1427,14 +1459,7 @@ impl Builder<'_> {
         }
         // The overlay's root shows the upper directory's mode and owner: the
         // source's, as a plain bind would show them.
-        {
-            use std::os::unix::fs::MetadataExt;
-            let meta = std::fs::metadata(lower).map_err(Error::io("read the mount source"))?;
-            let upper = data.join("upper");
-            std::fs::set_permissions(&upper, meta.permissions())
-                .and_then(|()| std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid())))
-                .map_err(Error::io("create the overlay"))?;
-        }
+        set_mode_owner_like(&data.join("upper"), lower).map_err(Error::io("create the overlay"))?;
         views.dirs.push(dir.clone());
         views.dirs.push(data.clone());
         // A link with a plain name: the source's path may hold `,` or `:`.
@@ -1479,30 +1504,10 @@ impl Builder<'_> {
                     source.display()
                 )
             })?;
-        let rel = path
-            .strip_prefix(&root)
-            .map(|r| r.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let sources = [if rel.is_empty() { ".".to_string() } else { rel }];
-        let spec = CopySpec {
-            root: &root,
-            sources: &sources,
-            dest: "/",
-            dest_is_dir: true,
-            ignore: None,
-            owner: None,
-            keep_owner: true,
-            mode: None,
-            extract: false,
-        };
         let tar = self.scratch.join(format!("{key}.tar"));
-        apply_copy(&spec, &tar, dir, "").map_err(|e| e.to_string())?;
-        // The root too: copy_tar copies what is in it.
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(dir, meta.permissions())
-            .and_then(|()| std::os::unix::fs::chown(dir, Some(meta.uid()), Some(meta.gid())))
-            .map_err(|e| e.to_string())
+        copy_tree(&root, &path, None, dir, &tar).map_err(|e| e.to_string())?;
+        // The root too: the copy holds what is in it.
+        set_mode_owner_like(dir, &path).map_err(|e| e.to_string())
     }
 
     /// A copy of the context path `source` (canonical) without what
@@ -1512,28 +1517,17 @@ impl Builder<'_> {
             .context
             .canonicalize()
             .map_err(Error::io("read the context"))?;
-        let rel = source
-            .strip_prefix(&context)
-            .map(|r| r.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let rel = if rel.is_empty() { ".".to_string() } else { rel };
         let name = self.next_key("bind");
         let dir = self.scratch.join(name);
         std::fs::create_dir(&dir).map_err(Error::io("create the mount copy"))?;
         views.dirs.push(dir.clone());
-        let sources = [rel];
-        let spec = CopySpec {
-            root: &context,
-            sources: &sources,
-            dest: "/",
-            dest_is_dir: true,
-            ignore: Some(&self.ignore),
-            owner: None,
-            keep_owner: true,
-            mode: None,
-            extract: false,
-        };
-        apply_copy(&spec, &dir.with_extension("tar"), &dir, "")?;
+        copy_tree(
+            &context,
+            source,
+            Some(&self.ignore),
+            &dir,
+            &dir.with_extension("tar"),
+        )?;
         Ok(if source.is_dir() {
             dir
         } else {
@@ -2385,7 +2379,6 @@ impl Builder<'_> {
     }
 }
 
-/// The index of the stage `from` names (name or number), if it is one.
 /// A file name as a COPY source that names just that file: a name with glob
 /// characters (a download's "report [final].pdf") has them escaped.
 fn literal_source(name: &str) -> String {
@@ -2402,6 +2395,7 @@ fn literal_source(name: &str) -> String {
     out
 }
 
+/// The index of the stage `from` names (name or number), if it is one.
 fn stage_index(stages: &[berth_builder::Stage], from: &str) -> Option<usize> {
     let lower = from.to_ascii_lowercase();
     stages

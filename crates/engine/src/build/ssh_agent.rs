@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,9 +41,8 @@ impl AgentProxy {
         owner: (u32, u32),
     ) -> io::Result<AgentProxy> {
         let listener = UnixListener::bind(path)?;
-        let made = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .and_then(|()| std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1)))
-            .and_then(|()| listener.set_nonblocking(true));
+        let made =
+            super::set_mode_owner(path, mode, owner).and_then(|()| listener.set_nonblocking(true));
         if let Err(e) = made {
             let _ = std::fs::remove_file(path);
             return Err(e);
