@@ -119,10 +119,9 @@ fn forward_signals_to(pid: i32) {
 /// cannot be restored the child is killed and this fails, so no later child
 /// of this thread lands in the container's namespace.
 fn clone_process(join: Option<&OwnedFd>, new_pid: bool) -> Result<Option<Pid>> {
-    let guard = match (join, new_pid) {
-        (Some(_), _) => PidNsGuard::join(join)?,
-        (None, true) => PidNsGuard::unshare()?,
-        (None, false) => PidNsGuard(None),
+    let guard = match join {
+        None if new_pid => PidNsGuard::unshare()?,
+        _ => PidNsGuard::join(join)?,
     };
     // SAFETY: the child only runs the container's init, which never returns
     // to the caller's code (it execs or exits).
@@ -183,7 +182,13 @@ fn join_order(flag: CloneFlags) -> u8 {
     }
 }
 
-/// Joins a pid namespace for our next child and restores our own on drop.
+/// The pid namespace this thread's next child goes into, set by [`join`] or
+/// [`unshare`] and set back to our own by [`restore`] (which `clone_process`
+/// always calls in the parent).
+///
+/// [`join`]: PidNsGuard::join
+/// [`unshare`]: PidNsGuard::unshare
+/// [`restore`]: PidNsGuard::restore
 struct PidNsGuard(Option<File>);
 
 impl PidNsGuard {
@@ -197,8 +202,8 @@ impl PidNsGuard {
     }
 
     /// Back to our own pid namespace for the next children of this thread.
-    fn restore(mut self) -> Result<()> {
-        match self.0.take() {
+    fn restore(self) -> Result<()> {
+        match self.0 {
             Some(own) => setns(own.as_fd(), CloneFlags::CLONE_NEWPID)
                 .ctx(|| "restore our pid namespace after the fork".into()),
             None => Ok(()),
@@ -210,14 +215,6 @@ impl PidNsGuard {
         let own = File::open("/proc/self/ns/pid").ctx(|| "open own pid namespace".into())?;
         nix::sched::unshare(CloneFlags::CLONE_NEWPID).ctx(|| "create a pid namespace".into())?;
         Ok(PidNsGuard(Some(own)))
-    }
-}
-
-impl Drop for PidNsGuard {
-    fn drop(&mut self) {
-        if let Some(own) = &self.0 {
-            let _ = setns(own.as_fd(), CloneFlags::CLONE_NEWPID);
-        }
     }
 }
 

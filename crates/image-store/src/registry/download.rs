@@ -53,10 +53,7 @@ pub fn file_name(url: &Url, content_disposition: Option<&str>) -> String {
         if charset.eq_ignore_ascii_case("utf-8") {
             String::from_utf8(bytes).ok()
         } else if charset.eq_ignore_ascii_case("us-ascii") {
-            bytes
-                .is_ascii()
-                .then(|| String::from_utf8(bytes).ok())
-                .flatten()
+            String::from_utf8(bytes).ok().filter(|n| n.is_ascii())
         } else if charset.eq_ignore_ascii_case("iso-8859-1") {
             Some(bytes.iter().map(|&b| b as char).collect())
         } else {
