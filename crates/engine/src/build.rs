@@ -212,15 +212,6 @@ enum MountKind {
 /// `RUN --mount` keys that are booleans (alone they mean true).
 const BOOL_KEYS: &[&str] = &["ro", "readonly", "rw", "readwrite", "required"];
 
-/// A boolean as Go's `strconv.ParseBool` reads it (BuildKit's parser).
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 /// Where the `type=cache` mounts of RUN steps live; `builder prune` empties it.
 fn cache_mounts_dir(root: &Path) -> PathBuf {
     root.join("builder").join("mounts")
@@ -1030,8 +1021,8 @@ impl Builder<'_> {
                 };
                 let k = k.to_ascii_lowercase();
                 if BOOL_KEYS.contains(&k.as_str()) {
-                    let b =
-                        parse_bool(v).ok_or_else(|| bad(format!("invalid value {v:?} for {k}")))?;
+                    let b = berth_volumes::parse_go_bool(v)
+                        .ok_or_else(|| bad(format!("invalid value {v:?} for {k}")))?;
                     match k.as_str() {
                         "ro" | "readonly" => readonly = Some(b),
                         "rw" | "readwrite" => readonly = Some(!b),
@@ -1074,7 +1065,8 @@ impl Builder<'_> {
                     )));
                 }
             }
-            let required = field(&["required"]).is_some_and(|v| parse_bool(&v) == Some(true));
+            let required = field(&["required"])
+                .is_some_and(|v| berth_volumes::parse_go_bool(&v) == Some(true));
             let kind_name = field(&["type"]).unwrap_or_else(|| "bind".into());
             if kind_name == "ssh" && field(&["source", "src"]).is_some() {
                 return Err(bad("ssh mounts do not take a source".into()));

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use spec::{parse_bytes, parse_mount_flag, parse_volume_flag, MountKind, MountSpec};
+pub use spec::{
+    parse_bytes, parse_go_bool, parse_mount_flag, parse_volume_flag, MountKind, MountSpec,
+};
 
 /// The label Docker (23+) puts on anonymous volumes.
 pub const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";

@@ -293,13 +293,25 @@ fn valid_mode(mode: &str) -> bool {
     rw <= 1 && label <= 1 && prop <= 1 && copy <= 1
 }
 
+/// A boolean as Go's `strconv.ParseBool` reads it, as Docker's and BuildKit's
+/// flag parsers do: `1`, `t`, `T`, `true`, `TRUE`, `True` and their false forms.
+pub fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A `--mount` boolean option: alone it means true.
 fn parse_bool(raw: &str, key: &str, value: Option<&str>) -> Result<bool> {
     match value {
-        None | Some("1") | Some("true") | Some("True") | Some("TRUE") => Ok(true),
-        Some("0") | Some("false") | Some("False") | Some("FALSE") => Ok(false),
-        Some(v) => Err(Error::Invalid(format!(
-            "invalid --mount {raw:?}: invalid value {v:?} for {key}: use true or false"
-        ))),
+        None => Ok(true),
+        Some(v) => parse_go_bool(v).ok_or_else(|| {
+            Error::Invalid(format!(
+                "invalid --mount {raw:?}: invalid value {v:?} for {key}: use true or false"
+            ))
+        }),
     }
 }
 
@@ -583,6 +595,19 @@ mod tests {
         assert!(opts.contains(&"mode=1770".to_string()), "{opts:?}");
         let m = parse_mount_flag("type=volume,target=/anon").unwrap();
         assert!(m.anonymous);
+        // Booleans as Go's ParseBool reads them, as Docker's --mount does.
+        for (flag, ro) in [
+            ("ro", true),
+            ("readonly=t", true),
+            ("ro=TRUE", true),
+            ("readonly=1", true),
+            ("readonly=f", false),
+            ("ro=False", false),
+            ("readonly=0", false),
+        ] {
+            let m = parse_mount_flag(&format!("type=volume,source=vol,target=/x,{flag}")).unwrap();
+            assert_eq!(m.readonly, ro, "{flag}");
+        }
         for bad in [
             "type=bind,target=/x",
             "type=bind,source=rel,target=/x",
