@@ -1214,13 +1214,20 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>, only: Option<&[String]>) -
     let mut cpu_table = String::from(
         "| tool | CPU s (median, user+sys) | registry CPU s (median) | together | together / 2 cores |\n|---|---:|---:|---:|---:|\n",
     );
+    let median = |v: &[Duration]| {
+        let mut v: Vec<f64> = v.iter().map(Duration::as_secs_f64).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    // (CPU s, registry CPU s) medians of berth and of the raw limit.
+    let (mut berth_cpu, mut raw_cpu) = (None, None);
     for t in &tools {
-        let median = |v: &[Duration]| {
-            let mut v: Vec<f64> = v.iter().map(Duration::as_secs_f64).collect();
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(0.0)
-        };
         let (cpu, reg) = (median(&t.cpu), median(&t.registry_cpu));
+        match t.kind {
+            Kind::Berth(_) => berth_cpu = Some((cpu, reg)),
+            Kind::Raw => raw_cpu = Some((cpu, reg)),
+            _ => {}
+        }
         let note = if matches!(t.kind, Kind::Docker(_)) {
             " (the client only: the pull runs in dockerd)"
         } else {
@@ -1257,7 +1264,7 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>, only: Option<&[String]>) -
          its own destination, all deleted after the last round (deleting thousands of files \
          just before a run slows the file creations of the next one on an ext4 without a \
          journal, as this machine's root is). \
-         Regenerate with `cargo xtask bench pull --runs {}`{}.\n",
+         Regenerate with `cargo xtask bench pull --runs {}{}`.\n",
         mb(bytes),
         image.layers.len(),
         opts.runs,
@@ -1297,6 +1304,21 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>, only: Option<&[String]>) -
     );
     md.push_str(&cpu_table);
     let _ = writeln!(md);
+    let raw_wall = stats.iter().find(|(n, _)| *n == "raw limit");
+    if let (Some((cpu, reg)), Some((raw, _)), Some((_, raw_wall))) = (berth_cpu, raw_cpu, raw_wall)
+    {
+        let raw_wall = raw_wall.median / 1e3;
+        let _ = writeln!(
+            md,
+            "What bounds each: the raw limit spent {raw:.2} s of its {raw_wall:.2} s on the CPU \
+             and the rest waiting for its fsyncs, while berth's CPU time and the registry's, \
+             spread over 2 cores, take {:.2} s of berth's {berth_median:.2} s. So berth / raw \
+             limit depends on how fast the machine's disk flushes compared with how fast its \
+             cores hash and inflate: a faster disk raises the ratio even when berth is no \
+             slower.\n",
+            (cpu + reg) / 2.0
+        );
+    }
     let _ = writeln!(
         md,
         "The raw limit is what a perfect pull must do minus the network: for each blob of the \

@@ -457,7 +457,7 @@ impl Report<'_> {
              command line to its exit (create namespaces, mounts, cgroups, seccomp, exec, wait, delete). \
              {} timed runs per runtime after {} warm-up run(s), interleaved (one run of each runtime in turn) \
              so machine noise hits all alike; a fresh container id per run, a separate `--root` per runtime, \
-             output captured, stdin /dev/null. Regenerate with `cargo xtask bench runtime --runs {}`{}.\n",
+             output captured, stdin /dev/null. Regenerate with `cargo xtask bench runtime --runs {}{}`.\n",
             self.opts.runs,
             self.opts.warmup.max(1),
             self.opts.runs,
