@@ -685,16 +685,16 @@ fn prune_after_a_build_killed_in_a_later_step_leaves_nothing() {
     // Its scratch directories (state disk and run root) are leftovers too.
     let scratch = e.root().join(format!("builder/scratch-{}", child.id()));
     assert!(scratch.exists());
-    assert_eq!(count(&out, "belongs to a build that is gone"), 2, "{out}");
+    assert_eq!(
+        out.matches("belongs to a build that is gone").count(),
+        2,
+        "{out}"
+    );
     e.ok(&["system", "prune", "-f"]);
     assert!(!scratch.exists());
     let (code, out) = check(&e, false);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(" 0 leftovers"), "after system prune: {out}");
-}
-
-fn count(s: &str, needle: &str) -> usize {
-    s.matches(needle).count()
 }
 
 /// Output of a failed operation is acceptable when it is one clear line.

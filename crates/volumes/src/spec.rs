@@ -332,21 +332,18 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     }
     let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
     let mut chars = unit.chars();
-    let (pow, rest) = match chars.next() {
-        None => (0, ""),
-        Some('b') => (0, chars.as_str()),
+    let pow = match chars.next() {
+        None => 0,
+        Some('b') if chars.as_str().is_empty() => 0,
         Some(c) => {
             let pow = "kmgtp".find(c)? as i32 + 1;
             // A trailing `b` or `ib` only after a unit letter: "64mb", "1GiB".
             if !matches!(chars.as_str(), "" | "b" | "ib") {
                 return None;
             }
-            (pow, "")
+            pow
         }
     };
-    if !rest.is_empty() {
-        return None;
-    }
     let bytes = num.parse::<f64>().ok()? * 1024f64.powi(pow);
     (bytes.is_finite() && bytes < i64::MAX as f64).then_some(bytes as u64)
 }

@@ -1219,13 +1219,13 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>, only: Option<&[String]>) -
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    // (CPU s, registry CPU s) medians of berth and of the raw limit.
+    // Medians of berth's (CPU s, registry CPU s) and of the raw limit's CPU s.
     let (mut berth_cpu, mut raw_cpu) = (None, None);
     for t in &tools {
         let (cpu, reg) = (median(&t.cpu), median(&t.registry_cpu));
         match t.kind {
             Kind::Berth(_) => berth_cpu = Some((cpu, reg)),
-            Kind::Raw => raw_cpu = Some((cpu, reg)),
+            Kind::Raw => raw_cpu = Some(cpu),
             _ => {}
         }
         let note = if matches!(t.kind, Kind::Docker(_)) {
@@ -1305,8 +1305,7 @@ fn pull(opts: &Options, given_berth: Option<PathBuf>, only: Option<&[String]>) -
     md.push_str(&cpu_table);
     let _ = writeln!(md);
     let raw_wall = stats.iter().find(|(n, _)| *n == "raw limit");
-    if let (Some((cpu, reg)), Some((raw, _)), Some((_, raw_wall))) = (berth_cpu, raw_cpu, raw_wall)
-    {
+    if let (Some((cpu, reg)), Some(raw), Some((_, raw_wall))) = (berth_cpu, raw_cpu, raw_wall) {
         let raw_wall = raw_wall.median / 1e3;
         let _ = writeln!(
             md,

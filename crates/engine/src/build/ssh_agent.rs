@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,6 +30,12 @@ pub(super) struct AgentProxy {
 /// The connections being forwarded, by number: the client's stream and, once
 /// reached, the agent's.
 type Open = Arc<Mutex<HashMap<u64, Vec<UnixStream>>>>;
+
+/// The open connections, locked (a panicked holder left them consistent:
+/// every change is one insert, push or remove).
+fn lock(open: &Open) -> MutexGuard<'_, HashMap<u64, Vec<UnixStream>>> {
+    open.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl AgentProxy {
     /// Listen at `path` (mode `mode`, owned by `owner`), forwarding to the
@@ -90,7 +96,7 @@ impl Accept {
         let mut n = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
             // At the cap, new connections wait in the listen backlog.
-            if self.open.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_CONNECTIONS {
+            if lock(&self.open).len() >= MAX_CONNECTIONS {
                 std::thread::sleep(STOP_POLL);
                 continue;
             }
@@ -107,8 +113,7 @@ impl Accept {
             n += 1;
             match client.try_clone() {
                 Ok(c) => {
-                    let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-                    open.insert(n, vec![c]);
+                    lock(&self.open).insert(n, vec![c]);
                 }
                 Err(_) => continue,
             }
@@ -123,8 +128,7 @@ impl Accept {
                     match UnixStream::connect(&upstream) {
                         Ok(agent) => {
                             if let Ok(a) = agent.try_clone() {
-                                let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
-                                match open.get_mut(&n) {
+                                match lock(&open).get_mut(&n) {
                                     Some(streams) => streams.push(a),
                                     // Cut already: the step is over.
                                     None => return,
@@ -139,13 +143,10 @@ impl Accept {
                             }
                         }
                     }
-                    open.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+                    lock(&open).remove(&n);
                 });
             if spawned.is_err() {
-                self.open
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&n);
+                lock(&self.open).remove(&n);
             }
         }
     }
@@ -179,7 +180,7 @@ impl Drop for AgentProxy {
         }
         // Connections still open end with the step, on both sides (an agent
         // that ignores the client's end would hold its thread otherwise).
-        let open = std::mem::take(&mut *self.open.lock().unwrap_or_else(|e| e.into_inner()));
+        let open = std::mem::take(&mut *lock(&self.open));
         for s in open.values().flatten() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
